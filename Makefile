@@ -1,0 +1,47 @@
+# fedstream: two entry points on a fresh machine.
+#   make demo   broker + cloud + 3 edges, 5 federated rounds on the built-in digits data
+#   make test   the test suite on both torch stacks (IPEX 2.8 and stock torch 2.13)
+# Each installs what it needs: Mosquitto (apt) and the virtual environments (pip).
+
+PYTHON ?= python3
+VENV ?= .venv
+STOCK_VENV ?= .venv-stock
+PYTEST_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test test-ipex test-stock lint mosquitto clean
+
+demo: mosquitto $(VENV)/.installed
+	$(VENV)/bin/fedstream demo --rounds 5 --edges 3 --min-accuracy 0.90
+
+test: test-ipex test-stock
+
+test-ipex: mosquitto $(VENV)/.installed
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-stock: mosquitto $(STOCK_VENV)/.installed
+	$(STOCK_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+mosquitto:
+	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q mosquitto; }
+
+# Default stack: torch 2.8 with its matching Intel Extension for PyTorch 2.8.0.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[ipex,dev]'
+	touch $@
+
+# Stock stack: the CPU wheel of torch 2.13.0, no IPEX. Pinned exactly: a looser spec pulls
+# a multi-GB CUDA build.
+$(STOCK_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(STOCK_VENV)
+	$(STOCK_VENV)/bin/pip install -q 'torch==2.13.0'
+	$(STOCK_VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(STOCK_VENV) demo-run

@@ -1,0 +1,239 @@
+"""Start, stop and restart a local Mosquitto broker rendered from the project's config template."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+from types import TracebackType
+from typing import IO, Self
+
+import structlog
+
+from fedstream.shared.errors import ConfigError, Reason, TransportError
+
+log = structlog.get_logger(__name__)
+
+_FALLBACK_BINARY = "/usr/sbin/mosquitto"
+_LOG_TAIL_LINES = 20
+_PROBE_INTERVAL_S = 0.02
+
+
+def find_free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on `host` right now (the OS picks it).
+
+    Raises:
+        TransportError: BROKER_FAILED if `host` cannot be bound.
+    """
+    return _try_bind(host, 0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerParams:
+    """Where a local Mosquitto listens and keeps its data.
+
+    Args:
+        data_dir: Holds the rendered config, the persistence database and the broker log.
+        host: Listener bind address; loopback by default because the dev config is anonymous.
+        port: Listener port; 0 picks a free port at the first start and keeps it across restarts.
+        mosquitto: Binary name or path.
+
+    Raises:
+        ConfigError: A value is out of range or empty.
+    """
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    mosquitto: str = "mosquitto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if not self.host:
+            raise ConfigError(Reason.BAD_CONFIG, "broker host must not be empty")
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise ConfigError(Reason.BAD_CONFIG, f"broker port must be an int, got {self.port!r}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(Reason.BAD_CONFIG, f"broker port {self.port} is not in 0..65535")
+        if not self.mosquitto:
+            raise ConfigError(Reason.BAD_CONFIG, "mosquitto binary must not be empty")
+
+
+class Mosquitto:
+    """One Mosquitto process; a context manager that starts on enter and stops on exit.
+
+    Args:
+        params: Listener and data directory settings.
+    """
+
+    def __init__(self, params: BrokerParams) -> None:
+        self._params = params
+        self._port = params.port
+        self._log_path = params.data_dir.resolve() / "mosquitto.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        """Listener bind address."""
+        return self._params.host
+
+    @property
+    def port(self) -> int:
+        """Listener port (0 until the first start when a free port was asked for)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Broker address as `mqtt://host:port`."""
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while running, else None."""
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Render the config, spawn Mosquitto and wait until it accepts TCP connections.
+
+        Args:
+            timeout: Seconds to wait for the listener before giving up.
+
+        Raises:
+            TransportError: BROKER_FAILED if the binary is missing, exits early or never listens.
+        """
+        if self._proc is not None:
+            return
+        binary = _find_binary(self._params.mosquitto)
+        data_dir = self._log_path.parent
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # Also refuses a port someone already listens on: the probe below would take it for ours.
+        self._port = _try_bind(self.host, self._port)
+        conf = data_dir / "mosquitto.conf"
+        conf.write_text(_render(host=self.host, port=self._port, data_dir=data_dir))
+        # Config errors are printed to stderr before the log file opens: keep them in the same log.
+        self._log_file = self._log_path.open("ab")
+        try:
+            self._proc = subprocess.Popen(
+                [binary, "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=self._log_file,
+            )
+        except OSError as err:
+            self._reap()
+            raise TransportError(Reason.BROKER_FAILED, f"cannot run {binary}: {err}") from err
+        self._wait_listening(self._proc, time.monotonic() + timeout)
+        log.info("broker_started", host=self.host, port=self._port, pid=self._proc.pid)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop with SIGTERM (Mosquitto saves its database), SIGKILL if it hangs; idempotent."""
+        proc = self._proc
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self._reap()
+        log.info("broker_stopped", port=self._port, pid=proc.pid, returncode=proc.returncode)
+
+    def kill(self) -> None:
+        """Kill with SIGKILL, losing whatever was not autosaved (for chaos tests)."""
+        proc = self._proc
+        if proc is None:
+            return
+        proc.kill()
+        proc.wait()
+        self._reap()
+        log.info("broker_killed", port=self._port, pid=proc.pid)
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Stop, then start on the same port and data dir; persistence keeps sessions."""
+        self.stop(timeout)
+        self.start(timeout)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _wait_listening(self, proc: subprocess.Popen[bytes], deadline: float) -> None:
+        while True:
+            try:
+                with socket.create_connection((self.host, self._port), timeout=1.0):
+                    return
+            except OSError:
+                pass
+            try:
+                # Paces the probe and returns at once if the broker dies while we wait.
+                proc.wait(_PROBE_INTERVAL_S)
+            except subprocess.TimeoutExpired:
+                if time.monotonic() < deadline:
+                    continue
+                self.kill()
+                detail = f"mosquitto not listening on {self.host}:{self._port} in time"
+            else:
+                self._reap()
+                detail = f"mosquitto exited with code {proc.returncode}"
+            raise TransportError(Reason.BROKER_FAILED, f"{detail}; log tail:\n{self._log_tail()}")
+
+    def _reap(self) -> None:
+        self._proc = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self._log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(lines[-_LOG_TAIL_LINES:])
+
+
+def _find_binary(name: str) -> str:
+    found = shutil.which(name) or (shutil.which(_FALLBACK_BINARY) if name == "mosquitto" else None)
+    if found is None:
+        raise TransportError(
+            Reason.BROKER_FAILED,
+            f"mosquitto binary {name!r} not found; install it with `apt-get install mosquitto`",
+        )
+    return found
+
+
+def _try_bind(host: str, port: int) -> int:
+    """Bind and release `host:port` (0 = any free port); return the port that was bound."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # Mosquitto sets SO_REUSEADDR too, so TIME_WAIT leftovers do not count as busy.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            return int(sock.getsockname()[1])
+    except OSError as err:
+        raise TransportError(
+            Reason.BROKER_FAILED, f"cannot listen on {host}:{port}: {err}"
+        ) from err
+
+
+def _render(*, host: str, port: int, data_dir: Path) -> str:
+    template = resources.files("fedstream.broker").joinpath("mosquitto.conf.in").read_text()
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    return Template(template).substitute(host=host, port=port, data_dir=data_dir, user=user)

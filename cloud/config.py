@@ -1,0 +1,49 @@
+"""The cloud consumer's configuration (TOML + FEDSTREAM_* overrides)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from fedstream.shared.chunks import DEFAULT_CHUNK_SIZE
+from fedstream.shared.config import Section, ServiceConfig
+
+
+class SourceConfig(Section):
+    """A data source from the SOURCES registry and its parameters."""
+
+    name: str = "digits"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RoundConfig(Section):
+    """Defaults for every round; `fedstream round start` may override the training ones."""
+
+    epochs: int = Field(default=5, ge=1, le=1000)
+    lr: float = Field(default=0.05, gt=0, le=10)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    batch_size: int = Field(default=32, ge=1, le=65536)
+    deadline_s: float = Field(default=120.0, gt=0)
+    quorum: int = Field(default=1, ge=1, description="updates needed when the deadline passes")
+
+
+class IntakeConfig(Section):
+    """Bounds on update reassembly."""
+
+    max_update_bytes: int = Field(default=256 << 20, ge=1024)
+    max_total_bytes: int = Field(default=1 << 30, ge=1024)
+    partial_timeout_s: float = Field(default=120.0, gt=0)
+
+
+class CloudConfig(ServiceConfig):
+    """Everything `fedstream cloud run` needs."""
+
+    layers: tuple[int, ...] = Field(default=(64, 100, 100, 10), min_length=2)
+    seed: int = 0
+    strategy: str = "fedavg"
+    blend_alpha: float = Field(default=1.0, gt=0, le=1, description="1 means plain FedAvg")
+    chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1024, le=1 << 20)
+    eval_source: SourceConfig = SourceConfig(params={"split": "test"})
+    rounds: RoundConfig = RoundConfig()
+    intake: IntakeConfig = IntakeConfig()

@@ -1,0 +1,71 @@
+"""Update intake: frames from the update topics -> verified, decoded updates of the open round."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fedstream.cloud import rounds
+from fedstream.cloud.config import IntakeConfig
+from fedstream.shared import wire
+from fedstream.shared.blobs import decode_blob
+from fedstream.shared.chunks import Reassembler
+from fedstream.shared.control import RoundState
+from fedstream.shared.errors import ProtocolError, Reason
+from fedstream.shared.messages import BlobHeader, Spec, UpdateChunk, UpdateMeta
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A complete, verified update."""
+
+    meta: UpdateMeta
+    header: BlobHeader
+    delta: list[torch.Tensor]
+
+
+class Intake:
+    """Reassembles update chunks within memory bounds and checks them against the round.
+
+    Args:
+        spec: The model's tensor spec; an update with another spec is rejected.
+        params: Memory bounds and the partial-update timeout.
+    """
+
+    def __init__(self, *, spec: Spec, params: IntakeConfig) -> None:
+        self.spec = spec
+        self._parts = Reassembler(max_blob_bytes=params.max_update_bytes,
+                                  max_total_bytes=params.max_total_bytes,
+                                  timeout_s=params.partial_timeout_s)
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held by partial updates."""
+        return self._parts.held_bytes
+
+    def take(self, payload: bytes, *, topic_edge: str, state: RoundState | None,
+             counted: set[str], now: float) -> Update | None:
+        """Take one frame; return the update once it is complete and valid.
+
+        Raises:
+            ProtocolError: with the reason the frame or update is rejected.
+        """
+        chunk: UpdateChunk = wire.expect(payload, UpdateChunk)
+        if chunk.meta.edge_id != topic_edge:
+            raise ProtocolError(Reason.BAD_FRAME,
+                                f"frame names {chunk.meta.edge_id}, topic {topic_edge}")
+        # A round is checked on a blob's first chunk (before any memory is spent on it) and
+        # again on completion, since the round may have closed in between.
+        if not self._parts.knows(chunk.header.blob_id):
+            rounds.check_update(state, chunk.meta, counted)
+        done = self._parts.add(chunk.header, chunk.index, chunk.data, now)
+        if done is None:
+            return None
+        rounds.check_update(state, chunk.meta, counted)
+        delta = decode_blob(done.header, done.blob, self.spec)
+        return Update(meta=chunk.meta, header=done.header, delta=delta)
+
+    def expire(self, now: float) -> list[str]:
+        """Drop partial updates that stopped arriving; return their blob ids."""
+        return self._parts.expire(now)

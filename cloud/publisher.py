@@ -1,0 +1,48 @@
+"""Publishes global model versions as retained chunks + manifest, clearing superseded chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fedstream.shared import wire
+from fedstream.shared.blobs import encode_blob
+from fedstream.shared.messages import BlobHeader, Manifest, ModelChunk, Spec
+from fedstream.shared.mqtt import MqttClient
+from fedstream.shared.topics import Topics
+
+
+class ModelPublisher:
+    """Makes a model version the retained global model of one federation."""
+
+    def __init__(self, *, mqtt: MqttClient, topics: Topics, model: str, spec: Spec,
+                 layers: Sequence[int], chunk_size: int) -> None:
+        self._mqtt, self._topics, self._model = mqtt, topics, model
+        self._spec, self._layers, self._chunk_size = spec, tuple(layers), chunk_size
+        self._previous: tuple[int, BlobHeader] | None = None
+
+    def publish(self, *, version: int, parent: int | None, tensors: Sequence[object],
+                metrics: dict[str, float | int | str]) -> int:
+        """Publish chunks, then the manifest, then clear the previous version's chunks.
+
+        Chunks go first: every chunk carries the blob header, so an edge can start on them
+        before the manifest arrives, and a manifest never points at missing chunks.
+
+        Returns:
+            The size of the model blob in bytes.
+        """
+        enc = encode_blob(tensors, self._spec, codec="f32", chunk_size=self._chunk_size)  # type: ignore[arg-type]
+        self._mqtt.publish_many(
+            ((self._topics.model_chunk(self._model, version, i),
+              wire.pack(ModelChunk(header=enc.header, model=self._model, version=version,
+                                   index=i, data=bytes(view))))
+             for i, view in enumerate(enc.chunks)),
+            retain=True)
+        manifest = Manifest(model=self._model, version=version, parent=parent,
+                            header=enc.header, layers=self._layers, metrics=metrics)
+        self._mqtt.publish(self._topics.manifest(self._model), wire.pack(manifest), retain=True)
+        if self._previous is not None:
+            old_version, old = self._previous
+            self._mqtt.clear_retained(self._topics.model_chunk(self._model, old_version, i)
+                                      for i in range(old.count))
+        self._previous = (version, enc.header)
+        return enc.header.size

@@ -1,0 +1,35 @@
+"""The edge daemon's configuration (TOML + FEDSTREAM_* overrides)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from fedstream.shared.chunks import DEFAULT_CHUNK_SIZE
+from fedstream.shared.config import Section, ServiceConfig
+
+
+class SourceConfig(Section):
+    """Where the edge's private training data comes from (a SOURCES name + its params)."""
+
+    name: str = "digits"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class BackendConfig(Section):
+    """Training backend: "auto" picks IPEX when it matches torch, else stock torch."""
+
+    name: str = "auto"
+    precision: str = Field(default="auto", pattern="^(auto|fp32|bf16)$")
+
+
+class EdgeConfig(ServiceConfig):
+    """Everything `fedstream edge run` needs."""
+
+    edge_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1024, le=1 << 20)
+    max_model_bytes: int = Field(default=512 << 20, ge=1024)
+    source: SourceConfig = SourceConfig()
+    backend: BackendConfig = BackendConfig()

@@ -1,0 +1,159 @@
+"""The edge daemon: follow the global model, train on rounds, publish updates, report status."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import zlib
+
+import structlog
+import torch
+
+from fedstream.edge_node.config import EdgeConfig
+from fedstream.edge_node.model_sync import HeldModel, ModelSync
+from fedstream.edge_node.trainer import train_round
+from fedstream.shared import wire
+from fedstream.shared.backends import BackendChoice, select_backend
+from fedstream.shared.blobs import encode_blob
+from fedstream.shared.control import EdgeStatus, RoundState
+from fedstream.shared.errors import FedstreamError
+from fedstream.shared.messages import UpdateChunk, UpdateMeta
+from fedstream.shared.model import build_mlp
+from fedstream.shared.mqtt import Inbound, MqttClient, Will
+from fedstream.shared.sources import SOURCES
+from fedstream.shared.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+PROBE_BATCH = 32
+
+
+class EdgeDaemon:
+    """One gateway's participant in the federation.
+
+    Messages arrive on paho's thread and are handled (training included) on the caller's
+    thread, so a long local round never blocks the MQTT keepalive.
+    """
+
+    def __init__(self, cfg: EdgeConfig) -> None:
+        self.cfg = cfg
+        self.topics = Topics(cfg.federation)
+        self.data = SOURCES.build(cfg.source.name, **cfg.source.params).load()
+        self.sync = ModelSync(model=cfg.model, max_bytes=cfg.max_model_bytes)
+        self.backend: BackendChoice | None = None
+        self._pending: RoundState | None = None
+        self._last_round = ""
+        self._inbox: queue.Queue[Inbound] = queue.Queue()
+        self._model_filter = self.topics.model_all(cfg.model)
+        self._round_topic = self.topics.round(cfg.model)
+        self._status_topic = self.topics.status(cfg.edge_id)
+        offline = EdgeStatus(edge_id=cfg.edge_id, online=False, samples=len(self.data))
+        self.mqtt = MqttClient(
+            client_id=f"fedstream-edge-{cfg.federation}-{cfg.edge_id}", host=cfg.broker.host,
+            port=cfg.broker.port, on_message=self._inbox.put,
+            subscriptions=(self._model_filter, self._round_topic), persistent=True,
+            will=Will(self._status_topic, wire.pack(offline)), keepalive_s=cfg.broker.keepalive_s)
+        self.log = log.bind(edge_id=cfg.edge_id)
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set; the status goes offline on the way out."""
+        self.mqtt.connect(self.cfg.broker.connect_timeout_s)
+        try:
+            self._publish_status(online=True)
+            self.log.info("edge_started", samples=len(self.data),
+                          classes=self.data.class_counts(), source=self.cfg.source.name)
+            while not stop.is_set():
+                try:
+                    self._handle(self._inbox.get(timeout=0.5))
+                except queue.Empty:
+                    continue
+            self._publish_status(online=False)
+        finally:
+            self.mqtt.close()
+            self.log.info("edge_stopped")
+
+    def _handle(self, msg: Inbound) -> None:
+        # The one broad guard: a bad message is logged, never fatal to the daemon.
+        try:
+            if self._model_filter.matches(msg.topic):
+                held = self.sync.take(msg.payload, time.time())
+                if held is not None:
+                    self._on_model(held)
+            elif msg.topic == str(self._round_topic) and msg.payload:
+                self._on_round(wire.expect(msg.payload, RoundState))
+        except FedstreamError as err:
+            self.log.warning("message_rejected", topic=msg.topic, reason=str(err.reason),
+                             detail=err.detail)
+        except Exception as err:
+            self.log.exception("message_rejected", topic=msg.topic, reason="internal",
+                               detail=repr(err))
+
+    def _on_model(self, held: HeldModel) -> None:
+        self.log.info("model_received", version=held.version)
+        if self.backend is None:
+            self.backend = select_backend(preference=self.cfg.backend.name,
+                                          precision=self.cfg.backend.precision,
+                                          probe=lambda: self._probe(held.layers))
+        self._publish_status(online=True)
+        self._maybe_train()
+
+    def _on_round(self, state: RoundState) -> None:
+        if state.terminal or state.status == "aggregating":
+            return
+        if self.cfg.edge_id not in state.selection or state.round_id == self._last_round:
+            return
+        self._pending = state
+        self._maybe_train()
+
+    def _maybe_train(self) -> None:
+        state, held = self._pending, self.sync.current
+        if state is None or held is None or self.backend is None:
+            return
+        if held.version > state.base_version:
+            self.log.info("round_skipped", round_id=state.round_id, reason="stale_round")
+            self._pending = None
+            return
+        if held.version < state.base_version:
+            return  # the round's base model is still arriving
+        self._pending = None
+        self._last_round = state.round_id
+        self._train_and_send(state, held)
+
+    def _train_and_send(self, state: RoundState, held: HeldModel) -> None:
+        assert self.backend is not None
+        started = time.monotonic()
+        result = train_round(layers=held.layers, base=held.tensors, data=self.data,
+                             params=state.train, backend=self.backend.backend,
+                             seed=zlib.crc32(f"{self.cfg.seed}:{state.round_id}".encode()))
+        train_s = time.monotonic() - started
+        enc = encode_blob(result.delta, held.spec, codec=state.codec,
+                          chunk_size=self.cfg.chunk_size)
+        meta = UpdateMeta(edge_id=self.cfg.edge_id, round_id=state.round_id,
+                          base_version=state.base_version, samples=result.samples,
+                          loss=result.loss)
+        topic = self.topics.update(self.cfg.model, self.cfg.edge_id)
+        self.mqtt.publish_many(
+            (topic, wire.pack(UpdateChunk(header=enc.header, meta=meta, index=i,
+                                          data=bytes(view))))
+            for i, view in enumerate(enc.chunks))
+        self.log.info("update_sent", round_id=state.round_id, update_id=enc.header.blob_id,
+                      loss=round(result.loss, 4), samples=result.samples,
+                      bytes=enc.header.size, chunks=enc.header.count,
+                      train_ms=round(train_s * 1000), send_ms=round(
+                          (time.monotonic() - started - train_s) * 1000))
+        self._publish_status(online=True)
+
+    def _probe(self, layers: tuple[int, ...]) -> tuple[torch.nn.Module, torch.Tensor,
+                                                         torch.Tensor]:
+        n = min(PROBE_BATCH, len(self.data))
+        return (build_mlp(layers, seed=0), torch.tensor(self.data.features[:n]),
+                torch.tensor(self.data.labels[:n]))
+
+    def _publish_status(self, *, online: bool) -> None:
+        held = self.sync.current
+        status = EdgeStatus(edge_id=self.cfg.edge_id, online=online,
+                            version=held.version if held else None, samples=len(self.data),
+                            backend=self.backend.describe() if self.backend else {},
+                            last_round=self._last_round)
+        self.mqtt.publish(self._status_topic, wire.pack(status), retain=True)

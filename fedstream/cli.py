@@ -1,0 +1,151 @@
+"""`fedstream` command line: run the services, drive rounds, show the fleet, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fedstream.shared.errors import REASONS, FedstreamError
+from fedstream.shared.logs import configure_logging
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _broker_run(args: argparse.Namespace) -> int:
+    from fedstream.broker import BrokerParams, run_broker
+
+    return run_broker(BrokerParams(host=args.host, port=args.port, data_dir=args.data_dir))
+
+
+def _cloud_run(args: argparse.Namespace) -> int:
+    from fedstream.cloud.config import CloudConfig
+    from fedstream.cloud.service import CloudService
+    from fedstream.shared.config import load_config
+    from fedstream.shared.lifecycle import stop_on_signals
+
+    cfg = load_config(CloudConfig, args.config)
+    configure_logging(json=cfg.log.json_lines, level=cfg.log.level)
+    _set_threads(cfg.threads)
+    with stop_on_signals() as stop:
+        CloudService(cfg).run(stop)
+    return 0
+
+
+def _edge_run(args: argparse.Namespace) -> int:
+    from fedstream.edge_node.config import EdgeConfig
+    from fedstream.edge_node.daemon import EdgeDaemon
+    from fedstream.shared.config import load_config
+    from fedstream.shared.lifecycle import stop_on_signals
+
+    cfg = load_config(EdgeConfig, args.config)
+    configure_logging(json=cfg.log.json_lines, level=cfg.log.level)
+    _set_threads(cfg.threads)
+    with stop_on_signals() as stop:
+        EdgeDaemon(cfg).run(stop)
+    return 0
+
+
+def _set_threads(threads: int | None) -> None:
+    # Several services on one small host oversubscribe the cores with torch's default pool.
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _round_start(args: argparse.Namespace) -> int:
+    from fedstream.operator import start_round
+
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
+                                   ("deadline_s", args.deadline)) if v is not None}
+    start_round(_client_args(args), wait=args.wait, overrides=overrides, out=sys.stdout)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from fedstream.operator import show_status
+
+    show_status(_client_args(args), out=sys.stdout)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fedstream.demo import DemoParams, run_demo
+
+    return run_demo(DemoParams(rounds=args.rounds, edges=args.edges, workdir=args.workdir,
+                               min_accuracy=args.min_accuracy), out=sys.stdout)
+
+
+def _client_args(args: argparse.Namespace) -> dict[str, object]:
+    from fedstream.operator import CliConfig
+    from fedstream.shared.config import load_config
+
+    overrides = {"broker": {"host": args.host, "port": args.port}} if args.port else {}
+    cfg = load_config(CliConfig, args.config, **overrides)
+    return {"host": cfg.broker.host, "port": cfg.broker.port, "federation": cfg.federation,
+            "model": cfg.model, "timeout_s": args.timeout}
+
+
+def _add_client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML with [broker], federation and model")
+    p.add_argument("--host", default="127.0.0.1", help="broker host (with --port)")
+    p.add_argument("--port", type=int, help="broker port (overrides the config)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the cloud")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="fedstream", description=__doc__)
+    parser.add_argument("--log-level", default="warning", help="CLI log level")
+    sub = parser.add_subparsers(dest="group", required=True)
+
+    broker = sub.add_parser("broker", help="run the project's Mosquitto")
+    broker_run = broker.add_subparsers(dest="action", required=True).add_parser("run")
+    broker_run.add_argument("--host", default="127.0.0.1")
+    broker_run.add_argument("--port", type=int, default=1883, help="0 picks a free port")
+    broker_run.add_argument("--data-dir", type=Path, default=Path("broker-data"))
+    broker_run.set_defaults(handler=_broker_run)
+
+    for name, handler in (("cloud", _cloud_run), ("edge", _edge_run)):
+        group = sub.add_parser(name, help=f"run the {name} service")
+        run = group.add_subparsers(dest="action", required=True).add_parser("run")
+        run.add_argument("--config", type=Path, required=True, help="TOML config file")
+        run.set_defaults(handler=handler)
+
+    rnd = sub.add_parser("round", help="drive federated rounds")
+    start = rnd.add_subparsers(dest="action", required=True).add_parser("start")
+    _add_client_options(start)
+    start.add_argument("--wait", action="store_true", help="follow the round to its end")
+    start.add_argument("--epochs", type=int)
+    start.add_argument("--lr", type=float)
+    start.add_argument("--deadline", type=float, help="seconds to collect updates")
+    start.set_defaults(handler=_round_start)
+
+    status = sub.add_parser("status", help="edges online, their backend, model, last round")
+    _add_client_options(status)
+    status.set_defaults(handler=_status)
+
+    demo = sub.add_parser("demo", help="broker + cloud + edges on the digits data, N rounds")
+    demo.add_argument("--rounds", type=int, default=5)
+    demo.add_argument("--edges", type=int, default=3)
+    demo.add_argument("--workdir", type=Path, default=Path("demo-run"))
+    demo.add_argument("--min-accuracy", type=float, default=0.0,
+                      help="exit non-zero if the final accuracy is below this")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `fedstream` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    configure_logging(json=False, level=args.log_level, stream=sys.stderr)
+    try:
+        return int(args.handler(args))
+    except FedstreamError as err:
+        print(f"fedstream: {err.reason}: {err.detail} ({REASONS[err.reason].help})",
+              file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,92 @@
+"""The operator's side of the command protocol: ask the cloud, follow a round."""
+
+from __future__ import annotations
+
+import queue
+import time
+import uuid
+from collections.abc import Callable
+
+from fedstream.shared import wire
+from fedstream.shared.control import CommandReply, CommandRequest, RoundState
+from fedstream.shared.errors import FedstreamError, Reason, TransportError
+from fedstream.shared.mqtt import Inbound, MqttClient
+from fedstream.shared.topics import Topics
+
+
+class FleetClient:
+    """Talks to one federation's cloud service over MQTT v5 request/response.
+
+    Args:
+        host: Broker host.
+        port: Broker port.
+        federation: Federation name (topic prefix).
+        model: Model name.
+    """
+
+    def __init__(self, *, host: str, port: int, federation: str, model: str,
+                 timeout_s: float = 10.0) -> None:
+        self.topics = Topics(federation)
+        self.model = model
+        self.timeout_s = timeout_s
+        client_id = f"fedstream-cli-{uuid.uuid4().hex[:8]}"
+        self._reply_to = self.topics.reply(client_id)
+        self._rounds: queue.Queue[Inbound] = queue.Queue()
+        self.mqtt = MqttClient(client_id=client_id, host=host, port=port,
+                               on_message=self._rounds.put,
+                               subscriptions=(self._reply_to, self.topics.round(model)))
+
+    def __enter__(self) -> FleetClient:
+        self.mqtt.connect(self.timeout_s)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.mqtt.close()
+
+    def command(self, verb: str, **args: int | float | str | bool) -> CommandReply:
+        """Send a command and return the cloud's reply.
+
+        Raises:
+            TransportError: no_reply if the cloud does not answer.
+            FedstreamError: with the cloud's reason when it refuses the command.
+        """
+        msg = self.mqtt.request(self.topics.command(verb),
+                                wire.pack(CommandRequest(verb=verb, args=args)),
+                                self._reply_to, timeout_s=self.timeout_s)
+        reply: CommandReply = wire.expect(msg.payload, CommandReply)
+        if not reply.ok:
+            raise FedstreamError(_reason(reply.reason), reply.detail)
+        return reply
+
+    def wait_round(self, round_id: str, *, on_change: Callable[[RoundState], None],
+                   grace_s: float = 30.0) -> RoundState:
+        """Follow a round's retained state until it is published or failed.
+
+        Raises:
+            TransportError: no_reply if the round is not over `grace_s` after its deadline.
+        """
+        give_up: float | None = None
+        while True:
+            try:
+                msg = self._rounds.get(timeout=1.0)
+            except queue.Empty:
+                if give_up is not None and time.time() > give_up:
+                    raise TransportError(Reason.NO_REPLY,
+                                         f"round {round_id} did not finish") from None
+                continue
+            if not msg.payload or msg.response_topic is not None:
+                continue
+            state = wire.unpack(msg.payload)
+            if not isinstance(state, RoundState) or state.round_id != round_id:
+                continue
+            give_up = state.deadline + grace_s
+            on_change(state)
+            if state.terminal:
+                return state
+
+
+def _reason(code: str) -> Reason:
+    try:
+        return Reason(code)
+    except ValueError:
+        return Reason.ROUND_FAILED

@@ -1,0 +1,145 @@
+"""`fedstream demo`: a broker, the cloud and N edge daemons as separate processes, R rounds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from fedstream.broker import BrokerParams, Mosquitto
+from fedstream.operator import fleet_status, start_round
+from fedstream.shared.errors import FedstreamError, Reason, TransportError
+
+FEDERATION = "demo"
+MODEL = "digits-mlp"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoParams:
+    """How big a demo to run."""
+
+    rounds: int = 5
+    edges: int = 3
+    workdir: Path = Path("demo-run")
+    min_accuracy: float = 0.0
+    dirichlet_alpha: float = 0.5
+    ready_timeout_s: float = 180.0
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.rounds <= 1000 and 1 <= self.edges <= 64):
+            raise FedstreamError(Reason.BAD_CONFIG, "rounds must be 1-1000 and edges 1-64")
+
+
+def write_configs(params: DemoParams, port: int) -> tuple[Path, list[Path]]:
+    """TOML files for the cloud and each edge; edges split the digits train set non-IID."""
+    common = (f'federation = "{FEDERATION}"\nmodel = "{MODEL}"\nthreads = 1\n\n'
+              f'[broker]\nhost = "127.0.0.1"\nport = {port}\n\n[log]\njson_lines = true\n')
+    cloud = params.workdir / "cloud.toml"
+    cloud.write_text(common)
+    edges = []
+    for i in range(params.edges):
+        path = params.workdir / f"edge-{i}.toml"
+        path.write_text(
+            f'edge_id = "edge-{i}"\nseed = {i}\n{common}\n[source]\nname = "digits"\n\n'
+            f"[source.params]\npartitions = {params.edges}\npartition = {i}\n"
+            f"alpha = {params.dirichlet_alpha}\n")
+        edges.append(path)
+    return cloud, edges
+
+
+class Processes:
+    """Child services, each logging to its own file; stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(self, name: str, role: str, config: Path) -> None:
+        """Start `fedstream ROLE run --config CONFIG` as process `name`."""
+        log = (self.workdir / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "fedstream", role, "run", "--config", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def check_alive(self) -> None:
+        """Raise if a child exited, with the tail of its log."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise FedstreamError(Reason.ROUND_FAILED,
+                                     f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM every child, wait, SIGKILL stragglers."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_ready(conn: dict[str, Any], params: DemoParams, procs: Processes) -> None:
+    """Until the cloud answers and sees every edge online with a backend chosen."""
+    give_up = time.monotonic() + params.ready_timeout_s
+    while True:
+        procs.check_alive()
+        try:
+            reply = fleet_status(conn)
+            ready = [e for e in reply.edges if e.online and e.backend]
+            if len(ready) >= params.edges:
+                return
+        except TransportError:
+            pass  # the cloud is still starting
+        if time.monotonic() > give_up:
+            raise TransportError(Reason.NO_REPLY, "the fleet did not come up in time")
+        time.sleep(0.25)
+
+
+def run_demo(params: DemoParams, *, out: TextIO) -> int:
+    """Run the demo and print a table of rounds; exit code 0 on success."""
+    shutil.rmtree(params.workdir, ignore_errors=True)
+    params.workdir.mkdir(parents=True)
+    with Mosquitto(BrokerParams(port=0, data_dir=params.workdir / "broker")) as broker:
+        cloud_cfg, edge_cfgs = write_configs(params, broker.port)
+        procs = Processes(params.workdir)
+        try:
+            procs.spawn("cloud", "cloud", cloud_cfg)
+            for i, path in enumerate(edge_cfgs):
+                procs.spawn(f"edge-{i}", "edge", path)
+            conn = {"host": broker.host, "port": broker.port, "federation": FEDERATION,
+                    "model": MODEL, "timeout_s": 10.0}
+            print(f"broker on {broker.host}:{broker.port}; cloud + {params.edges} edges "
+                  f"starting (logs in {params.workdir}/)", file=out, flush=True)
+            wait_ready(conn, params, procs)
+            initial = fleet_status(conn)
+            print(f"fleet ready: model v{initial.model_version}", file=out, flush=True)
+            results = [start_round(conn, wait=True, overrides={}, out=out).result
+                       for _ in range(params.rounds)]
+        finally:
+            procs.stop()
+    print_table(results, out)
+    final = float(results[-1]["accuracy"])
+    if final < params.min_accuracy:
+        print(f"final accuracy {final:.4f} is below {params.min_accuracy}", file=out)
+        return 1
+    return 0
+
+
+def print_table(results: list[Any], out: TextIO) -> None:
+    """Round, version, accuracy, time and bytes moved, one row per round."""
+    print(f"\n{'round':>5} {'version':>7} {'accuracy':>8} {'seconds':>8} "
+          f"{'updates':>7} {'update KiB':>10} {'model KiB':>9}", file=out)
+    for i, r in enumerate(results, 1):
+        print(f"{i:>5} {r['version']:>7} {r['accuracy']:>8.4f} {r['seconds']:>8.2f} "
+              f"{r['updates']:>7} {r['bytes_in'] / 1024:>10.1f} {r['model_bytes'] / 1024:>9.1f}",
+              file=out)

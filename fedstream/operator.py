@@ -1,0 +1,75 @@
+"""What the operator commands print: round progress and the fleet view."""
+
+from __future__ import annotations
+
+from typing import Any, TextIO
+
+from fedstream.client import FleetClient
+from fedstream.shared.config import ServiceConfig
+from fedstream.shared.control import CommandReply, RoundState
+from fedstream.shared.errors import FedstreamError, Reason
+
+
+class CliConfig(ServiceConfig):
+    """The CLI needs only the broker, the federation and the model name."""
+
+
+def start_round(conn: dict[str, Any], *, wait: bool, overrides: dict[str, float | int],
+                out: TextIO) -> RoundState:
+    """Ask the cloud for a round; with `wait`, print progress until it ends.
+
+    Raises:
+        FedstreamError: the cloud refused (round_in_progress, no_edges) or the round failed.
+    """
+    with FleetClient(**conn) as fleet:
+        reply = fleet.command("round_start", **overrides)
+        assert reply.round is not None
+        state = reply.round
+        print(f"round {state.round_id} open on v{state.base_version}: "
+              f"{state.expected} edge(s) selected ({', '.join(state.selection)})", file=out)
+        if not wait:
+            return state
+        seen: list[tuple[str, int]] = []
+
+        def progress(s: RoundState) -> None:
+            if (s.status, s.received) not in seen:
+                seen.append((s.status, s.received))
+                print(f"  {s.status:<11} {s.received}/{s.expected} updates", file=out,
+                      flush=True)
+
+        final = fleet.wait_round(state.round_id, on_change=progress)
+    if final.status == "failed":
+        raise FedstreamError(Reason.ROUND_FAILED, f"{final.reason} {dict(final.result)}")
+    r = final.result
+    print(f"round {final.round_id} published v{r.get('version')}: accuracy "
+          f"{r.get('accuracy')}, {r.get('seconds')} s, {r.get('bytes_in')} update bytes",
+          file=out)
+    return final
+
+
+def fleet_status(conn: dict[str, Any]) -> CommandReply:
+    """The cloud's view of the fleet."""
+    with FleetClient(**conn) as fleet:
+        return fleet.command("status")
+
+
+def show_status(conn: dict[str, Any], *, out: TextIO) -> CommandReply:
+    """Print edges, their backend, the model version and the last round."""
+    reply = fleet_status(conn)
+    print(f"model version: v{reply.model_version}", file=out)
+    online = [e for e in reply.edges if e.online]
+    print(f"edges: {len(online)} online of {len(reply.edges)} seen", file=out)
+    for e in sorted(reply.edges, key=lambda e: e.edge_id):
+        be = e.backend
+        backend = f"{be.get('backend', '?')}/{be.get('precision', '?')}" if be else "pending"
+        print(f"  {e.edge_id:<16} {'online' if e.online else 'offline':<8} "
+              f"v{e.version if e.version is not None else '-':<4} {e.samples:>7} samples  "
+              f"{backend}  cpu: {be.get('model_name', '?')}", file=out)
+    r = reply.round
+    if r is None:
+        print("last round: none", file=out)
+    else:
+        detail = r.reason or ", ".join(f"{k}={v}" for k, v in r.result.items())
+        print(f"last round: {r.round_id} {r.status} {r.received}/{r.expected} {detail}",
+              file=out)
+    return reply

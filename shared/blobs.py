@@ -1,0 +1,48 @@
+"""Tensors <-> chunked blobs: the one path both sides use to ship models and updates."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from fedstream.shared.chunks import chunk_views, make_header
+from fedstream.shared.codecs import CODECS
+from fedstream.shared.errors import ConfigError, ProtocolError, Reason
+from fedstream.shared.messages import BlobHeader, Spec
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBlob:
+    """A blob ready to send: its header and zero-copy chunk slices."""
+
+    header: BlobHeader
+    chunks: list[memoryview]
+
+
+def encode_blob(tensors: Sequence[torch.Tensor], spec: Spec, *, codec: str,
+                chunk_size: int) -> EncodedBlob:
+    """Encode `tensors` (in `spec` order) with `codec` and cut the bytes into chunks."""
+    if [tuple(t.shape) for t in tensors] != [s.shape for s in spec]:
+        raise ValueError("tensors do not match the spec")
+    blob = CODECS.build(codec).encode(tensors)
+    header = make_header(blob, blob_id=uuid.uuid4().hex, chunk_size=chunk_size, codec=codec,
+                         spec=spec)
+    return EncodedBlob(header=header, chunks=chunk_views(blob, header))
+
+
+def decode_blob(header: BlobHeader, blob: bytes, expected_spec: Spec | None) -> list[torch.Tensor]:
+    """Decode a verified blob.
+
+    Raises:
+        ProtocolError: unknown codec, a spec other than `expected_spec`, wrong size, NaN/Inf.
+    """
+    if expected_spec is not None and header.spec != expected_spec:
+        raise ProtocolError(Reason.SPEC_MISMATCH, f"blob {header.blob_id}")
+    try:
+        codec = CODECS.build(header.codec)
+    except ConfigError as err:
+        raise ProtocolError(Reason.UNKNOWN_CODEC, header.codec) from err
+    return codec.decode(blob, header.spec)

@@ -1,0 +1,127 @@
+"""Cutting blobs into chunks and putting them back together. Pure: callers pass the clock."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from fedstream.shared.errors import ProtocolError, Reason
+from fedstream.shared.messages import BlobHeader, Spec
+
+DEFAULT_CHUNK_SIZE = 64 * 1024
+
+
+def make_header(blob: bytes, *, blob_id: str, chunk_size: int, codec: str,
+                spec: Spec) -> BlobHeader:
+    """Header describing `blob` cut into `chunk_size` pieces."""
+    if chunk_size <= 0:
+        raise ValueError("chunk_size must be positive")
+    count = max(1, -(-len(blob) // chunk_size))
+    return BlobHeader(blob_id=blob_id, size=len(blob), sha256=hashlib.sha256(blob).digest(),
+                      count=count, chunk_size=chunk_size, codec=codec, spec=spec)
+
+
+def chunk_views(blob: bytes, header: BlobHeader) -> list[memoryview]:
+    """Zero-copy slices of `blob`, one per chunk."""
+    view = memoryview(blob)
+    return [view[start:start + length]
+            for start, length in (header.chunk_span(i) for i in range(header.count))]
+
+
+@dataclass(slots=True)
+class _Partial:
+    header: BlobHeader
+    buf: bytearray
+    started: float
+    have: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """A verified blob handed on by the reassembler."""
+
+    header: BlobHeader
+    blob: bytes
+
+
+class Reassembler:
+    """Collects chunks of many blobs in any order, with duplicates, within memory bounds.
+
+    Args:
+        max_blob_bytes: Largest single blob accepted.
+        max_total_bytes: Bound on bytes held by all partial blobs together.
+        timeout_s: A partial blob untouched for this long is dropped by `expire`.
+        remember: How many completed blob ids to remember so late duplicates are ignored.
+    """
+
+    def __init__(self, *, max_blob_bytes: int, max_total_bytes: int, timeout_s: float,
+                 remember: int = 4096) -> None:
+        self.max_blob_bytes = max_blob_bytes
+        self.max_total_bytes = max_total_bytes
+        self.timeout_s = timeout_s
+        self._remember = remember
+        self._partials: dict[str, _Partial] = {}
+        self._done: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes preallocated for partial blobs."""
+        return sum(p.header.size for p in self._partials.values())
+
+    def knows(self, blob_id: str) -> bool:
+        """True if the blob is being reassembled or was completed recently."""
+        return blob_id in self._partials or blob_id in self._done
+
+    def add(self, header: BlobHeader, index: int, data: bytes, now: float) -> Completed | None:
+        """Take one chunk; return the blob once every chunk is in and its sha256 matches.
+
+        Raises:
+            ProtocolError: the chunk conflicts with its blob, has the wrong size, would exceed
+                a memory bound, or completes a blob whose hash is wrong (the blob is dropped).
+        """
+        if header.blob_id in self._done:
+            return None
+        part = self._partials.get(header.blob_id)
+        if part is None:
+            part = self._start(header, now)
+        elif part.header != header:
+            raise ProtocolError(Reason.HEADER_CONFLICT, f"blob {header.blob_id}")
+        start, length = header.chunk_span(index)
+        if len(data) != length:
+            raise ProtocolError(Reason.SIZE_MISMATCH,
+                                f"chunk {index} has {len(data)} bytes, expected {length}")
+        part.started = now
+        if index in part.have:
+            return None
+        part.buf[start:start + length] = data
+        part.have.add(index)
+        if len(part.have) < header.count:
+            return None
+        del self._partials[header.blob_id]
+        if hashlib.sha256(part.buf).digest() != header.sha256:
+            raise ProtocolError(Reason.BAD_HASH, f"blob {header.blob_id}")
+        self._mark_done(header.blob_id)
+        return Completed(header=header, blob=bytes(part.buf))
+
+    def expire(self, now: float) -> list[str]:
+        """Drop partial blobs idle for longer than the timeout; return their ids."""
+        stale = [b for b, p in self._partials.items() if now - p.started > self.timeout_s]
+        for blob_id in stale:
+            del self._partials[blob_id]
+        return stale
+
+    def _start(self, header: BlobHeader, now: float) -> _Partial:
+        if header.size > self.max_blob_bytes:
+            raise ProtocolError(Reason.OVERSIZED,
+                                f"blob of {header.size} bytes > limit {self.max_blob_bytes}")
+        if self.held_bytes + header.size > self.max_total_bytes:
+            raise ProtocolError(Reason.OVERSIZED, "reassembly memory bound reached")
+        part = _Partial(header=header, buf=bytearray(header.size), started=now)
+        self._partials[header.blob_id] = part
+        return part
+
+    def _mark_done(self, blob_id: str) -> None:
+        self._done[blob_id] = None
+        while len(self._done) > self._remember:
+            self._done.popitem(last=False)

@@ -1,0 +1,97 @@
+"""Config loading: a TOML file plus FEDSTREAM_* environment overrides into frozen typed models."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from fedstream.shared.errors import ConfigError, Reason
+
+
+class Section(BaseModel):
+    """A frozen config table that rejects unknown keys (typos fail loudly)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BrokerConfig(Section):
+    """Where the MQTT broker is."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    connect_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class LogConfig(Section):
+    """Log format and level."""
+
+    json_lines: bool | None = Field(default=None, description="None: JSON unless a TTY")
+    level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+
+
+class ServiceConfig(BaseSettings):
+    """Base of the edge and cloud configs: TOML values, overridden by FEDSTREAM_* variables."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", env_prefix="FEDSTREAM_", env_nested_delimiter="__"
+    )
+
+    federation: str = "default"
+    model: str = "digits-mlp"
+    broker: BrokerConfig = BrokerConfig()
+    log: LogConfig = LogConfig()
+    threads: int | None = Field(default=None, ge=1, le=1024,
+                                description="torch threads; None keeps torch's default")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init values; the environment must win over it.
+        return env_settings, init_settings
+
+
+C = TypeVar("C", bound=ServiceConfig)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file.
+
+    Raises:
+        ConfigError: the file is missing (config_not_found) or not valid TOML (bad_config).
+    """
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as err:
+        raise ConfigError(Reason.CONFIG_NOT_FOUND, str(path)) from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(Reason.BAD_CONFIG, f"{path}: {err}") from err
+
+
+def load_config(cls: type[C], path: Path | None, **overrides: Any) -> C:
+    """Build `cls` from a TOML file (optional), FEDSTREAM_* variables and explicit overrides.
+
+    Raises:
+        ConfigError: listing every invalid key with its path, e.g. `broker.port: ...`.
+    """
+    data = read_toml(path) if path is not None else {}
+    data.update(overrides)
+    try:
+        return cls(**data)
+    except ValidationError as err:
+        where = f"{path}: " if path else ""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(Reason.BAD_CONFIG, f"{where}{problems}") from err

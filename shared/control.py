@@ -1,0 +1,182 @@
+"""Control-plane messages: round state, edge status, and CLI command request/reply."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from fedstream.shared._fields import (
+    Scalar,
+    Wire,
+    opt_int,
+    req,
+    req_float,
+    req_map,
+    req_range,
+    req_scalars,
+)
+from fedstream.shared.errors import ProtocolError, Reason
+
+ROUND_STATUSES = ("open", "collecting", "aggregating", "published", "failed")
+TERMINAL_STATUSES = ("published", "failed")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainParams:
+    """Hyper-parameters the cloud hands to every edge of a round."""
+
+    epochs: int
+    lr: float
+    momentum: float
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.epochs <= 1000 and 0 < self.lr <= 10 and 0 <= self.momentum < 1
+                and 1 <= self.batch_size <= 1 << 16):
+            raise ValueError(f"training parameters out of range: {self}")
+
+    def to_wire(self) -> Wire:
+        """Short stable keys."""
+        return {"ep": self.epochs, "lr": self.lr, "mom": self.momentum, "bs": self.batch_size}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse; out-of-range values are a protocol error."""
+        try:
+            return cls(epochs=req(d, "ep", int), lr=req_float(d, "lr"),
+                       momentum=req_float(d, "mom"), batch_size=req(d, "bs", int))
+        except ValueError as err:
+            raise ProtocolError(Reason.BAD_FRAME, str(err)) from err
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundState:
+    """The latest round as the cloud sees it; retained, republished on every change."""
+
+    KIND: ClassVar[str] = "round"
+    VERSION: ClassVar[int] = 1
+    round_id: str
+    model: str
+    status: str
+    base_version: int
+    deadline: float
+    train: TrainParams
+    codec: str
+    selection: tuple[str, ...]
+    quorum: int
+    received: int = 0
+    result: Mapping[str, Scalar] = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def expected(self) -> int:
+        """Updates the round waits for before the deadline."""
+        return len(self.selection)
+
+    @property
+    def terminal(self) -> bool:
+        """True once the round is published or failed."""
+        return self.status in TERMINAL_STATUSES
+
+    def to_wire(self) -> Wire:
+        """Short stable keys."""
+        return {"round": self.round_id, "model": self.model, "st": self.status,
+                "base": self.base_version, "dl": self.deadline, "train": self.train.to_wire(),
+                "codec": self.codec, "sel": list(self.selection), "q": self.quorum,
+                "rx": self.received, "res": dict(self.result), "why": self.reason}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse."""
+        status: str = req(d, "st", str)
+        if status not in ROUND_STATUSES:
+            raise ProtocolError(Reason.BAD_FRAME, f"unknown round status {status!r}")
+        selection = req(d, "sel", list)
+        if not all(isinstance(e, str) for e in selection):
+            raise ProtocolError(Reason.BAD_FRAME, "selection must list edge ids")
+        return cls(round_id=req(d, "round", str), model=req(d, "model", str), status=status,
+                   base_version=req_range(d, "base", 0, 1 << 53), deadline=req_float(d, "dl"),
+                   train=TrainParams.from_wire(req_map(d, "train")), codec=req(d, "codec", str),
+                   selection=tuple(selection), quorum=req_range(d, "q", 0, 1 << 20),
+                   received=req_range(d, "rx", 0, 1 << 20), result=req_scalars(d, "res"),
+                   reason=req(d, "why", str))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EdgeStatus:
+    """What an edge reports about itself (retained; the last will says offline)."""
+
+    KIND: ClassVar[str] = "status"
+    VERSION: ClassVar[int] = 1
+    edge_id: str
+    online: bool
+    version: int | None = None
+    samples: int = 0
+    backend: Mapping[str, Scalar] = field(default_factory=dict)
+    last_round: str = ""
+
+    def to_wire(self) -> Wire:
+        """Short stable keys."""
+        return {"edge": self.edge_id, "on": self.online, "ver": self.version,
+                "ns": self.samples, "be": dict(self.backend), "lr": self.last_round}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse."""
+        return cls(edge_id=req(d, "edge", str), online=req(d, "on", bool),
+                   version=opt_int(d, "ver"),
+                   samples=req_range(d, "ns", 0, 1 << 40), backend=req_scalars(d, "be"),
+                   last_round=req(d, "lr", str))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandRequest:
+    """An operator command sent to the cloud (MQTT v5 request/response)."""
+
+    KIND: ClassVar[str] = "cmd"
+    VERSION: ClassVar[int] = 1
+    verb: str
+    args: Mapping[str, Scalar] = field(default_factory=dict)
+
+    def to_wire(self) -> Wire:
+        """Short stable keys."""
+        return {"verb": self.verb, "args": dict(self.args)}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse."""
+        return cls(verb=req(d, "verb", str), args=req_scalars(d, "args"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandReply:
+    """The cloud's answer: ok, or a reason code; a status reply carries the fleet view."""
+
+    KIND: ClassVar[str] = "reply"
+    VERSION: ClassVar[int] = 1
+    ok: bool
+    reason: str = ""
+    detail: str = ""
+    round: RoundState | None = None
+    edges: tuple[EdgeStatus, ...] = ()
+    model_version: int | None = None
+
+    def to_wire(self) -> Wire:
+        """Nested messages use their own wire forms."""
+        return {"ok": self.ok, "why": self.reason, "detail": self.detail,
+                "round": self.round.to_wire() if self.round else None,
+                "edges": [e.to_wire() for e in self.edges], "ver": self.model_version}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse."""
+        raw_round = d.get("round")
+        edges = req(d, "edges", list)
+        if not all(isinstance(e, dict) for e in edges):
+            raise ProtocolError(Reason.BAD_FRAME, "edges must be a list of maps")
+        return cls(ok=req(d, "ok", bool), reason=req(d, "why", str),
+                   detail=req(d, "detail", str),
+                   round=RoundState.from_wire(req_map(d, "round")) if raw_round else None,
+                   edges=tuple(EdgeStatus.from_wire(e) for e in edges),
+                   model_version=opt_int(d, "ver"))

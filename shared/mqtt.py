@@ -1,0 +1,243 @@
+"""The MQTT adapter: the only module that imports paho. Connect with retries, QoS 1 publishes
+confirmed by PUBACK reason code, manual ack, and MQTT v5 request/response."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+import structlog
+import tenacity
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from fedstream.shared.errors import Reason, TransportError
+from fedstream.shared.topics import Topic
+
+log = structlog.get_logger(__name__)
+
+# Errors worth another connect attempt: the broker may still be starting or restarting.
+TRANSIENT = (ConnectionRefusedError, ConnectionResetError, TimeoutError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A received message, converted from paho's type at exactly one place (`_on_message`)."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+    mid: int
+    response_topic: str | None = None
+    correlation: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """Last will: published by the broker if this client vanishes."""
+
+    topic: Topic
+    payload: bytes
+    retain: bool = True
+
+
+class MqttClient:
+    """A paho client run on its own network thread.
+
+    Args:
+        client_id: Stable id; with `persistent=True` the broker keeps the session across
+            reconnects so QoS 1 messages queued while away are delivered.
+        on_message: Called on the network thread for each message; keep it short
+            (services hand the message to a queue).
+        manual_ack: Ack QoS 1 messages only when `ack()` is called (after durable handling).
+        subscriptions: Filters (re)subscribed at QoS 1 on every connect.
+    """
+
+    def __init__(self, *, client_id: str, host: str, port: int,
+                 on_message: Callable[[Inbound], None] | None = None,
+                 subscriptions: Iterable[Topic] = (), persistent: bool = False,
+                 session_expiry_s: int = 24 * 3600, keepalive_s: int = 30,
+                 will: Will | None = None, manual_ack: bool = False,
+                 max_inflight: int = 100) -> None:
+        self.client_id = client_id
+        self._host, self._port, self._keepalive = host, port, keepalive_s
+        self._persistent, self._expiry = persistent, session_expiry_s
+        self._on_inbound = on_message
+        self._subscriptions = list(subscriptions)
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._acks: dict[int, Future[ReasonCode]] = {}
+        self._early: dict[int, ReasonCode] = {}
+        self._replies: dict[bytes, Future[Inbound]] = {}
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                   protocol=paho.MQTTv5, manual_ack=manual_ack)
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        if will is not None:
+            self._client.will_set(str(will.topic), will.payload, qos=1, retain=will.retain)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+
+    def connect(self, timeout_s: float = 30.0) -> None:
+        """Connect (retrying while the broker is unreachable) and start the network thread.
+
+        Raises:
+            TransportError: broker_unreachable once `timeout_s` has passed.
+        """
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._expiry if self._persistent else 0
+        retrying = tenacity.retry(
+            retry=tenacity.retry_if_exception_type(TRANSIENT),
+            wait=tenacity.wait_exponential_jitter(initial=0.05, max=2.0),
+            stop=tenacity.stop_after_delay(timeout_s),
+            reraise=True,
+            before_sleep=lambda rs: log.info("retry_scheduled", op="connect",
+                                             attempt=rs.attempt_number, port=self._port),
+        )
+        try:
+            retrying(self._client.connect)(self._host, self._port, keepalive=self._keepalive,
+                                           clean_start=not self._persistent, properties=props)
+        except TRANSIENT as err:
+            raise TransportError(Reason.BROKER_UNREACHABLE,
+                                 f"{self._host}:{self._port}: {err}") from err
+        self._client.loop_start()
+        if not self._connected.wait(timeout_s):
+            self._client.loop_stop()
+            raise TransportError(Reason.BROKER_UNREACHABLE,
+                                 f"no CONNACK from {self._host}:{self._port}")
+
+    def close(self) -> None:
+        """Disconnect cleanly (no last will) and stop the network thread."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish(self, topic: Topic, payload: bytes, *, retain: bool = False,
+                timeout_s: float = 30.0) -> None:
+        """Publish at QoS 1 and wait for the broker's PUBACK.
+
+        Raises:
+            TransportError: publish_failed if the broker refuses it or does not confirm in time.
+        """
+        self.publish_many([(topic, payload)], retain=retain, timeout_s=timeout_s)
+
+    def publish_many(self, items: Iterable[tuple[Topic, bytes]], *, retain: bool = False,
+                     timeout_s: float = 60.0, properties: Properties | None = None) -> None:
+        """Publish every item at QoS 1, then wait for all PUBACKs (keeps the window full)."""
+        pending = [self._send(t, p, retain, properties) for t, p in items]
+        for topic, fut in pending:
+            try:
+                code = fut.result(timeout_s)
+            except FutureTimeout as err:
+                raise TransportError(Reason.PUBLISH_FAILED, f"no PUBACK for {topic}") from err
+            if code.is_failure:
+                raise TransportError(Reason.PUBLISH_FAILED, f"{topic}: {code}")
+
+    def clear_retained(self, topics: Iterable[Topic]) -> None:
+        """Delete retained messages (an empty retained payload clears a topic)."""
+        self.publish_many(((t, b"") for t in topics), retain=True)
+
+    def ack(self, msg: Inbound) -> None:
+        """Acknowledge a QoS 1 message received with manual ack."""
+        if msg.qos > 0:
+            self._client.ack(msg.mid, msg.qos)
+
+    def request(self, topic: Topic, payload: bytes, reply_to: Topic,
+                timeout_s: float = 10.0) -> Inbound:
+        """MQTT v5 request/response: publish with a response topic and correlation data.
+
+        `reply_to` must be among this client's subscriptions.
+
+        Raises:
+            TransportError: no_reply if nothing answers within `timeout_s`.
+        """
+        correlation = uuid.uuid4().bytes
+        fut: Future[Inbound] = Future()
+        self._replies[correlation] = fut
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = str(reply_to)
+        props.CorrelationData = correlation
+        try:
+            self.publish_many([(topic, payload)], properties=props)
+            return fut.result(timeout_s)
+        except FutureTimeout as err:
+            raise TransportError(Reason.NO_REPLY, f"no answer on {topic} in {timeout_s}s") from err
+        finally:
+            self._replies.pop(correlation, None)
+
+    def reply(self, to: Inbound, payload: bytes) -> None:
+        """Answer a request received with a response topic."""
+        if to.response_topic is None:
+            return
+        props = Properties(PacketTypes.PUBLISH)
+        if to.correlation is not None:
+            props.CorrelationData = to.correlation
+        self.publish_many([(Topic(to.response_topic), payload)], properties=props)
+
+    def _send(self, topic: Topic, payload: bytes, retain: bool,
+              properties: Properties | None) -> tuple[Topic, Future[ReasonCode]]:
+        fut: Future[ReasonCode] = Future()
+        info = self._client.publish(str(topic), payload, qos=1, retain=retain,
+                                    properties=properties)
+        # NO_CONN is fine: paho keeps the message and sends it after reconnecting.
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            raise TransportError(Reason.PUBLISH_FAILED, f"{topic}: {paho.error_string(info.rc)}")
+        # The PUBACK may beat us here; _on_publish then parks its code in _early. Our lock is
+        # never held across a paho call: paho runs on_publish under its own mutex.
+        with self._lock:
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._acks[info.mid] = fut
+        if early is not None:
+            fut.set_result(early)
+        return topic, fut
+
+    def _on_connect(self, client: paho.Client, _u: object, _flags: object, code: ReasonCode,
+                    _props: object) -> None:
+        if code.is_failure:
+            log.warning("broker_refused", reason=str(code))
+            return
+        for sub in self._subscriptions:
+            client.subscribe(str(sub), qos=1)
+        log.debug("broker_connected", client_id=self.client_id, port=self._port)
+        self._connected.set()
+
+    def _on_disconnect(self, _c: paho.Client, _u: object, _f: object, code: ReasonCode,
+                       _p: object) -> None:
+        self._connected.clear()
+        if code.is_failure:
+            log.warning("broker_disconnected", client_id=self.client_id, reason=str(code))
+
+    def _on_publish(self, _c: paho.Client, _u: object, mid: int, code: ReasonCode,
+                    _p: object) -> None:
+        with self._lock:
+            fut = self._acks.pop(mid, None)
+            if fut is None:
+                self._early[mid] = code
+        if fut is not None:
+            fut.set_result(code)
+
+    def _on_message(self, _c: paho.Client, _u: object, m: paho.MQTTMessage) -> None:
+        props = getattr(m, "properties", None)
+        msg = Inbound(topic=m.topic, payload=bytes(m.payload), retain=bool(m.retain),
+                      qos=m.qos, mid=m.mid,
+                      response_topic=getattr(props, "ResponseTopic", None),
+                      correlation=getattr(props, "CorrelationData", None))
+        waiter = self._replies.get(msg.correlation) if msg.correlation else None
+        if waiter is not None and msg.response_topic is None:
+            waiter.set_result(msg)
+            self.ack(msg)
+        elif self._on_inbound is not None:
+            self._on_inbound(msg)
+        else:
+            self.ack(msg)

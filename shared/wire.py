@@ -1,0 +1,66 @@
+"""msgpack framing of messages: `pack(msg) -> bytes` and `unpack(buf) -> Message`.
+
+The only module that imports msgpack. Every frame is a map with `"v"` (format version) and
+`"k"` (kind); tensor bytes stay msgpack `bin`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from fedstream.shared.control import CommandReply, CommandRequest, EdgeStatus, RoundState
+from fedstream.shared.errors import ProtocolError, Reason
+from fedstream.shared.messages import Manifest, ModelChunk, UpdateChunk
+
+Message = (UpdateChunk | ModelChunk | Manifest | RoundState | EdgeStatus | CommandRequest
+           | CommandReply)
+
+KINDS: dict[str, type[Message]] = {
+    cls.KIND: cls
+    for cls in (UpdateChunk, ModelChunk, Manifest, RoundState, EdgeStatus, CommandRequest,
+                CommandReply)
+}
+
+# A frame is at most one chunk plus headers; anything larger is refused before parsing.
+MAX_FRAME = 16 << 20
+
+
+def pack(msg: Message) -> bytes:
+    """Serialise a message with its kind and version."""
+    return msgpack.packb({"v": msg.VERSION, "k": msg.KIND, **msg.to_wire()}, use_bin_type=True)
+
+
+def unpack(buf: bytes) -> Message:
+    """Parse one frame.
+
+    Raises:
+        ProtocolError: not msgpack, not a map, unknown kind, newer version, or bad fields.
+    """
+    if len(buf) > MAX_FRAME:
+        raise ProtocolError(Reason.OVERSIZED, f"frame of {len(buf)} bytes")
+    try:
+        d: Any = msgpack.unpackb(buf, raw=False, strict_map_key=True)
+    except Exception as err:  # msgpack raises a zoo of types for garbage input
+        raise ProtocolError(Reason.NOT_MSGPACK, type(err).__name__) from err
+    if not isinstance(d, dict):
+        raise ProtocolError(Reason.BAD_FRAME, "frame is not a map")
+    kind, version = d.get("k"), d.get("v")
+    cls = KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(Reason.UNKNOWN_KIND, f"kind {kind!r}")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ProtocolError(Reason.BAD_FRAME, f"bad version {version!r}")
+    if version > cls.VERSION:
+        raise ProtocolError(Reason.UNSUPPORTED_VERSION,
+                            f"{kind} v{version}; this build reads up to v{cls.VERSION}")
+    return cls.from_wire(d)
+
+
+def expect(buf: bytes, cls: type[Any]) -> Any:
+    """`unpack` and check the kind is `cls`."""
+    msg = unpack(buf)
+    if not isinstance(msg, cls):
+        raise ProtocolError(Reason.UNKNOWN_KIND, f"expected {cls.KIND}, got {msg.KIND}")
+    return msg
