@@ -143,7 +143,8 @@ class CloudService:
                                 model_version=coord.current.version)
         if req.verb == "status":
             return CommandReply(ok=True, round=coord.round, edges=tuple(coord.edges.values()),
-                                model_version=coord.current.version)
+                                model_version=coord.current.version,
+                                model_metrics=coord.current.metrics)
         raise FedstreamError(Reason.UNKNOWN_NAME, f"unknown verb {req.verb!r}")
 
     def _tick(self, now: float) -> None:

@@ -36,21 +36,22 @@ class DemoParams:
             raise FedstreamError(Reason.BAD_CONFIG, "rounds must be 1-1000 and edges 1-64")
 
 
-def write_configs(params: DemoParams, port: int) -> tuple[Path, list[Path]]:
+def write_configs(workdir: Path, *, port: int, federation: str, edges: int,
+                  dirichlet_alpha: float) -> tuple[Path, list[Path]]:
     """TOML files for the cloud and each edge; edges split the digits train set non-IID."""
-    common = (f'federation = "{FEDERATION}"\nmodel = "{MODEL}"\nthreads = 1\n\n'
+    common = (f'federation = "{federation}"\nmodel = "{MODEL}"\nthreads = 1\n\n'
               f'[broker]\nhost = "127.0.0.1"\nport = {port}\n\n[log]\njson_lines = true\n')
-    cloud = params.workdir / "cloud.toml"
+    cloud = workdir / "cloud.toml"
     cloud.write_text(common)
-    edges = []
-    for i in range(params.edges):
-        path = params.workdir / f"edge-{i}.toml"
+    paths = []
+    for i in range(edges):
+        path = workdir / f"edge-{i}.toml"
         path.write_text(
             f'edge_id = "edge-{i}"\nseed = {i}\n{common}\n[source]\nname = "digits"\n\n'
-            f"[source.params]\npartitions = {params.edges}\npartition = {i}\n"
-            f"alpha = {params.dirichlet_alpha}\n")
-        edges.append(path)
-    return cloud, edges
+            f"[source.params]\npartitions = {edges}\npartition = {i}\n"
+            f"alpha = {dirichlet_alpha}\n")
+        paths.append(path)
+    return cloud, paths
 
 
 class Processes:
@@ -88,15 +89,16 @@ class Processes:
                 proc.wait()
 
 
-def wait_ready(conn: dict[str, Any], params: DemoParams, procs: Processes) -> None:
+def wait_ready(conn: dict[str, Any], *, edges: int, procs: Processes,
+               timeout_s: float = 180.0) -> None:
     """Until the cloud answers and sees every edge online with a backend chosen."""
-    give_up = time.monotonic() + params.ready_timeout_s
+    give_up = time.monotonic() + timeout_s
     while True:
         procs.check_alive()
         try:
             reply = fleet_status(conn)
             ready = [e for e in reply.edges if e.online and e.backend]
-            if len(ready) >= params.edges:
+            if len(ready) >= edges:
                 return
         except TransportError:
             pass  # the cloud is still starting
@@ -110,7 +112,9 @@ def run_demo(params: DemoParams, *, out: TextIO) -> int:
     shutil.rmtree(params.workdir, ignore_errors=True)
     params.workdir.mkdir(parents=True)
     with Mosquitto(BrokerParams(port=0, data_dir=params.workdir / "broker")) as broker:
-        cloud_cfg, edge_cfgs = write_configs(params, broker.port)
+        cloud_cfg, edge_cfgs = write_configs(params.workdir, port=broker.port,
+                                             federation=FEDERATION, edges=params.edges,
+                                             dirichlet_alpha=params.dirichlet_alpha)
         procs = Processes(params.workdir)
         try:
             procs.spawn("cloud", "cloud", cloud_cfg)
@@ -120,9 +124,11 @@ def run_demo(params: DemoParams, *, out: TextIO) -> int:
                     "model": MODEL, "timeout_s": 10.0}
             print(f"broker on {broker.host}:{broker.port}; cloud + {params.edges} edges "
                   f"starting (logs in {params.workdir}/)", file=out, flush=True)
-            wait_ready(conn, params, procs)
+            wait_ready(conn, edges=params.edges, procs=procs, timeout_s=params.ready_timeout_s)
             initial = fleet_status(conn)
-            print(f"fleet ready: model v{initial.model_version}", file=out, flush=True)
+            print(f"fleet ready: model v{initial.model_version}, accuracy "
+                  f"{initial.model_metrics.get('accuracy', float('nan')):.4f}", file=out,
+                  flush=True)
             results = [start_round(conn, wait=True, overrides={}, out=out).result
                        for _ in range(params.rounds)]
         finally:

@@ -56,7 +56,8 @@ def fleet_status(conn: dict[str, Any]) -> CommandReply:
 def show_status(conn: dict[str, Any], *, out: TextIO) -> CommandReply:
     """Print edges, their backend, the model version and the last round."""
     reply = fleet_status(conn)
-    print(f"model version: v{reply.model_version}", file=out)
+    metrics = ", ".join(f"{k} {v}" for k, v in reply.model_metrics.items())
+    print(f"model version: v{reply.model_version} ({metrics})", file=out)
     online = [e for e in reply.edges if e.online]
     print(f"edges: {len(online)} online of {len(reply.edges)} seen", file=out)
     for e in sorted(reply.edges, key=lambda e: e.edge_id):

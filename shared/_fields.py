@@ -63,6 +63,6 @@ def opt_int(d: Mapping[str, Any], key: str) -> int | None:
     value = d.get(key)
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if type(value) is not int or not 0 <= value <= 1 << 53:
         raise ProtocolError(Reason.BAD_FRAME, f"field {key!r} must be a non-negative int or nil")
     return value

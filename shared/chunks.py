@@ -87,6 +87,8 @@ class Reassembler:
             part = self._start(header, now)
         elif part.header != header:
             raise ProtocolError(Reason.HEADER_CONFLICT, f"blob {header.blob_id}")
+        if not 0 <= index < header.count:
+            raise ProtocolError(Reason.CHUNK_OUT_OF_RANGE, f"chunk {index} of {header.count}")
         start, length = header.chunk_span(index)
         if len(data) != length:
             raise ProtocolError(Reason.SIZE_MISMATCH,

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fedstream.shared.errors import ConfigError, Reason
+
+# The parsed TOML of the load_config call in progress, read by _FileSource.
+_FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("_FILE_DATA", default=None)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The lowest-priority settings source: the TOML file."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return (_FILE_DATA.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get() or {})
 
 
 class Section(BaseModel):
@@ -57,8 +72,9 @@ class ServiceConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file arrives as init values; the environment must win over it.
-        return env_settings, init_settings
+        # Explicit overrides (CLI flags, as init values) beat the environment, which beats
+        # the file.
+        return init_settings, env_settings, _FileSource(settings_cls)
 
 
 C = TypeVar("C", bound=ServiceConfig)
@@ -85,13 +101,15 @@ def load_config(cls: type[C], path: Path | None, **overrides: Any) -> C:
     Raises:
         ConfigError: listing every invalid key with its path, e.g. `broker.port: ...`.
     """
-    data = read_toml(path) if path is not None else {}
-    data.update(overrides)
+    token = _FILE_DATA.set(read_toml(path) if path is not None else {})
     try:
-        return cls(**data)
+        return cls(**overrides)
     except ValidationError as err:
         where = f"{path}: " if path else ""
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()
         )
         raise ConfigError(Reason.BAD_CONFIG, f"{where}{problems}") from err
+    finally:
+        _FILE_DATA.reset(token)
+

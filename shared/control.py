@@ -161,12 +161,14 @@ class CommandReply:
     round: RoundState | None = None
     edges: tuple[EdgeStatus, ...] = ()
     model_version: int | None = None
+    model_metrics: Mapping[str, Scalar] = field(default_factory=dict)
 
     def to_wire(self) -> Wire:
         """Nested messages use their own wire forms."""
         return {"ok": self.ok, "why": self.reason, "detail": self.detail,
                 "round": self.round.to_wire() if self.round else None,
-                "edges": [e.to_wire() for e in self.edges], "ver": self.model_version}
+                "edges": [e.to_wire() for e in self.edges], "ver": self.model_version,
+                "metrics": dict(self.model_metrics)}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
@@ -177,6 +179,7 @@ class CommandReply:
             raise ProtocolError(Reason.BAD_FRAME, "edges must be a list of maps")
         return cls(ok=req(d, "ok", bool), reason=req(d, "why", str),
                    detail=req(d, "detail", str),
-                   round=RoundState.from_wire(req_map(d, "round")) if raw_round else None,
+                   round=None if raw_round is None else RoundState.from_wire(req_map(d, "round")),
                    edges=tuple(EdgeStatus.from_wire(e) for e in edges),
-                   model_version=opt_int(d, "ver"))
+                   model_version=opt_int(d, "ver"),
+                   model_metrics=req_scalars(d, "metrics") if "metrics" in d else {})

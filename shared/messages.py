@@ -216,7 +216,7 @@ class Manifest:
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
         """Parse."""
         layers = req(d, "layers", list)
-        if not (2 <= len(layers) <= 64 and all(isinstance(n, int) and n > 0 for n in layers)):
+        if not (2 <= len(layers) <= 64 and all(type(n) is int and n > 0 for n in layers)):
             raise ProtocolError(Reason.BAD_FRAME, "field 'layers' must list 2-64 positive ints")
         return cls(model=req(d, "model", str), version=req_range(d, "ver", 0, 1 << 53),
                    parent=opt_int(d, "parent"), header=BlobHeader.from_wire(req_map(d, "hdr")),

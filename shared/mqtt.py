@@ -99,7 +99,7 @@ class MqttClient:
         props.SessionExpiryInterval = self._expiry if self._persistent else 0
         retrying = tenacity.retry(
             retry=tenacity.retry_if_exception_type(TRANSIENT),
-            wait=tenacity.wait_exponential_jitter(initial=0.05, max=2.0),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1),
             stop=tenacity.stop_after_delay(timeout_s),
             reraise=True,
             before_sleep=lambda rs: log.info("retry_scheduled", op="connect",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fedstream.shared.errors import ConfigError, Reason
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 ROOT = "fedstream/v1"
 
 
@@ -17,7 +17,7 @@ def check_name(kind: str, value: str) -> str:
     Raises:
         ConfigError: the value is empty, too long or holds MQTT-special characters.
     """
-    if not _SEGMENT.match(value):
+    if not _SEGMENT.fullmatch(value):
         raise ConfigError(
             Reason.BAD_CONFIG,
             f"{kind} {value!r} must be 1-64 characters of letters, digits, '_', '.' or '-'",

@@ -22,8 +22,8 @@ class FedAvg:
             raise ValueError(f"weight must be positive, got {weight}")
         if self._sums is None:
             self._sums = [torch.zeros(t.shape, dtype=torch.float64) for t in delta]
-        if len(delta) != len(self._sums):
-            raise ValueError(f"update has {len(delta)} tensors, expected {len(self._sums)}")
+        if [t.shape for t in delta] != [s.shape for s in self._sums]:
+            raise ValueError("update tensors do not match the shapes of the first update")
         for acc, t in zip(self._sums, delta, strict=True):
             acc.add_(t.to(torch.float64), alpha=weight)
         self._weight += weight

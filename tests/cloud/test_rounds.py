@@ -1,0 +1,238 @@
+"""Tests for cloud/rounds.py."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from fedstream.cloud import rounds
+from fedstream.shared.control import RoundState, TrainParams
+from fedstream.shared.errors import FedstreamError, ProtocolError, Reason
+from fedstream.shared.messages import UpdateMeta
+
+_TRAIN = TrainParams(epochs=1, lr=0.1, momentum=0.0, batch_size=8)
+
+
+def _open(selection: tuple[str, ...] = ("e3", "e1", "e2"), quorum: int = 2) -> RoundState:
+    """Round r1 on base v4, opened at t=100 with a 10 s deadline (so it ends at t=110)."""
+    return rounds.open_round(round_id="r1", model="mlp", base_version=4, now=100.0,
+                             deadline_s=10.0, train=_TRAIN, codec="f32", selection=selection,
+                             quorum=quorum)
+
+
+def _meta(edge_id: str = "e1", round_id: str = "r1", base_version: int = 4) -> UpdateMeta:
+    return UpdateMeta(edge_id=edge_id, round_id=round_id, base_version=base_version,
+                      samples=10, loss=0.5)
+
+
+def test_open_round() -> None:
+    """A new round is open, sorted by edge id, with its deadline `now + deadline_s`."""
+    # Prepare / Execute
+    state = _open()
+
+    # Assert
+    assert state.status == "open"
+    assert state.selection == ("e1", "e2", "e3")
+    assert state.deadline == 110.0
+    assert state.received == 0
+    assert state.expected == 3
+    assert state.quorum == 2
+    assert not state.terminal
+
+
+def test_open_round_with_empty_selection_is_no_edges() -> None:
+    """A round with nobody to ask is refused with no_edges."""
+    # Prepare / Execute
+    with pytest.raises(FedstreamError) as info:
+        _open(selection=())
+
+    # Assert
+    assert info.value.reason is Reason.NO_EDGES
+
+
+@pytest.mark.parametrize(
+    ("quorum", "size", "expected"),
+    [(5, 3, 3), (3, 3, 3), (2, 3, 2), (1, 1, 1), (0, 2, 0)],
+)
+def test_quorum_is_capped_at_selection_size(quorum: int, size: int, expected: int) -> None:
+    """The quorum never asks for more updates than there are selected edges."""
+    # Prepare
+    selection = tuple(f"e{i}" for i in range(size))
+
+    # Execute
+    state = _open(selection=selection, quorum=quorum)
+
+    # Assert
+    assert state.quorum == expected
+
+
+def test_check_update_accepts_a_fresh_update() -> None:
+    """An update from a selected edge, for the open round and base, passes."""
+    # Prepare
+    state = _open()
+
+    # Execute / Assert
+    rounds.check_update(state, _meta("e2"), counted={"e1"})
+    rounds.check_update(rounds.record_update(state), _meta("e3"), counted={"e1"})
+
+
+@pytest.mark.parametrize(
+    ("meta", "counted", "reason"),
+    [
+        (_meta(round_id="r0"), set(), Reason.STALE_ROUND),
+        (_meta(base_version=3), set(), Reason.STALE_ROUND),
+        (_meta(base_version=5), set(), Reason.STALE_ROUND),
+        (_meta(edge_id="e9"), set(), Reason.UNKNOWN_EDGE),
+        (_meta(edge_id="e1"), {"e1"}, Reason.DUPLICATE_UPDATE),
+    ],
+    ids=["stale-round-id", "stale-base", "future-base", "unselected-edge", "duplicate"],
+)
+def test_check_update_rejects(meta: UpdateMeta, counted: set[str], reason: Reason) -> None:
+    """An update for another round or base, from an unselected edge, or twice, is refused."""
+    # Prepare
+    state = _open()
+
+    # Execute
+    with pytest.raises(ProtocolError) as info:
+        rounds.check_update(state, meta, counted)
+
+    # Assert
+    assert info.value.reason is reason
+
+
+@pytest.mark.parametrize("status", ["aggregating", "published", "failed", None])
+def test_check_update_rejects_when_not_collecting(status: str | None) -> None:
+    """With no round, or one aggregating or ended, every update is stale_round."""
+    # Prepare
+    state = None if status is None else dataclasses.replace(_open(), status=status)
+
+    # Execute
+    with pytest.raises(ProtocolError) as info:
+        rounds.check_update(state, _meta(), set())
+
+    # Assert
+    assert info.value.reason is Reason.STALE_ROUND
+
+
+def test_record_update_moves_open_to_collecting_and_counts() -> None:
+    """Each accepted update bumps `received`; the first moves the round to collecting."""
+    # Prepare
+    state = _open()
+
+    # Execute
+    one = rounds.record_update(state)
+    two = rounds.record_update(one)
+
+    # Assert
+    assert (state.status, state.received) == ("open", 0)
+    assert (one.status, one.received) == ("collecting", 1)
+    assert (two.status, two.received) == ("collecting", 2)
+
+
+@pytest.mark.parametrize(
+    ("received", "status", "now", "expected"),
+    [
+        (3, "collecting", 101.0, True),
+        (1, "collecting", 110.0, True),
+        (1, "collecting", 200.0, True),
+        (0, "open", 110.0, True),
+        (2, "collecting", 109.9, False),
+        (0, "open", 100.0, False),
+        (3, "aggregating", 200.0, False),
+        (3, "published", 200.0, False),
+        (1, "failed", 200.0, False),
+    ],
+    ids=["all-in", "at-deadline", "after-deadline", "empty-at-deadline", "before-deadline",
+         "just-opened", "aggregating", "published", "failed"],
+)
+def test_should_close(received: int, status: str, now: float, expected: bool) -> None:
+    """A collecting round closes when every edge answered or the deadline passed, not before."""
+    # Prepare
+    state = dataclasses.replace(_open(), received=received, status=status)
+
+    # Execute
+    got = rounds.should_close(state, now)
+
+    # Assert
+    assert got is expected
+
+
+@pytest.mark.parametrize(
+    ("quorum", "received", "expected"),
+    [(2, 1, False), (2, 2, True), (2, 3, True), (0, 0, False), (0, 1, True), (1, 0, False)],
+)
+def test_has_quorum(quorum: int, received: int, expected: bool) -> None:
+    """Quorum needs `max(1, quorum)` updates: a round never aggregates nothing."""
+    # Prepare
+    state = dataclasses.replace(_open(), quorum=quorum, received=received)
+
+    # Execute
+    got = rounds.has_quorum(state)
+
+    # Assert
+    assert got is expected
+
+
+def test_to_aggregating_stops_collection() -> None:
+    """An aggregating round takes no updates and does not close again."""
+    # Prepare
+    state = rounds.record_update(_open())
+
+    # Execute
+    aggregating = rounds.to_aggregating(state)
+
+    # Assert
+    assert aggregating.status == "aggregating"
+    assert not aggregating.terminal
+    assert not rounds.should_close(aggregating, 1e9)
+
+
+def test_to_published_is_terminal() -> None:
+    """A published round is terminal and carries its result."""
+    # Prepare
+    state = rounds.to_aggregating(rounds.record_update(_open()))
+
+    # Execute
+    published = rounds.to_published(state, {"version": 5, "accuracy": 0.93})
+
+    # Assert
+    assert published.status == "published"
+    assert published.terminal
+    assert dict(published.result) == {"version": 5, "accuracy": 0.93}
+    assert not rounds.should_close(published, 1e9)
+
+
+@pytest.mark.parametrize(
+    ("detail", "result"),
+    [("1 of 2 updates", {"detail": "1 of 2 updates"}), ("", {})],
+)
+def test_to_failed_is_terminal(detail: str, result: dict[str, str]) -> None:
+    """A failed round is terminal and keeps the reason string and any detail."""
+    # Prepare
+    state = _open()
+
+    # Execute
+    failed = rounds.to_failed(state, Reason.NO_QUORUM, detail)
+
+    # Assert
+    assert failed.status == "failed"
+    assert failed.terminal
+    assert failed.reason == "no_quorum"
+    assert dict(failed.result) == result
+
+
+def test_transitions_leave_the_input_unchanged() -> None:
+    """Every transition returns a new state and never alters the one passed in."""
+    # Prepare
+    state = _open()
+    before = dataclasses.asdict(state)
+
+    # Execute
+    rounds.record_update(state)
+    rounds.to_aggregating(state)
+    rounds.to_published(state, {"version": 5})
+    rounds.to_failed(state, Reason.ROUND_FAILED, "x")
+
+    # Assert
+    assert dataclasses.asdict(state) == before

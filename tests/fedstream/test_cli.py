@@ -1,0 +1,91 @@
+"""The `fedstream` command: exit codes and messages carry the error's reason."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedstream.broker import Mosquitto, find_free_port
+from fedstream.demo import Processes, wait_ready, write_configs
+from fedstream.shared.errors import REASONS, Reason
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fedstream", *args], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def test_missing_config_file_exits_with_config_not_found(tmp_path: Path) -> None:
+    """A config path that does not exist gives exit code and reason config_not_found."""
+    # Execute
+    done = _run("cloud", "run", "--config", str(tmp_path / "nope.toml"))
+
+    # Assert
+    assert done.returncode == REASONS[Reason.CONFIG_NOT_FOUND].exit_code
+    assert "config_not_found" in done.stderr
+
+
+def test_invalid_config_names_every_bad_key(tmp_path: Path) -> None:
+    """An edge config with a bad port and a typo reports both key paths and exits bad_config."""
+    # Prepare
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text('edge_id = "e1"\nbogus = 1\n[broker]\nport = 70000\n')
+
+    # Execute
+    done = _run("edge", "run", "--config", str(cfg))
+
+    # Assert
+    assert done.returncode == REASONS[Reason.BAD_CONFIG].exit_code
+    assert "broker.port" in done.stderr and "bogus" in done.stderr
+
+
+def test_status_without_a_broker_is_broker_unreachable() -> None:
+    """`fedstream status` against a closed port exits with broker_unreachable."""
+    # Execute
+    done = _run("status", "--port", str(find_free_port()), "--timeout", "0.5")
+
+    # Assert
+    assert done.returncode == REASONS[Reason.BROKER_UNREACHABLE].exit_code
+    assert "broker_unreachable" in done.stderr
+
+
+@pytest.mark.mosquitto
+def test_status_without_a_cloud_is_no_reply(broker: Mosquitto) -> None:
+    """With a broker but no cloud service, `fedstream status` exits with no_reply."""
+    # Execute
+    done = _run("status", "--port", str(broker.port), "--timeout", "0.5")
+
+    # Assert
+    assert done.returncode == REASONS[Reason.NO_REPLY].exit_code
+
+
+@pytest.mark.mosquitto
+def test_round_start_with_no_edges_online_is_no_edges(
+    broker: Mosquitto, federation: str, tmp_path: Path
+) -> None:
+    """The cloud refuses a round when no edge is online; the CLI shows why and exits no_edges,
+    and `fedstream status` shows the initial model."""
+    # Prepare
+    cloud_cfg, _ = write_configs(tmp_path, port=broker.port, federation=federation, edges=0,
+                                 dirichlet_alpha=0.5)
+    procs = Processes(tmp_path)
+    procs.spawn("cloud", "cloud", cloud_cfg)
+    env_args = ("--config", str(cloud_cfg), "--timeout", "10")
+    try:
+        wait_ready({"host": broker.host, "port": broker.port, "federation": federation,
+                    "model": "digits-mlp", "timeout_s": 2.0}, edges=0, procs=procs)
+
+        # Execute
+        status = _run("status", *env_args)
+        refused = _run("round", "start", *env_args)
+    finally:
+        procs.stop()
+
+    # Assert
+    assert status.returncode == 0, status.stderr
+    assert "model version: v0" in status.stdout and "0 online of 0 seen" in status.stdout
+    assert refused.returncode == REASONS[Reason.NO_EDGES].exit_code
+    assert "no_edges" in refused.stderr

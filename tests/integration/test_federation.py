@@ -1,0 +1,72 @@
+"""End to end: a real broker, the cloud and three edge daemons as separate OS processes."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedstream.broker import Mosquitto
+from fedstream.demo import Processes, wait_ready, write_configs
+from fedstream.operator import fleet_status, show_status, start_round
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
+
+
+def test_two_rounds_advance_the_model_and_count_every_edge(
+    broker: Mosquitto, federation: str, tmp_path: Path
+) -> None:
+    """Two rounds over cloud + 3 edge processes publish v1 and v2, with all 3 updates each,
+    and end more accurate than the initial model."""
+    # Prepare
+    cloud_cfg, edge_cfgs = write_configs(tmp_path, port=broker.port, federation=federation,
+                                         edges=3, dirichlet_alpha=0.5)
+    procs = Processes(tmp_path)
+    conn = {"host": broker.host, "port": broker.port, "federation": federation,
+            "model": "digits-mlp", "timeout_s": 10.0}
+    try:
+        procs.spawn("cloud", "cloud", cloud_cfg)
+        for i, path in enumerate(edge_cfgs):
+            procs.spawn(f"edge-{i}", "edge", path)
+        wait_ready(conn, edges=3, procs=procs)
+        initial = fleet_status(conn)
+
+        # Execute
+        results = [start_round(conn, wait=True, overrides={"epochs": 2}, out=io.StringIO())
+                   for _ in range(2)]
+        printed = io.StringIO()
+        after = show_status(conn, out=printed)
+    finally:
+        procs.stop()
+
+    # Assert
+    assert initial.model_version == 0
+    assert [r.status for r in results] == ["published", "published"]
+    assert [r.result["version"] for r in results] == [1, 2]
+    assert [r.received for r in results] == [3, 3]
+    assert [r.result["updates"] for r in results] == [3, 3]
+    assert sorted(results[0].selection) == ["edge-0", "edge-1", "edge-2"]
+    assert results[-1].result["accuracy"] > initial.model_metrics["accuracy"] + 0.2
+    assert after.model_version == 2
+    assert {e.edge_id for e in after.edges if e.online} == {"edge-0", "edge-1", "edge-2"}
+    assert all(e.backend.get("backend") in ("ipex", "torch") for e in after.edges)
+    assert "3 online of 3 seen" in printed.getvalue()
+    assert all(p.returncode == 0 for p in procs.procs.values())
+
+
+def test_demo_command_runs_rounds_and_exits_zero(tmp_path: Path) -> None:
+    """`fedstream demo` (the README's first command, at a smaller size) prints its table and
+    exits 0."""
+    # Execute
+    done = subprocess.run(
+        [sys.executable, "-m", "fedstream", "demo", "--rounds", "1", "--edges", "2",
+         "--workdir", str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=240, check=False)
+
+    # Assert
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "round version accuracy" in done.stdout
+    assert "published v1" in done.stdout

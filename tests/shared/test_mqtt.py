@@ -1,0 +1,131 @@
+"""The MQTT adapter against a real Mosquitto: PUBACK-confirmed publishes, manual ack,
+request/response, retained clears, and a clear error when no broker listens."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import pytest
+
+from fedstream.broker import Mosquitto, find_free_port
+from fedstream.shared.errors import Reason, TransportError
+from fedstream.shared.mqtt import Inbound, MqttClient
+from fedstream.shared.topics import Topic, Topics
+
+pytestmark = pytest.mark.mosquitto
+
+
+def _client(broker: Mosquitto, name: str, inbox: queue.Queue[Inbound] | None = None,
+            subs: tuple[Topic, ...] = (), **kw: object) -> MqttClient:
+    client = MqttClient(client_id=name, host=broker.host, port=broker.port,
+                        on_message=inbox.put if inbox is not None else None,
+                        subscriptions=subs, **kw)  # type: ignore[arg-type]
+    client.connect(10)
+    return client
+
+
+def test_publish_many_arrives_in_order(broker: Mosquitto, federation: str) -> None:
+    """Every QoS 1 publish is confirmed and a subscriber sees all of them in order."""
+    # Prepare
+    topic = Topics(federation).update("m", "e1")
+    inbox: queue.Queue[Inbound] = queue.Queue()
+    sub = _client(broker, f"{federation}-sub", inbox, (topic,))
+    pub = _client(broker, f"{federation}-pub")
+
+    # Execute
+    pub.publish_many((topic, bytes([i]) * 1000) for i in range(50))
+    got = [inbox.get(timeout=10).payload[0] for _ in range(50)]
+
+    # Assert
+    assert got == list(range(50))
+    pub.close()
+    sub.close()
+
+
+def test_manual_ack_redelivers_unacked_message_after_reconnect(
+    broker: Mosquitto, federation: str
+) -> None:
+    """A persistent-session client that never acked a message gets it again on reconnect."""
+    # Prepare
+    topic = Topics(federation).update("m", "e1")
+    first: queue.Queue[Inbound] = queue.Queue()
+    consumer = _client(broker, f"{federation}-c", first, (topic,), persistent=True,
+                       manual_ack=True)
+    producer = _client(broker, f"{federation}-p")
+    producer.publish(topic, b"keep me")
+    assert first.get(timeout=10).payload == b"keep me"
+    consumer.close()  # without acking
+
+    # Execute
+    second: queue.Queue[Inbound] = queue.Queue()
+    again = _client(broker, f"{federation}-c", second, (topic,), persistent=True,
+                    manual_ack=True)
+    redelivered = second.get(timeout=10)
+    again.ack(redelivered)
+
+    # Assert
+    assert redelivered.payload == b"keep me"
+    again.close()
+    producer.close()
+
+
+def test_request_gets_the_matching_reply(broker: Mosquitto, federation: str) -> None:
+    """A v5 request is answered on its response topic with the same correlation data."""
+    # Prepare
+    topics = Topics(federation)
+    requests: queue.Queue[Inbound] = queue.Queue()
+    server = _client(broker, f"{federation}-srv", requests, (topics.command("ping"),))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                msg = requests.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            server.reply(msg, b"pong:" + msg.payload)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    reply_to = topics.reply("cli1")
+    client = _client(broker, f"{federation}-cli", subs=(reply_to,))
+
+    # Execute
+    answer = client.request(topics.command("ping"), b"hi", reply_to, timeout_s=10)
+
+    # Assert
+    assert answer.payload == b"pong:hi"
+    stop.set()
+    thread.join()
+    client.close()
+    server.close()
+
+
+def test_request_without_a_server_is_no_reply(broker: Mosquitto, federation: str) -> None:
+    """Nobody answering a request is a TransportError with reason no_reply."""
+    # Prepare
+    topics = Topics(federation)
+    reply_to = topics.reply("cli2")
+    client = _client(broker, f"{federation}-lonely", subs=(reply_to,))
+
+    # Execute
+    with pytest.raises(TransportError) as caught:
+        client.request(topics.command("status"), b"", reply_to, timeout_s=0.5)
+
+    # Assert
+    assert caught.value.reason is Reason.NO_REPLY
+    client.close()
+
+
+def test_connect_to_nothing_is_broker_unreachable() -> None:
+    """A port where no broker listens gives broker_unreachable once the deadline passes."""
+    # Prepare
+    client = MqttClient(client_id="nobody", host="127.0.0.1", port=find_free_port())
+
+    # Execute
+    with pytest.raises(TransportError) as caught:
+        client.connect(timeout_s=0.5)
+
+    # Assert
+    assert caught.value.reason is Reason.BROKER_UNREACHABLE
