@@ -12,6 +12,7 @@ import pytest
 from fedstream.broker import Mosquitto
 from fedstream.demo import Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status, show_status, start_round
+from fedstream.shared.sources import SOURCES
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -19,11 +20,12 @@ pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 def test_two_rounds_advance_the_model_and_count_every_edge(
     broker: Mosquitto, federation: str, tmp_path: Path
 ) -> None:
-    """Two rounds over cloud + 3 edge processes publish v1 and v2, with all 3 updates each,
-    and end more accurate than the initial model."""
+    """Two rounds over cloud + 3 edge processes (one reading a CSV file) publish v1 and v2,
+    with all 3 updates each, and end more accurate than the initial model."""
     # Prepare
     cloud_cfg, edge_cfgs = write_configs(tmp_path, port=broker.port, federation=federation,
                                          edges=3, dirichlet_alpha=0.5)
+    _use_csv_source(edge_cfgs[2], tmp_path / "edge-2.csv", partition=2)
     procs = Processes(tmp_path)
     conn = {"host": broker.host, "port": broker.port, "federation": federation,
             "model": "digits-mlp", "timeout_s": 10.0}
@@ -55,6 +57,18 @@ def test_two_rounds_advance_the_model_and_count_every_edge(
     assert all(e.backend.get("backend") in ("ipex", "torch") for e in after.edges)
     assert "3 online of 3 seen" in printed.getvalue()
     assert all(p.returncode == 0 for p in procs.procs.values())
+
+
+def _use_csv_source(config: Path, csv_path: Path, *, partition: int) -> None:
+    """Point an edge at a CSV file holding the same digits partition (the user-data path)."""
+    data = SOURCES.build("digits", partitions=3, partition=partition).load()
+    header = ",".join([*(f"px{i}" for i in range(data.features.shape[1])), "label"])
+    rows = [",".join([*(f"{v:.6g}" for v in x), str(int(y))])
+            for x, y in zip(data.features, data.labels, strict=True)]
+    csv_path.write_text("\n".join([header, *rows]) + "\n")
+    text = config.read_text().split("[source]")[0]
+    config.write_text(text + f'[source]\nname = "csv"\n\n[source.params]\n'
+                             f'path = "{csv_path}"\nlabel_column = "label"\nnum_classes = 10\n')
 
 
 def test_demo_command_runs_rounds_and_exits_zero(tmp_path: Path) -> None:
