@@ -26,12 +26,16 @@ class RoundConfig(Section):
     batch_size: int = Field(default=32, ge=1, le=65536)
     deadline_s: float = Field(default=120.0, gt=0)
     quorum: int = Field(default=1, ge=1, description="updates needed when the deadline passes")
+    codec: str = Field(default="f32", description="update codec edges encode with")
+    codec_params: dict[str, int | float | str | bool] = Field(default_factory=dict)
 
 
 class IntakeConfig(Section):
     """Bounds on update reassembly."""
 
     max_update_bytes: int = Field(default=256 << 20, ge=1024)
+    max_sender_bytes: int = Field(default=512 << 20, ge=1024,
+                                  description="partial updates one edge may pin at once")
     max_total_bytes: int = Field(default=1 << 30, ge=1024)
     partial_timeout_s: float = Field(default=120.0, gt=0)
 

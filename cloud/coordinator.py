@@ -20,6 +20,7 @@ from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.continual import apply_delta, blend
 from fedstream.cloud.intake import Update
 from fedstream.cloud.strategies import STRATEGIES, Aggregator
+from fedstream.shared.codecs import CODECS
 from fedstream.shared.control import EdgeStatus, RoundState, TrainParams
 from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.model import build_mlp, spec_of, tensors_of
@@ -55,6 +56,9 @@ class Coordinator:
         self._evaluate = evaluate
         self._publish_model = publish_model
         self._publish_round = publish_round
+        # A bad codec or strategy in the config fails at start, not at the first round.
+        CODECS.build(cfg.rounds.codec, **cfg.rounds.codec_params)
+        STRATEGIES.build(cfg.strategy)
         initial = build_mlp(cfg.layers, seed=cfg.seed)
         self.spec = spec_of(initial)
         self.current = ModelVersion(version=0, parent=None, tensors=tensors_of(initial),
@@ -82,11 +86,17 @@ class Coordinator:
         """Track which edges are online (the selection for the next round)."""
         self.edges[status.edge_id] = status
 
-    def start_round(self, now: float, **overrides: float | int) -> RoundState:
+    def start_round(self, now: float, **overrides: float | int | str | bool) -> RoundState:
         """Open a round for every online edge.
 
+        Args:
+            now: The clock.
+            overrides: `epochs`, `lr`, `momentum`, `batch_size`, `deadline_s`, `codec`, and
+                codec parameters as `codec.<name>`; the rest come from the config.
+
         Raises:
-            FedstreamError: round_in_progress, or no_edges when none is online.
+            FedstreamError: round_in_progress, no_edges when none is online, bad_config or
+                unknown_name for a bad override or codec.
         """
         if self.round is not None and not self.round.terminal:
             raise FedstreamError(Reason.ROUND_IN_PROGRESS, self.round.round_id)
@@ -98,17 +108,21 @@ class Coordinator:
                                 batch_size=int(overrides.get("batch_size", defaults.batch_size)))
         except ValueError as err:
             raise FedstreamError(Reason.BAD_CONFIG, str(err)) from err
+        codec = str(overrides.get("codec", defaults.codec))
+        codec_params = {k.removeprefix("codec."): v for k, v in overrides.items()
+                        if k.startswith("codec.")} or dict(defaults.codec_params)
+        CODECS.build(codec, **codec_params)  # refuse a bad codec before any edge trains
         online = tuple(e.edge_id for e in self.edges.values() if e.online)
         self.round = rounds.open_round(
             round_id=uuid.uuid4().hex[:12], model=self.cfg.model,
             base_version=self.current.version, now=now,
             deadline_s=float(overrides.get("deadline_s", defaults.deadline_s)), train=train,
-            codec="f32", selection=online, quorum=defaults.quorum)
+            codec=codec, codec_params=codec_params, selection=online, quorum=defaults.quorum)
         self._counted = set()
         self._aggregator = STRATEGIES.build(self.cfg.strategy)
         self._round_started, self._bytes_in = time.monotonic(), 0
         log.info("round_opened", round_id=self.round.round_id, base=self.current.version,
-                 selection=list(self.round.selection))
+                 selection=list(self.round.selection), codec=codec, codec_params=codec_params)
         self._publish_round(self.round)
         return self.round
 

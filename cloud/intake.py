@@ -35,14 +35,24 @@ class Intake:
 
     def __init__(self, *, spec: Spec, params: IntakeConfig) -> None:
         self.spec = spec
-        self._parts = Reassembler(max_blob_bytes=params.max_update_bytes,
-                                  max_total_bytes=params.max_total_bytes,
-                                  timeout_s=params.partial_timeout_s)
+        self.params = params
+        # One reassembler per edge bounds what a single sender can pin; the total bound is
+        # checked across all of them before a new blob is started.
+        self._senders: dict[str, Reassembler] = {}
 
     @property
     def held_bytes(self) -> int:
-        """Bytes held by partial updates."""
-        return self._parts.held_bytes
+        """Bytes held by partial updates of every sender."""
+        return sum(r.held_bytes for r in self._senders.values())
+
+    def _reassembler(self, edge_id: str) -> Reassembler:
+        parts = self._senders.get(edge_id)
+        if parts is None:
+            parts = Reassembler(max_blob_bytes=self.params.max_update_bytes,
+                                max_total_bytes=self.params.max_sender_bytes,
+                                timeout_s=self.params.partial_timeout_s)
+            self._senders[edge_id] = parts
+        return parts
 
     def take(self, payload: bytes, *, topic_edge: str, state: RoundState | None,
              counted: set[str], now: float) -> Update | None:
@@ -57,9 +67,12 @@ class Intake:
                                 f"frame names {chunk.meta.edge_id}, topic {topic_edge}")
         # A round is checked on a blob's first chunk (before any memory is spent on it) and
         # again on completion, since the round may have closed in between.
-        if not self._parts.knows(chunk.header.blob_id):
+        parts = self._reassembler(topic_edge)
+        if not parts.knows(chunk.header.blob_id):
             rounds.check_update(state, chunk.meta, counted)
-        done = self._parts.add(chunk.header, chunk.index, chunk.data, now)
+            if self.held_bytes + chunk.header.size > self.params.max_total_bytes:
+                raise ProtocolError(Reason.OVERSIZED, "total reassembly memory bound reached")
+        done = parts.add(chunk.header, chunk.index, chunk.data, now)
         if done is None:
             return None
         rounds.check_update(state, chunk.meta, counted)
@@ -68,4 +81,4 @@ class Intake:
 
     def expire(self, now: float) -> list[str]:
         """Drop partial updates that stopped arriving; return their blob ids."""
-        return self._parts.expire(now)
+        return [b for parts in self._senders.values() for b in parts.expire(now)]

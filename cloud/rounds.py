@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
+from fedstream.shared._fields import Scalar
 from fedstream.shared.control import RoundState, TrainParams
 from fedstream.shared.errors import FedstreamError, ProtocolError, Reason
 from fedstream.shared.messages import UpdateMeta
 
 
 def open_round(*, round_id: str, model: str, base_version: int, now: float, deadline_s: float,
-               train: TrainParams, codec: str, selection: tuple[str, ...],
-               quorum: int) -> RoundState:
+               train: TrainParams, codec: str, codec_params: Mapping[str, Scalar],
+               selection: tuple[str, ...], quorum: int) -> RoundState:
     """A new round waiting for updates from `selection`.
 
     Raises:
@@ -21,6 +23,7 @@ def open_round(*, round_id: str, model: str, base_version: int, now: float, dead
         raise FedstreamError(Reason.NO_EDGES, "no edge is online")
     return RoundState(round_id=round_id, model=model, status="open", base_version=base_version,
                       deadline=now + deadline_s, train=train, codec=codec,
+                      codec_params=dict(codec_params),
                       selection=tuple(sorted(selection)), quorum=min(quorum, len(selection)))
 
 

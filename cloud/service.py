@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import structlog
@@ -70,6 +71,7 @@ class CloudService:
                                        publish_model=self._publish_model,
                                        publish_round=self._publish_round)
         self.intake = Intake(spec=self.coordinator.spec, params=cfg.intake)
+        self.rejections: Counter[str] = Counter()
         self.publisher = ModelPublisher(mqtt=self.mqtt, topics=self.topics, model=cfg.model,
                                         spec=self.coordinator.spec, layers=cfg.layers,
                                         chunk_size=cfg.chunk_size)
@@ -103,9 +105,11 @@ class CloudService:
             elif self._subs["command"].matches(msg.topic):
                 self._on_command(msg)
         except FedstreamError as err:
+            self.rejections[str(err.reason)] += 1
             log.warning("message_rejected", topic=msg.topic, reason=str(err.reason),
                         detail=err.detail)
         except Exception as err:
+            self.rejections["internal"] += 1
             log.exception("message_rejected", topic=msg.topic, reason="internal",
                           detail=repr(err))
         finally:
@@ -138,13 +142,13 @@ class CloudService:
     def _command(self, req: CommandRequest) -> CommandReply:
         coord = self.coordinator
         if req.verb == "round_start":
-            numeric = {k: v for k, v in req.args.items() if isinstance(v, int | float)}
-            return CommandReply(ok=True, round=coord.start_round(time.time(), **numeric),
+            return CommandReply(ok=True, round=coord.start_round(time.time(), **req.args),
                                 model_version=coord.current.version)
         if req.verb == "status":
             return CommandReply(ok=True, round=coord.round, edges=tuple(coord.edges.values()),
                                 model_version=coord.current.version,
-                                model_metrics=coord.current.metrics)
+                                model_metrics=coord.current.metrics,
+                                rejections=dict(self.rejections))
         raise FedstreamError(Reason.UNKNOWN_NAME, f"unknown verb {req.verb!r}")
 
     def _tick(self, now: float) -> None:

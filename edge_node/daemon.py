@@ -15,7 +15,9 @@ from fedstream.edge_node.model_sync import HeldModel, ModelSync
 from fedstream.edge_node.trainer import train_round
 from fedstream.shared import wire
 from fedstream.shared.backends import BackendChoice, select_backend
-from fedstream.shared.blobs import encode_blob
+from fedstream.shared.blobs import pack_blob
+from fedstream.shared.codecs import CODECS
+from fedstream.shared.codecs.feedback import ErrorFeedback
 from fedstream.shared.control import EdgeStatus, RoundState
 from fedstream.shared.errors import FedstreamError
 from fedstream.shared.messages import UpdateChunk, UpdateMeta
@@ -44,6 +46,8 @@ class EdgeDaemon:
         self.backend: BackendChoice | None = None
         self._pending: RoundState | None = None
         self._last_round = ""
+        # What lossy codecs dropped from earlier updates, sent with the next one (P9).
+        self._feedback = ErrorFeedback()
         self._inbox: queue.Queue[Inbound] = queue.Queue()
         self._model_filter = self.topics.model_all(cfg.model)
         self._round_topic = self.topics.round(cfg.model)
@@ -91,6 +95,9 @@ class EdgeDaemon:
 
     def _on_model(self, held: HeldModel) -> None:
         self.log.info("model_received", version=held.version)
+        if self._feedback.residual is not None and [
+                tuple(r.shape) for r in self._feedback.residual] != [t.shape for t in held.spec]:
+            self._feedback.reset()  # a new architecture: the old residual means nothing
         if self.backend is None:
             self.backend = select_backend(preference=self.cfg.backend.name,
                                           precision=self.cfg.backend.precision,
@@ -127,8 +134,16 @@ class EdgeDaemon:
                              params=state.train, backend=self.backend.backend,
                              seed=zlib.crc32(f"{self.cfg.seed}:{state.round_id}".encode()))
         train_s = time.monotonic() - started
-        enc = encode_blob(result.delta, held.spec, codec=state.codec,
-                          chunk_size=self.cfg.chunk_size)
+        codec = CODECS.build(state.codec, **state.codec_params)
+        try:
+            blob = self._feedback.compress(result.delta, codec)
+        except ValueError as err:
+            # A diverged run (NaN/Inf, or beyond the codec's range) is not worth sending: the
+            # round goes on without this edge and its deadline/quorum decide.
+            self.log.warning("update_skipped", round_id=state.round_id, reason="non_finite",
+                             detail=str(err))
+            return
+        enc = pack_blob(blob, held.spec, codec=state.codec, chunk_size=self.cfg.chunk_size)
         meta = UpdateMeta(edge_id=self.cfg.edge_id, round_id=state.round_id,
                           base_version=state.base_version, samples=result.samples,
                           loss=result.loss)
@@ -139,7 +154,7 @@ class EdgeDaemon:
             for i, view in enumerate(enc.chunks))
         self.log.info("update_sent", round_id=state.round_id, update_id=enc.header.blob_id,
                       loss=round(result.loss, 4), samples=result.samples,
-                      bytes=enc.header.size, chunks=enc.header.count,
+                      bytes=enc.header.size, chunks=enc.header.count, codec=state.codec,
                       train_ms=round(train_s * 1000), send_ms=round(
                           (time.monotonic() - started - train_s) * 1000))
         self._publish_status(online=True)

@@ -58,8 +58,10 @@ def _set_threads(threads: int | None) -> None:
 def _round_start(args: argparse.Namespace) -> int:
     from fedstream.operator import start_round
 
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
-                                   ("deadline_s", args.deadline)) if v is not None}
+    overrides: dict[str, int | float | str | bool] = {
+        k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
+                          ("deadline_s", args.deadline), ("codec", args.codec)) if v is not None}
+    overrides.update((f"codec.{k}", v) for k, v in args.codec_param)
     start_round(_client_args(args), wait=args.wait, overrides=overrides, out=sys.stdout)
     return 0
 
@@ -95,6 +97,23 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the cloud")
 
 
+def _key_value(text: str) -> tuple[str, int | float | str | bool]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    value: int | float | str | bool = raw
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    else:
+        for kind in (int, float):
+            try:
+                value = kind(raw)
+                break
+            except ValueError:
+                continue
+    return key, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="fedstream", description=__doc__)
@@ -121,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--epochs", type=int)
     start.add_argument("--lr", type=float)
     start.add_argument("--deadline", type=float, help="seconds to collect updates")
+    start.add_argument("--codec", help="update codec for this round (f32, f16, bf16, int8, topk)")
+    start.add_argument("--codec-param", type=_key_value, action="append", default=[],
+                       metavar="KEY=VALUE", help="codec parameter, e.g. density=0.02")
     start.set_defaults(handler=_round_start)
 
     status = sub.add_parser("status", help="edges online, their backend, model, last round")

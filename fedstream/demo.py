@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,6 +31,7 @@ class DemoParams:
     min_accuracy: float = 0.0
     dirichlet_alpha: float = 0.5
     ready_timeout_s: float = 180.0
+    round_overrides: Mapping[str, int | float | str | bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (1 <= self.rounds <= 1000 and 1 <= self.edges <= 64):
@@ -109,6 +111,21 @@ def wait_ready(conn: dict[str, Any], *, edges: int, procs: Processes,
 
 def run_demo(params: DemoParams, *, out: TextIO) -> int:
     """Run the demo and print a table of rounds; exit code 0 on success."""
+    results = run_federation(params, out=out)
+    print_table(results, out)
+    final = float(results[-1]["accuracy"])
+    if final < params.min_accuracy:
+        print(f"final accuracy {final:.4f} is below {params.min_accuracy}", file=out)
+        return 1
+    return 0
+
+
+def run_federation(params: DemoParams, *, out: TextIO) -> list[Mapping[str, Any]]:
+    """Start broker, cloud and edges as processes, run the rounds, stop everything.
+
+    Returns:
+        Each round's result (version, accuracy, seconds, bytes, updates).
+    """
     shutil.rmtree(params.workdir, ignore_errors=True)
     params.workdir.mkdir(parents=True)
     with Mosquitto(BrokerParams(port=0, data_dir=params.workdir / "broker")) as broker:
@@ -129,19 +146,13 @@ def run_demo(params: DemoParams, *, out: TextIO) -> int:
             print(f"fleet ready: model v{initial.model_version}, accuracy "
                   f"{initial.model_metrics.get('accuracy', float('nan')):.4f}", file=out,
                   flush=True)
-            results = [start_round(conn, wait=True, overrides={}, out=out).result
-                       for _ in range(params.rounds)]
+            return [start_round(conn, wait=True, overrides=dict(params.round_overrides),
+                                out=out).result for _ in range(params.rounds)]
         finally:
             procs.stop()
-    print_table(results, out)
-    final = float(results[-1]["accuracy"])
-    if final < params.min_accuracy:
-        print(f"final accuracy {final:.4f} is below {params.min_accuracy}", file=out)
-        return 1
-    return 0
 
 
-def print_table(results: list[Any], out: TextIO) -> None:
+def print_table(results: list[Mapping[str, Any]], out: TextIO) -> None:
     """Round, version, accuracy, time and bytes moved, one row per round."""
     print(f"\n{'round':>5} {'version':>7} {'accuracy':>8} {'seconds':>8} "
           f"{'updates':>7} {'update KiB':>10} {'model KiB':>9}", file=out)

@@ -14,7 +14,8 @@ class CliConfig(ServiceConfig):
     """The CLI needs only the broker, the federation and the model name."""
 
 
-def start_round(conn: dict[str, Any], *, wait: bool, overrides: dict[str, float | int],
+def start_round(conn: dict[str, Any], *, wait: bool,
+                overrides: dict[str, float | int | str | bool],
                 out: TextIO) -> RoundState:
     """Ask the cloud for a round; with `wait`, print progress until it ends.
 
@@ -26,7 +27,8 @@ def start_round(conn: dict[str, Any], *, wait: bool, overrides: dict[str, float 
         assert reply.round is not None
         state = reply.round
         print(f"round {state.round_id} open on v{state.base_version}: "
-              f"{state.expected} edge(s) selected ({', '.join(state.selection)})", file=out)
+              f"{state.expected} edge(s) selected ({', '.join(state.selection)}), "
+              f"codec {state.codec} {dict(state.codec_params) or ''}".rstrip(), file=out)
         if not wait:
             return state
         seen: list[tuple[str, int]] = []
@@ -66,6 +68,9 @@ def show_status(conn: dict[str, Any], *, out: TextIO) -> CommandReply:
         print(f"  {e.edge_id:<16} {'online' if e.online else 'offline':<8} "
               f"v{e.version if e.version is not None else '-':<4} {e.samples:>7} samples  "
               f"{backend}  cpu: {be.get('model_name', '?')}", file=out)
+    if reply.rejections:
+        rejected = ", ".join(f"{k} {v}" for k, v in sorted(reply.rejections.items()))
+        print(f"rejected messages: {rejected}", file=out)
     r = reply.round
     if r is None:
         print("last round: none", file=out)

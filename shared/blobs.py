@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -22,18 +23,24 @@ class EncodedBlob:
     chunks: list[memoryview]
 
 
-def encode_blob(tensors: Sequence[torch.Tensor], spec: Spec, *, codec: str,
-                chunk_size: int) -> EncodedBlob:
-    """Encode `tensors` (in `spec` order) with `codec` and cut the bytes into chunks."""
-    if [tuple(t.shape) for t in tensors] != [s.shape for s in spec]:
-        raise ValueError("tensors do not match the spec")
-    blob = CODECS.build(codec).encode(tensors)
+def pack_blob(blob: bytes, spec: Spec, *, codec: str, chunk_size: int) -> EncodedBlob:
+    """Give encoded bytes a fresh blob id and header and cut them into chunks."""
     header = make_header(blob, blob_id=uuid.uuid4().hex, chunk_size=chunk_size, codec=codec,
                          spec=spec)
     return EncodedBlob(header=header, chunks=chunk_views(blob, header))
 
 
-def decode_blob(header: BlobHeader, blob: bytes, expected_spec: Spec | None) -> list[torch.Tensor]:
+def encode_blob(tensors: Sequence[torch.Tensor], spec: Spec, *, codec: str, chunk_size: int,
+                codec_params: Mapping[str, Any] | None = None) -> EncodedBlob:
+    """Encode `tensors` (in `spec` order) with the named codec and cut the bytes into chunks."""
+    if [tuple(t.shape) for t in tensors] != [s.shape for s in spec]:
+        raise ValueError("tensors do not match the spec")
+    blob = CODECS.build(codec, **(codec_params or {})).encode(tensors)
+    return pack_blob(blob, spec, codec=codec, chunk_size=chunk_size)
+
+
+def decode_blob(header: BlobHeader, blob: bytes,
+                expected_spec: Spec | None) -> list[torch.Tensor]:
     """Decode a verified blob.
 
     Raises:

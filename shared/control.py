@@ -65,6 +65,7 @@ class RoundState:
     codec: str
     selection: tuple[str, ...]
     quorum: int
+    codec_params: Mapping[str, Scalar] = field(default_factory=dict)
     received: int = 0
     result: Mapping[str, Scalar] = field(default_factory=dict)
     reason: str = ""
@@ -83,7 +84,8 @@ class RoundState:
         """Short stable keys."""
         return {"round": self.round_id, "model": self.model, "st": self.status,
                 "base": self.base_version, "dl": self.deadline, "train": self.train.to_wire(),
-                "codec": self.codec, "sel": list(self.selection), "q": self.quorum,
+                "codec": self.codec, "cp": dict(self.codec_params),
+                "sel": list(self.selection), "q": self.quorum,
                 "rx": self.received, "res": dict(self.result), "why": self.reason}
 
     @classmethod
@@ -98,6 +100,7 @@ class RoundState:
         return cls(round_id=req(d, "round", str), model=req(d, "model", str), status=status,
                    base_version=req_range(d, "base", 0, 1 << 53), deadline=req_float(d, "dl"),
                    train=TrainParams.from_wire(req_map(d, "train")), codec=req(d, "codec", str),
+                   codec_params=req_scalars(d, "cp") if "cp" in d else {},
                    selection=tuple(selection), quorum=req_range(d, "q", 0, 1 << 20),
                    received=req_range(d, "rx", 0, 1 << 20), result=req_scalars(d, "res"),
                    reason=req(d, "why", str))
@@ -162,13 +165,14 @@ class CommandReply:
     edges: tuple[EdgeStatus, ...] = ()
     model_version: int | None = None
     model_metrics: Mapping[str, Scalar] = field(default_factory=dict)
+    rejections: Mapping[str, Scalar] = field(default_factory=dict)
 
     def to_wire(self) -> Wire:
         """Nested messages use their own wire forms."""
         return {"ok": self.ok, "why": self.reason, "detail": self.detail,
                 "round": self.round.to_wire() if self.round else None,
                 "edges": [e.to_wire() for e in self.edges], "ver": self.model_version,
-                "metrics": dict(self.model_metrics)}
+                "metrics": dict(self.model_metrics), "rej": dict(self.rejections)}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
@@ -182,4 +186,5 @@ class CommandReply:
                    round=None if raw_round is None else RoundState.from_wire(req_map(d, "round")),
                    edges=tuple(EdgeStatus.from_wire(e) for e in edges),
                    model_version=opt_int(d, "ver"),
-                   model_metrics=req_scalars(d, "metrics") if "metrics" in d else {})
+                   model_metrics=req_scalars(d, "metrics") if "metrics" in d else {},
+                   rejections=req_scalars(d, "rej") if "rej" in d else {})

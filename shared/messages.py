@@ -7,6 +7,7 @@ validates types and ranges and raises `ProtocolError`, never `KeyError` or `Type
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
@@ -83,15 +84,38 @@ class BlobHeader:
     chunk_size: int
     codec: str
     spec: Spec
+    # The header is framed on every chunk: its spec's wire form is built once, on first use.
+    _spec_wire: list[Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_wire(self) -> Wire:
         """Short stable keys."""
+        spec = self._spec_wire
+        if spec is None:
+            spec = spec_to_wire(self.spec)
+            object.__setattr__(self, "_spec_wire", spec)
         return {"blob": self.blob_id, "size": self.size, "sha": self.sha256, "n": self.count,
-                "cs": self.chunk_size, "codec": self.codec, "spec": spec_to_wire(self.spec)}
+                "cs": self.chunk_size, "codec": self.codec, "spec": spec}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Parse and check internal consistency (count * chunk size covers size)."""
+        """Parse and check internal consistency (count * chunk size covers size).
+
+        Every chunk of a blob repeats its header, so a header parsed recently is handed back
+        when `d` holds exactly the same fields (same values and types): parsing is pure, so
+        the result is the one a full parse would give, and anything else is parsed afresh.
+        """
+        blob_id = d.get("blob")
+        if cls is BlobHeader and type(blob_id) is str:
+            seen = _RECENT_HEADERS.get(blob_id)
+            if seen is not None and _same_header_fields(d, *seen):
+                return seen[0]  # type: ignore[return-value]
+        header = cls._parse(d)
+        if cls is BlobHeader:
+            _remember_header(header, d["spec"])
+        return header
+
+    @classmethod
+    def _parse(cls, d: Mapping[str, Any]) -> Self:
         blob_id: str = req(d, "blob", str)
         if not 0 < len(blob_id) <= 64:
             raise ProtocolError(Reason.BAD_FRAME, "blob id must be 1-64 characters")
@@ -111,6 +135,40 @@ class BlobHeader:
         """Byte offset and length of chunk `index`."""
         start = index * self.chunk_size
         return start, min(self.chunk_size, self.size - start)
+
+
+# Recently parsed headers by blob id, with the raw spec they came from. Enough entries for
+# many senders' chunks interleaving; a miss only costs a full parse. Headers whose spec is
+# large in its wire form are not kept, so the cache stays small whatever senders claim.
+_RECENT_MAX = 256
+_RECENT_SPEC_MAX_CHARS = 1 << 16
+_RECENT_HEADERS: dict[str, tuple[BlobHeader, list[Any]]] = {}
+_RECENT_LOCK = threading.Lock()
+
+
+def _same_header_fields(d: Mapping[str, Any], header: BlobHeader, raw_spec: list[Any]) -> bool:
+    """True if `d` carries exactly the fields `header` was parsed from (types included)."""
+    size, sha, count, chunk_size, codec, spec = (d.get("size"), d.get("sha"), d.get("n"),
+                                                 d.get("cs"), d.get("codec"), d.get("spec"))
+    if not (type(size) is int and size == header.size and type(sha) is bytes
+            and sha == header.sha256 and type(count) is int and count == header.count
+            and type(chunk_size) is int and chunk_size == header.chunk_size
+            and type(codec) is str and codec == header.codec):
+        return False
+    # `raw_spec` passed the full parse: [str, [int, ...]] items. An equal list has the same
+    # structure and strings; only a bool or float dimension (True == 1, 2.0 == 2) could
+    # still compare equal, and the full parse refuses those.
+    return spec == raw_spec and all(type(n) is int for _, dims in spec for n in dims)
+
+
+def _remember_header(header: BlobHeader, raw_spec: list[Any]) -> None:
+    if sum(len(name) + 12 * len(dims) for name, dims in raw_spec) > _RECENT_SPEC_MAX_CHARS:
+        return
+    with _RECENT_LOCK:
+        _RECENT_HEADERS.pop(header.blob_id, None)
+        _RECENT_HEADERS[header.blob_id] = (header, raw_spec)
+        while len(_RECENT_HEADERS) > _RECENT_MAX:
+            del _RECENT_HEADERS[next(iter(_RECENT_HEADERS))]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,14 +196,18 @@ class UpdateMeta:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpdateChunk:
-    """One chunk of an edge's weight update (a delta from the round's base version)."""
+    """One chunk of an edge's weight update (a delta from the round's base version).
+
+    `data` may be a memoryview of the blob when sending: it is framed as msgpack bin without
+    an extra copy. A received chunk always holds bytes.
+    """
 
     KIND: ClassVar[str] = "update"
     VERSION: ClassVar[int] = 1
     header: BlobHeader
     meta: UpdateMeta
     index: int
-    data: bytes
+    data: bytes | memoryview
 
     def to_wire(self) -> Wire:
         """Header and meta fields are flattened next to the chunk fields."""
@@ -161,7 +223,7 @@ class UpdateChunk:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelChunk:
-    """One retained chunk of a global model version."""
+    """One retained chunk of a global model version (`data` as in `UpdateChunk`)."""
 
     KIND: ClassVar[str] = "model"
     VERSION: ClassVar[int] = 1
@@ -169,7 +231,7 @@ class ModelChunk:
     model: str
     version: int
     index: int
-    data: bytes
+    data: bytes | memoryview
 
     def to_wire(self) -> Wire:
         """Header fields are flattened next to the chunk fields."""

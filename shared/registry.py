@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -48,10 +49,18 @@ class Registry(Generic[T]):
         """Build the unit registered as `name` with keyword params.
 
         Raises:
-            ConfigError: `name` is unknown (the message lists the known names).
+            ConfigError: `name` is unknown (unknown_name, listing the known names) or a
+                parameter is not one the unit takes (bad_config).
         """
         self._check(name)
-        return self._factories[name](**params)
+        factory = self._factories[name]
+        try:
+            inspect.signature(factory).bind(**params)
+        except TypeError as err:
+            accepted = ", ".join(inspect.signature(factory).parameters) or "none"
+            raise ConfigError(Reason.BAD_CONFIG,
+                              f"{self.kind} {name!r}: {err}; parameters: {accepted}") from err
+        return factory(**params)
 
     def _check(self, name: str) -> None:
         if name not in self._factories:

@@ -1,6 +1,11 @@
 """Blob codecs, looked up by the name carried in every frame."""
 
-from fedstream.shared.codecs import f32 as _f32  # noqa: F401  (importing registers the unit)
+# Importing each unit registers it in CODECS.
+from fedstream.shared.codecs import bf16 as _bf16  # noqa: F401
+from fedstream.shared.codecs import f16 as _f16  # noqa: F401
+from fedstream.shared.codecs import f32 as _f32  # noqa: F401
+from fedstream.shared.codecs import int8 as _int8  # noqa: F401
+from fedstream.shared.codecs import topk as _topk  # noqa: F401
 from fedstream.shared.codecs.base import CODECS, Codec
 
 __all__ = ["CODECS", "Codec"]

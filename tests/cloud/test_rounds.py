@@ -17,7 +17,8 @@ _TRAIN = TrainParams(epochs=1, lr=0.1, momentum=0.0, batch_size=8)
 def _open(selection: tuple[str, ...] = ("e3", "e1", "e2"), quorum: int = 2) -> RoundState:
     """Round r1 on base v4, opened at t=100 with a 10 s deadline (so it ends at t=110)."""
     return rounds.open_round(round_id="r1", model="mlp", base_version=4, now=100.0,
-                             deadline_s=10.0, train=_TRAIN, codec="f32", selection=selection,
+                             deadline_s=10.0, train=_TRAIN, codec="f32", codec_params={},
+                             selection=selection,
                              quorum=quorum)
 
 

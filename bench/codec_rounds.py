@@ -1,0 +1,54 @@
+"""Bytes on the wire and final accuracy after R rounds of the digits federation, per codec.
+
+    .venv/bin/python bench/codec_rounds.py [--rounds 10] [--edges 3]
+
+Runs the real system for each codec (Mosquitto, the cloud and the edges as processes, the
+same code path as `fedstream demo`), each from the same initial model and data split, and
+prints one JSON line per codec with `bytes_vs_f32` (f32 update bytes / these) and
+`accuracy_delta_pts` (this final accuracy minus f32's, in percentage points). f32 runs first
+in the same invocation as the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import tempfile
+from pathlib import Path
+
+from fedstream.demo import DemoParams, run_federation
+
+CODECS: list[tuple[str, dict[str, float | int]]] = [
+    ("f32", {}), ("f16", {}), ("bf16", {}), ("int8", {"block_size": 256}),
+    ("topk", {"density": 0.05}), ("topk", {"density": 0.01}),
+]
+
+
+def main() -> None:
+    """Run every codec and print its line."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--edges", type=int, default=3)
+    args = parser.parse_args()
+    baseline: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for codec, codec_params in CODECS:
+            overrides = {"codec": codec, **{f"codec.{k}": v for k, v in codec_params.items()}}
+            results = run_federation(
+                DemoParams(rounds=args.rounds, edges=args.edges, workdir=Path(tmp) / codec,
+                           round_overrides=overrides), out=io.StringIO())
+            update_bytes = sum(int(r["bytes_in"]) for r in results)
+            accuracy = float(results[-1]["accuracy"])
+            if not baseline:
+                baseline = {"bytes": update_bytes, "accuracy": accuracy}
+            print(json.dumps({
+                "codec": codec, **codec_params, "rounds": args.rounds,
+                "update_bytes": update_bytes, "final_accuracy": round(accuracy, 4),
+                "bytes_vs_f32": round(baseline["bytes"] / update_bytes, 2),
+                "accuracy_delta_pts": round(100 * (accuracy - baseline["accuracy"]), 2),
+            }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
