@@ -88,7 +88,7 @@ def _bare_receiver(job: Job, conn: Connection) -> None:
     """Child process: a plain paho subscriber that concatenates `job.count` payloads."""
     _quiet()
     host, port, topic, count, sha256 = job.host, job.port, job.topic, job.count, job.sha256
-    parts: list[bytes] = []
+    parts: list[bytes | bytearray] = []
     done, subscribed = threading.Event(), threading.Event()
     finished: list[float] = []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -46,6 +47,11 @@ class CloudConfig(ServiceConfig):
     layers: tuple[int, ...] = Field(default=(64, 100, 100, 10), min_length=2)
     seed: int = 0
     strategy: str = "fedavg"
+    strategy_params: dict[str, int | float | str | bool | None] = Field(default_factory=dict)
+    data_dir: Path = Field(default=Path("cloud-data"),
+                           description="journal, spooled updates and model versions")
+    synchronous: str = Field(default="NORMAL", pattern="^(NORMAL|FULL)$",
+                             description="FULL also survives power loss (fsync per commit)")
     blend_alpha: float = Field(default=1.0, gt=0, le=1, description="1 means plain FedAvg")
     chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1024, le=1 << 20)
     eval_source: SourceConfig = SourceConfig(params={"split": "test"})

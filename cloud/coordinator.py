@@ -1,12 +1,13 @@
 """The global model and its rounds: open, count updates, aggregate, blend, evaluate, publish.
 
-No MQTT here: the service hands in decoded updates and the clock, and gets model versions and
-round states back through the two publish callables.
+Every decision goes to the store before it is announced, so a restarted cloud picks up the
+open round where it was and, aggregating the same accepted updates in the same order (by
+update id), reaches the same model bit for bit. No MQTT here: the service hands in accepted
+updates and the clock, and gets model versions and round states out through two callables.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -18,8 +19,11 @@ import torch
 from fedstream.cloud import rounds
 from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.continual import apply_delta, blend
-from fedstream.cloud.intake import Update
-from fedstream.cloud.strategies import STRATEGIES, Aggregator
+from fedstream.cloud.journal import UpdateRow, VersionRow
+from fedstream.cloud.registry_store import ServerState
+from fedstream.cloud.store import CloudStore
+from fedstream.cloud.strategies import STRATEGIES
+from fedstream.shared.blobs import decode_with
 from fedstream.shared.codecs import CODECS
 from fedstream.shared.control import EdgeStatus, RoundState, TrainParams
 from fedstream.shared.errors import FedstreamError, Reason
@@ -43,44 +47,66 @@ class Coordinator:
 
     Args:
         cfg: Cloud configuration.
+        store: Journal, spool and model files.
         evaluate: Accuracy of a set of model tensors on the held-out split.
         publish_model: Makes a version the current global model (retained on the broker) and
             returns the bytes of its blob.
         publish_round: Announces a round state (retained on the broker).
     """
 
-    def __init__(self, *, cfg: CloudConfig, evaluate: Callable[[list[torch.Tensor]], float],
+    def __init__(self, *, cfg: CloudConfig, store: CloudStore,
+                 evaluate: Callable[[list[torch.Tensor]], float],
                  publish_model: Callable[[ModelVersion], int],
                  publish_round: Callable[[RoundState], None]) -> None:
-        self.cfg = cfg
+        self.cfg, self.store = cfg, store
         self._evaluate = evaluate
         self._publish_model = publish_model
         self._publish_round = publish_round
         # A bad codec or strategy in the config fails at start, not at the first round.
         CODECS.build(cfg.rounds.codec, **cfg.rounds.codec_params)
-        STRATEGIES.build(cfg.strategy)
+        self.strategy = STRATEGIES.build(cfg.strategy, **cfg.strategy_params)
         initial = build_mlp(cfg.layers, seed=cfg.seed)
         self.spec = spec_of(initial)
-        self.current = ModelVersion(version=0, parent=None, tensors=tensors_of(initial),
-                                    metrics={})
-        self.round: RoundState | None = None
+        self.current, self.server_state = self._load_current(tensors_of(initial))
+        self.round: RoundState | None = store.journal.last_round()
         self.edges: dict[str, EdgeStatus] = {}
-        self._counted: set[str] = set()
-        self._aggregator: Aggregator | None = None
-        self._round_started = 0.0
-        self._bytes_in = 0
+        # Edges whose update the current round has accepted (rebuilt from the journal).
+        self.counted: set[str] = set() if self.round is None else {
+            row.edge_id for row in store.journal.accepted(self.round.round_id)}
 
-    @property
-    def counted(self) -> set[str]:
-        """Edges whose update the open round has counted."""
-        return self._counted
+    def _load_current(self, initial: list[torch.Tensor]) -> tuple[ModelVersion,
+                                                                  ServerState | None]:
+        versions = self.store.journal.versions()
+        if not versions:
+            first = ModelVersion(version=0, parent=None, tensors=initial,
+                                 metrics={"accuracy": round(self._evaluate(initial), 4)})
+            self._save_version(first, None, round_id="", lineage={"origin": "initial",
+                                                                 "seed": self.cfg.seed})
+            return first, None
+        row = versions[-1]
+        tensors, state = self.store.models.load(row.path, self.spec)
+        return ModelVersion(version=row.version, parent=row.parent, tensors=tensors,
+                            metrics=row.lineage.get("metrics", {})), state
 
-    def start(self) -> None:
-        """Evaluate and publish the initial model."""
-        acc = self._evaluate(self.current.tensors)
-        self.current = dataclasses.replace(self.current, metrics={"accuracy": acc})
+    def _save_version(self, version: ModelVersion, state: ServerState | None, *,
+                      round_id: str, lineage: dict[str, object]) -> None:
+        path = self.store.models.save(version.version, self.spec, version.tensors, state)
+        self.store.journal.add_version(VersionRow(
+            version=version.version, parent=version.parent, round_id=round_id, path=path,
+            lineage={**lineage, "metrics": dict(version.metrics), "created": time.time()}))
+
+    def start(self, now: float) -> None:
+        """Republish the current model and resume a round that was cut off by a restart."""
         self._publish_model(self.current)
-        log.info("model_published", version=0, accuracy=round(acc, 4))
+        log.info("model_published", version=self.current.version, **self.current.metrics)
+        if self.round is not None and not self.round.terminal:
+            log.info("round_resumed", round_id=self.round.round_id, status=self.round.status,
+                     received=self.round.received)
+            self._publish_round(self.round)
+            if self.round.status == "aggregating":
+                self._finish(self._aggregate(self.round, now))
+            else:
+                self.tick(now)
 
     def on_status(self, status: EdgeStatus) -> None:
         """Track which edges are online (the selection for the next round)."""
@@ -113,31 +139,25 @@ class Coordinator:
                         if k.startswith("codec.")} or dict(defaults.codec_params)
         CODECS.build(codec, **codec_params)  # refuse a bad codec before any edge trains
         online = tuple(e.edge_id for e in self.edges.values() if e.online)
-        self.round = rounds.open_round(
+        state = rounds.open_round(
             round_id=uuid.uuid4().hex[:12], model=self.cfg.model,
             base_version=self.current.version, now=now,
             deadline_s=float(overrides.get("deadline_s", defaults.deadline_s)), train=train,
             codec=codec, codec_params=codec_params, selection=online, quorum=defaults.quorum)
-        self._counted = set()
-        self._aggregator = STRATEGIES.build(self.cfg.strategy)
-        self._round_started, self._bytes_in = time.monotonic(), 0
-        log.info("round_opened", round_id=self.round.round_id, base=self.current.version,
-                 selection=list(self.round.selection), codec=codec, codec_params=codec_params)
-        self._publish_round(self.round)
-        return self.round
+        self.counted = set()
+        self._set_round(state)
+        log.info("round_opened", round_id=state.round_id, base=self.current.version,
+                 selection=list(state.selection), codec=codec, codec_params=codec_params)
+        return state
 
-    def on_update(self, update: Update, now: float) -> None:
-        """Fold an accepted update into the open round's aggregate."""
-        assert self.round is not None and self._aggregator is not None
-        self._aggregator.add(update.delta, float(update.meta.samples))
-        self._counted.add(update.meta.edge_id)
-        self._bytes_in += update.header.size
-        self.round = rounds.record_update(self.round)
-        log.info("update_accepted", round_id=self.round.round_id, edge_id=update.meta.edge_id,
-                 samples=update.meta.samples, loss=round(update.meta.loss, 4),
-                 bytes=update.header.size, received=self.round.received,
-                 expected=self.round.expected)
-        self._publish_round(self.round)
+    def on_update(self, row: UpdateRow, now: float) -> None:
+        """Count an update the service has accepted and spooled."""
+        assert self.round is not None
+        self.counted.add(row.edge_id)
+        self._set_round(rounds.record_update(self.round))
+        log.info("update_accepted", round_id=row.round_id, edge_id=row.edge_id,
+                 update_id=row.update_id, samples=row.samples, bytes=row.bytes,
+                 received=self.round.received, expected=self.round.expected)
         self.tick(now)
 
     def tick(self, now: float) -> None:
@@ -149,27 +169,65 @@ class Coordinator:
             self._finish(rounds.to_failed(state, Reason.NO_QUORUM,
                                           f"{state.received} of {state.quorum} updates"))
             return
-        self._publish_round(rounds.to_aggregating(state))
-        self._finish(self._aggregate(state))
+        self._set_round(rounds.to_aggregating(state))
+        self._finish(self._aggregate(state, now))
 
-    def _aggregate(self, state: RoundState) -> RoundState:
-        assert self._aggregator is not None
-        candidate = apply_delta(self.current.tensors, self._aggregator.result())
+    def _aggregate(self, state: RoundState, now: float) -> RoundState:
+        rows = self.store.journal.accepted(state.round_id)
+        result = {"seconds": round(now - state.opened, 3), "updates": len(rows),
+                  "bytes_in": sum(r.bytes for r in rows)}
+        saved = self.store.journal.versions()[-1]
+        if saved.round_id == state.round_id:
+            # The version was saved but the cloud died before announcing it: announce it.
+            model_bytes = self._publish_model(self.current)
+            return rounds.to_published(state, {**result, "version": self.current.version,
+                                               "model_bytes": model_bytes,
+                                               **self.current.metrics})
+        agg = self.strategy.new_round()
+        for row in rows:  # update-id order: the same on every replay
+            agg.add(decode_with(row.codec, self.store.spool.get(row.spool), self.spec),
+                    float(row.samples))
+        delta, state_after = self.strategy.step(agg.result(), self.server_state)
+        candidate = apply_delta(self.current.tensors, delta)
         tensors = blend(self.current.tensors, candidate, self.cfg.blend_alpha)
-        acc = self._evaluate(tensors)
-        self.current = ModelVersion(version=self.current.version + 1,
-                                    parent=self.current.version, tensors=tensors,
-                                    metrics={"accuracy": acc, "round": state.round_id})
-        model_bytes = self._publish_model(self.current)
-        log.info("model_published", version=self.current.version, accuracy=round(acc, 4))
-        return rounds.to_published(state, {
-            "version": self.current.version, "accuracy": round(acc, 4),
-            "seconds": round(time.monotonic() - self._round_started, 3),
-            "bytes_in": self._bytes_in, "model_bytes": model_bytes, "updates": state.received})
+        acc = round(self._evaluate(tensors), 4)
+        new = ModelVersion(version=self.current.version + 1, parent=self.current.version,
+                           tensors=tensors, metrics={"accuracy": acc})
+        self._save_version(new, state_after, round_id=state.round_id, lineage={
+            "round": state.round_id, "strategy": self.cfg.strategy, "codec": state.codec,
+            "blend_alpha": self.cfg.blend_alpha, "edges": sorted(r.edge_id for r in rows)})
+        self.current, self.server_state = new, state_after
+        model_bytes = self._publish_model(new)
+        log.info("model_published", version=new.version, accuracy=acc, parent=new.parent)
+        return rounds.to_published(state, {**result, "version": new.version, "accuracy": acc,
+                                           "model_bytes": model_bytes})
+
+    def rollback(self, version: int) -> ModelVersion:
+        """Publish the weights of an earlier version as a new current version.
+
+        Raises:
+            FedstreamError: round_in_progress, or bad_config for an unknown version.
+        """
+        if self.round is not None and not self.round.terminal:
+            raise FedstreamError(Reason.ROUND_IN_PROGRESS, self.round.round_id)
+        rows = {r.version: r for r in self.store.journal.versions()}
+        if version not in rows:
+            raise FedstreamError(Reason.BAD_CONFIG, f"no version {version}; have {sorted(rows)}")
+        tensors, state = self.store.models.load(rows[version].path, self.spec)
+        new = ModelVersion(version=self.current.version + 1, parent=version, tensors=tensors,
+                           metrics=rows[version].lineage.get("metrics", {}))
+        self._save_version(new, state, round_id="", lineage={"rollback_of": version})
+        self.current, self.server_state = new, state
+        self._publish_model(new)
+        log.info("model_rolled_back", version=new.version, restored=version)
+        return new
+
+    def _set_round(self, state: RoundState) -> None:
+        self.round = state
+        self.store.journal.save_round(state)
+        self._publish_round(state)
 
     def _finish(self, state: RoundState) -> None:
-        self.round = state
-        self._aggregator = None
+        self._set_round(state)
         log.info("round_closed", round_id=state.round_id, status=state.status,
                  reason=state.reason or None, **state.result)
-        self._publish_round(state)

@@ -15,6 +15,12 @@ from fedstream.shared.control import RoundState
 from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.messages import BlobHeader, Spec, UpdateChunk, UpdateMeta
 
+# Rejections that condemn the whole update (the edge gets a receipt and drops it); any other
+# rejection concerns one frame, and the update may still complete from good frames.
+FINAL = frozenset({Reason.STALE_ROUND, Reason.UNKNOWN_EDGE, Reason.DUPLICATE_UPDATE,
+                   Reason.BAD_HASH, Reason.OVERSIZED, Reason.NON_FINITE, Reason.SPEC_MISMATCH,
+                   Reason.UNKNOWN_CODEC})
+
 
 @dataclass(frozen=True, slots=True)
 class Update:
@@ -22,6 +28,7 @@ class Update:
 
     meta: UpdateMeta
     header: BlobHeader
+    blob: bytes | bytearray | memoryview
     delta: list[torch.Tensor]
 
 
@@ -54,17 +61,29 @@ class Intake:
             self._senders[edge_id] = parts
         return parts
 
-    def take(self, payload: bytes, *, topic_edge: str, state: RoundState | None,
-             counted: set[str], now: float) -> Update | None:
-        """Take one frame; return the update once it is complete and valid.
+    @staticmethod
+    def parse(payload: bytes, *, topic_edge: str) -> UpdateChunk:
+        """Parse one frame from an edge's update topic.
 
         Raises:
-            ProtocolError: with the reason the frame or update is rejected.
+            ProtocolError: the frame is malformed or names another edge than its topic.
         """
         chunk: UpdateChunk = wire.expect(payload, UpdateChunk)
         if chunk.meta.edge_id != topic_edge:
             raise ProtocolError(Reason.BAD_FRAME,
                                 f"frame names {chunk.meta.edge_id}, topic {topic_edge}")
+        return chunk
+
+    def take(self, payload: bytes | UpdateChunk, *, topic_edge: str,
+             state: RoundState | None, counted: set[str], now: float) -> Update | None:
+        """Take one frame (raw or parsed); return the update once it is complete and valid.
+
+        Raises:
+            ProtocolError: with the reason the frame or update is rejected; for a reason in
+                `FINAL` the update as a whole is refused and its partial is dropped.
+        """
+        chunk = payload if isinstance(payload, UpdateChunk) else self.parse(
+            payload, topic_edge=topic_edge)
         # A round is checked on a blob's first chunk (before any memory is spent on it) and
         # again on completion, since the round may have closed in between.
         parts = self._reassembler(topic_edge)
@@ -77,7 +96,7 @@ class Intake:
             return None
         rounds.check_update(state, chunk.meta, counted)
         delta = decode_blob(done.header, done.blob, self.spec)
-        return Update(meta=chunk.meta, header=done.header, delta=delta)
+        return Update(meta=chunk.meta, header=done.header, blob=done.blob, delta=delta)
 
     def expire(self, now: float) -> list[str]:
         """Drop partial updates that stopped arriving; return their blob ids."""

@@ -23,7 +23,7 @@ def open_round(*, round_id: str, model: str, base_version: int, now: float, dead
         raise FedstreamError(Reason.NO_EDGES, "no edge is online")
     return RoundState(round_id=round_id, model=model, status="open", base_version=base_version,
                       deadline=now + deadline_s, train=train, codec=codec,
-                      codec_params=dict(codec_params),
+                      codec_params=dict(codec_params), opened=now,
                       selection=tuple(sorted(selection)), quorum=min(quorum, len(selection)))
 
 

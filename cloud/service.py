@@ -14,10 +14,20 @@ import torch
 from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.coordinator import Coordinator, ModelVersion
 from fedstream.cloud.intake import Intake
+from fedstream.cloud.journal import VersionRow
 from fedstream.cloud.publisher import ModelPublisher
+from fedstream.cloud.receiver import UpdateReceiver
+from fedstream.cloud.store import CloudStore
 from fedstream.shared import wire
-from fedstream.shared.control import CommandReply, CommandRequest, EdgeStatus, RoundState
-from fedstream.shared.errors import ConfigError, FedstreamError, Reason
+from fedstream.shared.control import (
+    CommandReply,
+    CommandRequest,
+    EdgeStatus,
+    ModelInfo,
+    Receipt,
+    RoundState,
+)
+from fedstream.shared.errors import ConfigError, FedstreamError, Reason, StoreError
 from fedstream.shared.model import accuracy, build_mlp, load_tensors
 from fedstream.shared.mqtt import Inbound, MqttClient
 from fedstream.shared.sources import SOURCES
@@ -67,10 +77,14 @@ class CloudService:
             port=cfg.broker.port, on_message=self._inbox.put,
             subscriptions=self._subs.values(), persistent=True, manual_ack=True,
             keepalive_s=cfg.broker.keepalive_s)
-        self.coordinator = Coordinator(cfg=cfg, evaluate=make_evaluator(cfg),
+        self.store = CloudStore.open(cfg.data_dir, synchronous=cfg.synchronous)
+        self.coordinator = Coordinator(cfg=cfg, store=self.store, evaluate=make_evaluator(cfg),
                                        publish_model=self._publish_model,
                                        publish_round=self._publish_round)
         self.intake = Intake(spec=self.coordinator.spec, params=cfg.intake)
+        self.receiver = UpdateReceiver(intake=self.intake, store=self.store,
+                                       coordinator=self.coordinator,
+                                       send_receipt=self._send_receipt)
         self.rejections: Counter[str] = Counter()
         self.publisher = ModelPublisher(mqtt=self.mqtt, topics=self.topics, model=cfg.model,
                                         spec=self.coordinator.spec, layers=cfg.layers,
@@ -78,11 +92,13 @@ class CloudService:
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set."""
+        replayed = self.receiver.replay(time.time())
         self.mqtt.connect(self.cfg.broker.connect_timeout_s)
         try:
-            self.coordinator.start()
+            self.coordinator.start(time.time())
             log.info("service_started", federation=self.cfg.federation, model=self.cfg.model,
-                     port=self.cfg.broker.port)
+                     port=self.cfg.broker.port, version=self.coordinator.current.version,
+                     chunks_replayed=replayed, data_dir=str(self.cfg.data_dir))
             while not stop.is_set():
                 try:
                     msg = self._inbox.get(timeout=TICK_S)
@@ -93,10 +109,13 @@ class CloudService:
                 self._tick(time.time())
         finally:
             self.mqtt.close()
+            self.store.journal.close()
             log.info("service_stopped")
 
     def _handle(self, msg: Inbound) -> None:
         # The one broad guard of the service: a bad message is logged and acked, never fatal.
+        # A message we failed to store (StoreError) is not acked: the broker redelivers it.
+        ack = True
         try:
             if self._subs["update"].matches(msg.topic):
                 self._on_update(msg)
@@ -104,6 +123,10 @@ class CloudService:
                 self._on_status(msg)
             elif self._subs["command"].matches(msg.topic):
                 self._on_command(msg)
+        except StoreError as err:
+            ack = False
+            log.error("message_deferred", topic=msg.topic, reason=str(err.reason),
+                      detail=err.detail)
         except FedstreamError as err:
             self.rejections[str(err.reason)] += 1
             log.warning("message_rejected", topic=msg.topic, reason=str(err.reason),
@@ -113,14 +136,11 @@ class CloudService:
             log.exception("message_rejected", topic=msg.topic, reason="internal",
                           detail=repr(err))
         finally:
-            self.mqtt.ack(msg)
+            if ack:
+                self.mqtt.ack(msg)
 
     def _on_update(self, msg: Inbound) -> None:
-        update = self.intake.take(msg.payload, topic_edge=self.topics.last_but(msg.topic, 0),
-                                  state=self.coordinator.round,
-                                  counted=self.coordinator.counted, now=time.time())
-        if update is not None:
-            self.coordinator.on_update(update, time.time())
+        self.receiver.on_frame(msg.payload, self.topics.last_but(msg.topic, 0), time.time())
 
     def _on_status(self, msg: Inbound) -> None:
         if not msg.payload:  # a cleared retained status
@@ -149,10 +169,21 @@ class CloudService:
                                 model_version=coord.current.version,
                                 model_metrics=coord.current.metrics,
                                 rejections=dict(self.rejections))
+        if req.verb == "model_list":
+            return CommandReply(ok=True, model_version=coord.current.version,
+                                versions=tuple(model_info(r) for r in
+                                               self.store.journal.versions()))
+        if req.verb == "model_rollback":
+            target = req.args.get("version")
+            if not isinstance(target, int) or isinstance(target, bool):
+                raise FedstreamError(Reason.BAD_CONFIG, "model_rollback needs an int version")
+            restored = coord.rollback(target)
+            return CommandReply(ok=True, model_version=restored.version)
         raise FedstreamError(Reason.UNKNOWN_NAME, f"unknown verb {req.verb!r}")
 
     def _tick(self, now: float) -> None:
         for blob_id in self.intake.expire(now):
+            self.store.journal.drop_chunks(blob_id)
             log.warning("update_dropped", blob_id=blob_id, reason="partial_timeout")
         self.coordinator.tick(now)
 
@@ -160,5 +191,25 @@ class CloudService:
         return self.publisher.publish(version=version.version, parent=version.parent,
                                       tensors=version.tensors, metrics=dict(version.metrics))
 
+    def _send_receipt(self, edge_id: str, receipt: Receipt) -> None:
+        self.mqtt.publish(self.topics.receipt(edge_id), wire.pack(receipt))
+        log.info("receipt_sent", edge_id=edge_id, update_id=receipt.update_id,
+                 status=receipt.status, reason=receipt.reason or None)
+
     def _publish_round(self, state: RoundState) -> None:
         self.mqtt.publish(self.topics.round(self.cfg.model), wire.pack(state), retain=True)
+
+
+def model_info(row: VersionRow) -> ModelInfo:
+    """A registry row as the CLI shows it (lineage flattened to scalars)."""
+    flat: dict[str, int | float | str | bool] = {}
+    for key, value in row.lineage.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()
+                         if isinstance(v, int | float | str | bool)})
+        elif isinstance(value, list):
+            flat[key] = ",".join(str(v) for v in value)
+        elif isinstance(value, int | float | str | bool):
+            flat[key] = value
+    return ModelInfo(version=row.version, parent=row.parent, round_id=row.round_id,
+                     lineage=flat)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -31,5 +32,8 @@ class EdgeConfig(ServiceConfig):
     seed: int = 0
     chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1024, le=1 << 20)
     max_model_bytes: int = Field(default=512 << 20, ge=1024)
+    data_dir: Path = Field(default=Path("edge-data"), description="the outbox lives here")
+    resend_after_s: float = Field(default=30.0, gt=0,
+                                  description="re-send an update with no receipt after this")
     source: SourceConfig = SourceConfig()
     backend: BackendConfig = BackendConfig()

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 import zlib
 
 import structlog
+import tenacity
 import torch
 
 from fedstream.edge_node.config import EdgeConfig
 from fedstream.edge_node.model_sync import HeldModel, ModelSync
+from fedstream.edge_node.outbox import Outbox
 from fedstream.edge_node.trainer import train_round
 from fedstream.shared import wire
 from fedstream.shared.backends import BackendChoice, select_backend
 from fedstream.shared.blobs import pack_blob
 from fedstream.shared.codecs import CODECS
 from fedstream.shared.codecs.feedback import ErrorFeedback
-from fedstream.shared.control import EdgeStatus, RoundState
-from fedstream.shared.errors import FedstreamError
+from fedstream.shared.control import EdgeStatus, Receipt, RoundState
+from fedstream.shared.errors import FedstreamError, TransportError
 from fedstream.shared.messages import UpdateChunk, UpdateMeta
 from fedstream.shared.model import build_mlp
 from fedstream.shared.mqtt import Inbound, MqttClient, Will
@@ -51,12 +54,16 @@ class EdgeDaemon:
         self._inbox: queue.Queue[Inbound] = queue.Queue()
         self._model_filter = self.topics.model_all(cfg.model)
         self._round_topic = self.topics.round(cfg.model)
+        self._receipt_topic = self.topics.receipt(cfg.edge_id)
+        self.outbox = Outbox(cfg.data_dir / "outbox")
+        self._next_resend = 0.0
         self._status_topic = self.topics.status(cfg.edge_id)
         offline = EdgeStatus(edge_id=cfg.edge_id, online=False, samples=len(self.data))
         self.mqtt = MqttClient(
             client_id=f"fedstream-edge-{cfg.federation}-{cfg.edge_id}", host=cfg.broker.host,
             port=cfg.broker.port, on_message=self._inbox.put,
-            subscriptions=(self._model_filter, self._round_topic), persistent=True,
+            subscriptions=(self._model_filter, self._round_topic, self._receipt_topic),
+            persistent=True,
             will=Will(self._status_topic, wire.pack(offline)), keepalive_s=cfg.broker.keepalive_s)
         self.log = log.bind(edge_id=cfg.edge_id)
 
@@ -67,11 +74,12 @@ class EdgeDaemon:
             self._publish_status(online=True)
             self.log.info("edge_started", samples=len(self.data),
                           classes=self.data.class_counts(), source=self.cfg.source.name)
+            self._next_resend = time.monotonic()  # whatever a previous run left goes out now
             while not stop.is_set():
-                try:
+                with contextlib.suppress(queue.Empty):
                     self._handle(self._inbox.get(timeout=0.5))
-                except queue.Empty:
-                    continue
+                if time.monotonic() >= self._next_resend:
+                    self._resend()
             self._publish_status(online=False)
         finally:
             self.mqtt.close()
@@ -86,6 +94,8 @@ class EdgeDaemon:
                     self._on_model(held)
             elif msg.topic == str(self._round_topic) and msg.payload:
                 self._on_round(wire.expect(msg.payload, RoundState))
+            elif msg.topic == str(self._receipt_topic):
+                self._on_receipt(wire.expect(msg.payload, Receipt))
         except FedstreamError as err:
             self.log.warning("message_rejected", topic=msg.topic, reason=str(err.reason),
                              detail=err.detail)
@@ -104,6 +114,28 @@ class EdgeDaemon:
                                           probe=lambda: self._probe(held.layers))
         self._publish_status(online=True)
         self._maybe_train()
+
+    def _on_receipt(self, receipt: Receipt) -> None:
+        if self.outbox.remove(receipt.update_id):
+            self.log.info("receipt_received", update_id=receipt.update_id,
+                          round_id=receipt.round_id, status=receipt.status,
+                          reason=receipt.reason or None, outbox=len(self.outbox))
+
+    def _resend(self) -> None:
+        """Publish again every update still waiting for its receipt (the cloud dedupes)."""
+        self._next_resend = time.monotonic() + self.cfg.resend_after_s
+        for item in self.outbox.pending():
+            self.log.info("update_resent", update_id=item.update_id, chunks=len(item.frames))
+            self._publish_frames(item.frames)
+
+    @tenacity.retry(retry=tenacity.retry_if_exception_type(TransportError), reraise=True,
+                    wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=10),
+                    stop=tenacity.stop_after_delay(60),
+                    before_sleep=lambda rs: log.warning("retry_scheduled", op="publish_update",
+                                                        attempt=rs.attempt_number))
+    def _publish_frames(self, frames: list[bytes]) -> None:
+        topic = self.topics.update(self.cfg.model, self.cfg.edge_id)
+        self.mqtt.publish_many((topic, f) for f in frames)
 
     def _on_round(self, state: RoundState) -> None:
         if state.terminal or state.status == "aggregating":
@@ -147,11 +179,11 @@ class EdgeDaemon:
         meta = UpdateMeta(edge_id=self.cfg.edge_id, round_id=state.round_id,
                           base_version=state.base_version, samples=result.samples,
                           loss=result.loss)
-        topic = self.topics.update(self.cfg.model, self.cfg.edge_id)
-        self.mqtt.publish_many(
-            (topic, wire.pack(UpdateChunk(header=enc.header, meta=meta, index=i,
-                                          data=bytes(view))))
-            for i, view in enumerate(enc.chunks))
+        frames = [wire.pack(UpdateChunk(header=enc.header, meta=meta, index=i, data=view))
+                  for i, view in enumerate(enc.chunks)]
+        # On disk before the first byte goes out: a crash from here on re-sends, never loses.
+        self.outbox.put(enc.header.blob_id, frames)
+        self._publish_frames(frames)
         self.log.info("update_sent", round_id=state.round_id, update_id=enc.header.blob_id,
                       loss=round(result.loss, 4), samples=result.samples,
                       bytes=enc.header.size, chunks=enc.header.count, codec=state.codec,

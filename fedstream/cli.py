@@ -73,6 +73,13 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(args: argparse.Namespace) -> int:
+    from fedstream.operator import model_command
+
+    model_command(_client_args(args), action=args.action, version=args.version, out=sys.stdout)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from fedstream.demo import DemoParams, run_demo
 
@@ -148,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="edges online, their backend, model, last round")
     _add_client_options(status)
     status.set_defaults(handler=_status)
+
+    model = sub.add_parser("model", help="the model registry: versions and their lineage")
+    model_actions = model.add_subparsers(dest="action", required=True)
+    for action, text in (("list", "every version"), ("show", "one version's lineage"),
+                         ("rollback", "republish an earlier version as a new current one")):
+        p = model_actions.add_parser(action, help=text)
+        _add_client_options(p)
+        if action == "list":
+            p.set_defaults(version=None)
+        else:
+            p.add_argument("version", type=int)
+        p.set_defaults(handler=_model)
 
     demo = sub.add_parser("demo", help="broker + cloud + edges on the digits data, N rounds")
     demo.add_argument("--rounds", type=int, default=5)

@@ -44,12 +44,13 @@ def write_configs(workdir: Path, *, port: int, federation: str, edges: int,
     common = (f'federation = "{federation}"\nmodel = "{MODEL}"\nthreads = 1\n\n'
               f'[broker]\nhost = "127.0.0.1"\nport = {port}\n\n[log]\njson_lines = true\n')
     cloud = workdir / "cloud.toml"
-    cloud.write_text(common)
+    cloud.write_text(f'data_dir = "{workdir / "cloud-data"}"\n{common}')
     paths = []
     for i in range(edges):
         path = workdir / f"edge-{i}.toml"
         path.write_text(
-            f'edge_id = "edge-{i}"\nseed = {i}\n{common}\n[source]\nname = "digits"\n\n'
+            f'edge_id = "edge-{i}"\nseed = {i}\ndata_dir = "{workdir / f"edge-{i}-data"}"\n'
+            f'{common}\n[source]\nname = "digits"\n\n'
             f"[source.params]\npartitions = {edges}\npartition = {i}\n"
             f"alpha = {dirichlet_alpha}\n")
         paths.append(path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
+from pydantic_settings import SettingsConfigDict
+
 from fedstream.client import FleetClient
 from fedstream.shared.config import ServiceConfig
 from fedstream.shared.control import CommandReply, RoundState
@@ -11,7 +13,10 @@ from fedstream.shared.errors import FedstreamError, Reason
 
 
 class CliConfig(ServiceConfig):
-    """The CLI needs only the broker, the federation and the model name."""
+    """The CLI needs only the broker, the federation and the model name; it reads a service's
+    config file and ignores that service's own keys."""
+
+    model_config = SettingsConfigDict(**{**ServiceConfig.model_config, "extra": "ignore"})
 
 
 def start_round(conn: dict[str, Any], *, wait: bool,
@@ -78,4 +83,35 @@ def show_status(conn: dict[str, Any], *, out: TextIO) -> CommandReply:
         detail = r.reason or ", ".join(f"{k}={v}" for k, v in r.result.items())
         print(f"last round: {r.round_id} {r.status} {r.received}/{r.expected} {detail}",
               file=out)
+    return reply
+
+
+def model_command(conn: dict[str, Any], *, action: str, version: int | None,
+                  out: TextIO) -> CommandReply:
+    """`fedstream model list|show V|rollback V`.
+
+    Raises:
+        FedstreamError: an unknown version (bad_config), or round_in_progress on rollback.
+    """
+    with FleetClient(**conn) as fleet:
+        if action == "rollback":
+            reply = fleet.command("model_rollback", version=int(version or 0))
+            print(f"v{version} republished as v{reply.model_version}", file=out)
+            return reply
+        reply = fleet.command("model_list")
+    rows = [v for v in reply.versions if action == "list" or v.version == version]
+    if action == "show" and not rows:
+        raise FedstreamError(Reason.BAD_CONFIG, f"no version {version}")
+    for v in rows:
+        mark = "*" if v.version == reply.model_version else " "
+        acc = v.lineage.get("metrics.accuracy", "-")
+        origin = v.lineage.get("rollback_of")
+        how = f"rollback of v{origin}" if origin is not None else (
+            f"round {v.round_id} {v.lineage.get('strategy', '')} {v.lineage.get('codec', '')}"
+            if v.round_id else "initial")
+        print(f"{mark} v{v.version:<4} parent {'-' if v.parent is None else v.parent:<4} "
+              f"accuracy {acc:<7} {how}", file=out)
+        if action == "show":
+            for key, value in sorted(v.lineage.items()):
+                print(f"    {key}: {value}", file=out)
     return reply

@@ -39,7 +39,7 @@ def encode_blob(tensors: Sequence[torch.Tensor], spec: Spec, *, codec: str, chun
     return pack_blob(blob, spec, codec=codec, chunk_size=chunk_size)
 
 
-def decode_blob(header: BlobHeader, blob: bytes,
+def decode_blob(header: BlobHeader, blob: bytes | bytearray | memoryview,
                 expected_spec: Spec | None) -> list[torch.Tensor]:
     """Decode a verified blob.
 
@@ -48,8 +48,18 @@ def decode_blob(header: BlobHeader, blob: bytes,
     """
     if expected_spec is not None and header.spec != expected_spec:
         raise ProtocolError(Reason.SPEC_MISMATCH, f"blob {header.blob_id}")
+    return decode_with(header.codec, blob, header.spec)
+
+
+def decode_with(codec: str, blob: bytes | bytearray | memoryview,
+                spec: Spec) -> list[torch.Tensor]:
+    """Decode bytes with the named codec.
+
+    Raises:
+        ProtocolError: unknown codec, wrong size, NaN/Inf.
+    """
     try:
-        codec = CODECS.build(header.codec)
+        unit = CODECS.build(codec)
     except ConfigError as err:
-        raise ProtocolError(Reason.UNKNOWN_CODEC, header.codec) from err
-    return codec.decode(blob, header.spec)
+        raise ProtocolError(Reason.UNKNOWN_CODEC, codec) from err
+    return unit.decode(blob, spec)  # type: ignore[arg-type]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from fedstream.shared._fields import (
     Scalar,
@@ -18,6 +18,7 @@ from fedstream.shared._fields import (
 )
 from fedstream.shared.errors import ProtocolError, Reason
 
+T = TypeVar("T")
 ROUND_STATUSES = ("open", "collecting", "aggregating", "published", "failed")
 TERMINAL_STATUSES = ("published", "failed")
 
@@ -66,6 +67,7 @@ class RoundState:
     selection: tuple[str, ...]
     quorum: int
     codec_params: Mapping[str, Scalar] = field(default_factory=dict)
+    opened: float = 0.0
     received: int = 0
     result: Mapping[str, Scalar] = field(default_factory=dict)
     reason: str = ""
@@ -84,7 +86,7 @@ class RoundState:
         """Short stable keys."""
         return {"round": self.round_id, "model": self.model, "st": self.status,
                 "base": self.base_version, "dl": self.deadline, "train": self.train.to_wire(),
-                "codec": self.codec, "cp": dict(self.codec_params),
+                "codec": self.codec, "cp": dict(self.codec_params), "op": self.opened,
                 "sel": list(self.selection), "q": self.quorum,
                 "rx": self.received, "res": dict(self.result), "why": self.reason}
 
@@ -101,9 +103,45 @@ class RoundState:
                    base_version=req_range(d, "base", 0, 1 << 53), deadline=req_float(d, "dl"),
                    train=TrainParams.from_wire(req_map(d, "train")), codec=req(d, "codec", str),
                    codec_params=req_scalars(d, "cp") if "cp" in d else {},
+                   opened=req_float(d, "op") if "op" in d else 0.0,
                    selection=tuple(selection), quorum=req_range(d, "q", 0, 1 << 20),
                    received=req_range(d, "rx", 0, 1 << 20), result=req_scalars(d, "res"),
                    reason=req(d, "why", str))
+
+
+RECEIPT_STATUSES = ("accepted", "rejected")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Receipt:
+    """The end-to-end ack of one update: the edge drops it from its outbox on receipt."""
+
+    KIND: ClassVar[str] = "receipt"
+    VERSION: ClassVar[int] = 1
+    update_id: str
+    round_id: str
+    status: str
+    reason: str = ""
+    detail: str = ""
+
+    @property
+    def final(self) -> bool:
+        """Accepted or rejected: nothing more will happen to this update."""
+        return self.status in RECEIPT_STATUSES
+
+    def to_wire(self) -> Wire:
+        """Short stable keys."""
+        return {"upd": self.update_id, "round": self.round_id, "st": self.status,
+                "why": self.reason, "detail": self.detail}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse."""
+        status: str = req(d, "st", str)
+        if status not in RECEIPT_STATUSES:
+            raise ProtocolError(Reason.BAD_FRAME, f"unknown receipt status {status!r}")
+        return cls(update_id=req(d, "upd", str), round_id=req(d, "round", str), status=status,
+                   reason=req(d, "why", str), detail=req(d, "detail", str))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,6 +191,27 @@ class CommandRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ModelInfo:
+    """One registered model version and its lineage, as the CLI shows it."""
+
+    version: int
+    parent: int | None
+    round_id: str
+    lineage: Mapping[str, Scalar] = field(default_factory=dict)
+
+    def to_wire(self) -> Wire:
+        """Short stable keys."""
+        return {"ver": self.version, "parent": self.parent, "round": self.round_id,
+                "lin": dict(self.lineage)}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse."""
+        return cls(version=req_range(d, "ver", 0, 1 << 53), parent=opt_int(d, "parent"),
+                   round_id=req(d, "round", str), lineage=req_scalars(d, "lin"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CommandReply:
     """The cloud's answer: ok, or a reason code; a status reply carries the fleet view."""
 
@@ -166,25 +225,34 @@ class CommandReply:
     model_version: int | None = None
     model_metrics: Mapping[str, Scalar] = field(default_factory=dict)
     rejections: Mapping[str, Scalar] = field(default_factory=dict)
+    versions: tuple[ModelInfo, ...] = ()
 
     def to_wire(self) -> Wire:
         """Nested messages use their own wire forms."""
         return {"ok": self.ok, "why": self.reason, "detail": self.detail,
                 "round": self.round.to_wire() if self.round else None,
                 "edges": [e.to_wire() for e in self.edges], "ver": self.model_version,
-                "metrics": dict(self.model_metrics), "rej": dict(self.rejections)}
+                "metrics": dict(self.model_metrics), "rej": dict(self.rejections),
+                "vers": [v.to_wire() for v in self.versions]}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
         """Parse."""
         raw_round = d.get("round")
-        edges = req(d, "edges", list)
-        if not all(isinstance(e, dict) for e in edges):
-            raise ProtocolError(Reason.BAD_FRAME, "edges must be a list of maps")
         return cls(ok=req(d, "ok", bool), reason=req(d, "why", str),
                    detail=req(d, "detail", str),
                    round=None if raw_round is None else RoundState.from_wire(req_map(d, "round")),
-                   edges=tuple(EdgeStatus.from_wire(e) for e in edges),
+                   edges=_list_of(d, "edges", EdgeStatus.from_wire),
                    model_version=opt_int(d, "ver"),
                    model_metrics=req_scalars(d, "metrics") if "metrics" in d else {},
-                   rejections=req_scalars(d, "rej") if "rej" in d else {})
+                   rejections=req_scalars(d, "rej") if "rej" in d else {},
+                   versions=_list_of(d, "vers", ModelInfo.from_wire))
+
+
+def _list_of(d: Mapping[str, Any], key: str,
+             parse: Callable[[Mapping[str, Any]], T]) -> tuple[T, ...]:
+    """An optional list of nested messages."""
+    items = d.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ProtocolError(Reason.BAD_FRAME, f"{key!r} must be a list of maps")
+    return tuple(parse(i) for i in items)

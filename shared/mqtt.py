@@ -4,6 +4,7 @@ confirmed by PUBACK reason code, manual ack, and MQTT v5 request/response."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -40,6 +41,39 @@ class Inbound:
     correlation: bytes | None = None
 
 
+class _Batch:
+    """The PUBACKs one `publish_many` call waits for (guarded by the client's lock)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, tuple[int, Topic]] = {}  # mid -> (send order, topic)
+        self.failures: list[tuple[int, Topic, ReasonCode]] = []
+        # The oldest unconfirmed item (in send order) and since when it is the oldest: its
+        # PUBACK is the one a caller waiting on each message in order would be waiting for.
+        self.head = 0
+        self.since = time.monotonic()
+        self._confirmed_after_head: set[int] = set()
+        # Set by the network thread once at most `limit` are pending (-1: nobody waits).
+        self.limit = -1
+        self.room = threading.Event()
+
+    def settle(self, seq: int, topic: Topic, code: ReasonCode) -> None:
+        """Record the PUBACK of item `seq`."""
+        if code.is_failure:
+            self.failures.append((seq, topic, code))
+        if seq != self.head:
+            self._confirmed_after_head.add(seq)
+            return
+        self.head += 1
+        while self.head in self._confirmed_after_head:
+            self._confirmed_after_head.remove(self.head)
+            self.head += 1
+        self.since = time.monotonic()
+
+    def failed_in_order(self) -> bool:
+        """True once a refused item has no unconfirmed item before it."""
+        return bool(self.failures) and min(self.failures)[0] < self.head
+
+
 @dataclass(frozen=True, slots=True)
 class Will:
     """Last will: published by the broker if this client vanishes."""
@@ -74,11 +108,13 @@ class MqttClient:
         self._subscriptions = list(subscriptions)
         self._connected = threading.Event()
         self._lock = threading.Lock()
-        self._acks: dict[int, Future[ReasonCode]] = {}
+        # PUBACK waits by message id; None marks the id of a publish whose wait was abandoned.
+        self._acks: dict[int, _Batch | None] = {}
         self._early: dict[int, ReasonCode] = {}
         self._replies: dict[bytes, Future[Inbound]] = {}
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                    protocol=paho.MQTTv5, manual_ack=manual_ack)
+        self._window = max_inflight
         self._client.max_inflight_messages_set(max_inflight)
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
@@ -133,15 +169,43 @@ class MqttClient:
 
     def publish_many(self, items: Iterable[tuple[Topic, bytes]], *, retain: bool = False,
                      timeout_s: float = 60.0, properties: Properties | None = None) -> None:
-        """Publish every item at QoS 1, then wait for all PUBACKs (keeps the window full)."""
-        pending = [self._send(t, p, retain, properties) for t, p in items]
-        for topic, fut in pending:
-            try:
-                code = fut.result(timeout_s)
-            except FutureTimeout as err:
-                raise TransportError(Reason.PUBLISH_FAILED, f"no PUBACK for {topic}") from err
-            if code.is_failure:
-                raise TransportError(Reason.PUBLISH_FAILED, f"{topic}: {code}")
+        """Publish every item at QoS 1 and wait for all PUBACKs, keeping the window full.
+
+        Items are taken from `items` as the window drains (up to twice the in-flight window
+        ahead), so a generator of frames holds only that many in memory.
+
+        Raises:
+            TransportError: publish_failed for the first item, in order, that the broker
+                refused or that went unconfirmed for `timeout_s` once it was the oldest
+                unconfirmed item (as if each PUBACK were awaited in turn).
+        """
+        batch = _Batch()
+        # Hand paho up to two windows and top up once half a window is confirmed, so its
+        # queue never runs dry and this thread wakes once per half window.
+        ahead = 2 * self._window if self._window > 0 else None
+        refill = max(1, self._window // 2)
+        try:
+            going = True
+            for seq, (topic, payload) in enumerate(items):
+                if ahead is not None and len(batch.pending) >= ahead:
+                    going = self._await(batch, ahead - refill, timeout_s)
+                    if not going:
+                        break
+                self._send(topic, payload, retain=retain, properties=properties, batch=batch,
+                           seq=seq)
+            if going:
+                self._await(batch, 0, timeout_s)
+            with self._lock:
+                failed = min(batch.failures, default=None)
+                waiting = min(batch.pending.values(), default=None)
+        finally:
+            with self._lock:
+                for mid in batch.pending:
+                    self._acks[mid] = None
+        if failed is not None and (waiting is None or failed[0] < waiting[0]):
+            raise TransportError(Reason.PUBLISH_FAILED, f"{failed[1]}: {failed[2]}")
+        if waiting is not None:
+            raise TransportError(Reason.PUBLISH_FAILED, f"no PUBACK for {waiting[1]}")
 
     def clear_retained(self, topics: Iterable[Topic]) -> None:
         """Delete retained messages (an empty retained payload clears a topic)."""
@@ -184,9 +248,30 @@ class MqttClient:
             props.CorrelationData = to.correlation
         self.publish_many([(Topic(to.response_topic), payload)], properties=props)
 
-    def _send(self, topic: Topic, payload: bytes, retain: bool,
-              properties: Properties | None) -> tuple[Topic, Future[ReasonCode]]:
-        fut: Future[ReasonCode] = Future()
+    def _await(self, batch: _Batch, limit: int, timeout_s: float) -> bool:
+        """Wait until at most `limit` of `batch` are unconfirmed (True). False, to give up,
+        once an item was refused with all before it confirmed, or the oldest unconfirmed item
+        has waited `timeout_s`: where waiting on each PUBACK in turn would raise.
+
+        One wake-up per wait, not per PUBACK: a thread woken per message would compete with
+        the network thread for the GIL while chunks stream.
+        """
+        started = time.monotonic()
+        while True:
+            with self._lock:
+                if batch.failed_in_order():
+                    return False
+                if len(batch.pending) <= limit:
+                    return True
+                batch.limit = limit
+                batch.room.clear()
+                left = max(started, batch.since) + timeout_s - time.monotonic()
+            if left <= 0:
+                return False
+            batch.room.wait(left)
+
+    def _send(self, topic: Topic, payload: bytes, *, retain: bool,
+              properties: Properties | None, batch: _Batch, seq: int) -> None:
         info = self._client.publish(str(topic), payload, qos=1, retain=retain,
                                     properties=properties)
         # NO_CONN is fine: paho keeps the message and sends it after reconnecting.
@@ -197,10 +282,10 @@ class MqttClient:
         with self._lock:
             early = self._early.pop(info.mid, None)
             if early is None:
-                self._acks[info.mid] = fut
-        if early is not None:
-            fut.set_result(early)
-        return topic, fut
+                batch.pending[info.mid] = (seq, topic)
+                self._acks[info.mid] = batch
+            else:
+                batch.settle(seq, topic, early)
 
     def _on_connect(self, client: paho.Client, _u: object, _flags: object, code: ReasonCode,
                     _props: object) -> None:
@@ -221,11 +306,15 @@ class MqttClient:
     def _on_publish(self, _c: paho.Client, _u: object, mid: int, code: ReasonCode,
                     _p: object) -> None:
         with self._lock:
-            fut = self._acks.pop(mid, None)
-            if fut is None:
+            if mid not in self._acks:
                 self._early[mid] = code
-        if fut is not None:
-            fut.set_result(code)
+                return
+            batch = self._acks.pop(mid)
+            if batch is not None:
+                seq, topic = batch.pending.pop(mid)
+                batch.settle(seq, topic, code)
+                if len(batch.pending) <= batch.limit or batch.failed_in_order():
+                    batch.room.set()
 
     def _on_message(self, _c: paho.Client, _u: object, m: paho.MQTTMessage) -> None:
         props = getattr(m, "properties", None)

@@ -84,6 +84,10 @@ class Topics:
         """Filter for every edge's update chunks."""
         return Topic(f"{self.prefix}/update/{model}/+")
 
+    def receipt(self, edge_id: str) -> Topic:
+        """The cloud's verdicts on one edge's updates."""
+        return Topic(f"{self.prefix}/receipt/{edge_id}")
+
     def status(self, edge_id: str) -> Topic:
         """Retained status (and last will) of one edge."""
         return Topic(f"{self.prefix}/edge/{edge_id}/status")

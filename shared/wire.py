@@ -10,17 +10,23 @@ from typing import Any
 
 import msgpack
 
-from fedstream.shared.control import CommandReply, CommandRequest, EdgeStatus, RoundState
+from fedstream.shared.control import (
+    CommandReply,
+    CommandRequest,
+    EdgeStatus,
+    Receipt,
+    RoundState,
+)
 from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.messages import Manifest, ModelChunk, UpdateChunk
 
 Message = (UpdateChunk | ModelChunk | Manifest | RoundState | EdgeStatus | CommandRequest
-           | CommandReply)
+           | CommandReply | Receipt)
 
 KINDS: dict[str, type[Message]] = {
     cls.KIND: cls
     for cls in (UpdateChunk, ModelChunk, Manifest, RoundState, EdgeStatus, CommandRequest,
-                CommandReply)
+                CommandReply, Receipt)
 }
 
 # A frame is at most one chunk plus headers; anything larger is refused before parsing.
@@ -64,3 +70,23 @@ def expect(buf: bytes, cls: type[Any]) -> Any:
     if not isinstance(msg, cls):
         raise ProtocolError(Reason.UNKNOWN_KIND, f"expected {cls.KIND}, got {msg.KIND}")
     return msg
+
+
+def pack_frames(frames: list[bytes]) -> bytes:
+    """Bundle frames into one buffer (an edge's outbox file)."""
+    return msgpack.packb(frames, use_bin_type=True)
+
+
+def unpack_frames(buf: bytes) -> list[bytes]:
+    """Undo `pack_frames`.
+
+    Raises:
+        ProtocolError: the buffer is not a bundle of frames.
+    """
+    try:
+        frames: Any = msgpack.unpackb(buf, raw=False)
+    except Exception as err:  # msgpack raises a zoo of types for garbage input
+        raise ProtocolError(Reason.NOT_MSGPACK, type(err).__name__) from err
+    if not isinstance(frames, list) or not all(isinstance(f, bytes) for f in frames):
+        raise ProtocolError(Reason.BAD_FRAME, "not a list of frames")
+    return frames

@@ -1,6 +1,19 @@
-"""Aggregation strategies, chosen by name in the cloud config."""
+"""Aggregation strategies, chosen by name in the cloud config.
 
-from fedstream.cloud.strategies import fedavg as _fedavg  # noqa: F401  (importing registers it)
-from fedstream.cloud.strategies.base import STRATEGIES, Aggregator
+Importing this package registers every unit in `STRATEGIES`.
+"""
 
-__all__ = ["STRATEGIES", "Aggregator"]
+from fedstream.cloud.strategies import (  # noqa: F401  (importing registers them)
+    fedadagrad,
+    fedadam,
+    fedavg,
+    fedavgm,
+    fedyogi,
+    krum,
+    median,
+    trimmed_mean,
+)
+from fedstream.cloud.strategies._clip import clip_to_norm
+from fedstream.cloud.strategies.base import STRATEGIES, Aggregator, ServerState, Strategy, flat_norm
+
+__all__ = ["STRATEGIES", "Aggregator", "ServerState", "Strategy", "clip_to_norm", "flat_norm"]

@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.coordinator import Coordinator, ModelVersion
-from fedstream.cloud.intake import Update
-from fedstream.shared.blobs import encode_blob
+from fedstream.cloud.journal import UpdateRow
+from fedstream.cloud.store import CloudStore
+from fedstream.shared.codecs import CODECS
 from fedstream.shared.control import EdgeStatus, RoundState
 from fedstream.shared.errors import ConfigError, FedstreamError, Reason
-from fedstream.shared.messages import UpdateMeta
 
 LAYERS = (4, 3, 2)
 
 
 class Harness:
-    """A coordinator whose published models and rounds are recorded."""
+    """A coordinator over a real store in a temp dir; published models and rounds recorded."""
 
-    def __init__(self, **cfg: object) -> None:
+    def __init__(self, data_dir: Path, **cfg: object) -> None:
         self.models: list[ModelVersion] = []
         self.rounds: list[RoundState] = []
+        self.store = CloudStore.open(data_dir)
         self.coord = Coordinator(cfg=CloudConfig(layers=LAYERS, **cfg),  # type: ignore[arg-type]
+                                 store=self.store,
                                  evaluate=lambda ts: float(sum(t.sum() for t in ts)),
                                  publish_model=self._publish_model,
                                  publish_round=self.rounds.append)
-        self.coord.start()
+        self.coord.start(now=0.0)
 
     def _publish_model(self, version: ModelVersion) -> int:
         self.models.append(version)
@@ -36,20 +40,24 @@ class Harness:
         for e in edges:
             self.coord.on_status(EdgeStatus(edge_id=e, online=True))
 
-    def update(self, edge: str, value: float, samples: int) -> Update:
+    def update(self, edge: str, value: float, samples: int) -> UpdateRow:
+        """Spool and record an accepted update of `value` everywhere, as the receiver does."""
         state = self.coord.round
         assert state is not None
         delta = [torch.full(t.shape, value) for t in self.coord.current.tensors]
-        enc = encode_blob(delta, self.coord.spec, codec="f32", chunk_size=1024)
-        meta = UpdateMeta(edge_id=edge, round_id=state.round_id, base_version=state.base_version,
-                          samples=samples, loss=0.1)
-        return Update(meta=meta, header=enc.header, delta=delta)
+        blob = CODECS.build("f32").encode(delta)
+        update_id = f"u-{edge}-{state.round_id}"
+        row = UpdateRow(update_id=update_id, round_id=state.round_id, edge_id=edge,
+                        status="accepted", samples=samples, bytes=len(blob), codec="f32",
+                        spool=self.store.spool.put(state.round_id, update_id, blob))
+        self.store.journal.record_update(row)
+        return row
 
 
-def test_round_waits_for_every_edge_then_publishes_the_weighted_mean() -> None:
+def test_round_waits_for_every_edge_then_publishes_the_weighted_mean(tmp_path: Path) -> None:
     """Two edges with 1 and 3 samples sending +1 and +5 move every weight by +4 (FedAvg)."""
     # Prepare
-    h = Harness()
+    h = Harness(tmp_path)
     h.online("a", "b")
     base = [t.clone() for t in h.coord.current.tensors]
     h.coord.start_round(now=0.0)
@@ -69,10 +77,10 @@ def test_round_waits_for_every_edge_then_publishes_the_weighted_mean() -> None:
     assert h.rounds[-1].result["updates"] == 2
 
 
-def test_deadline_without_quorum_fails_and_the_next_round_can_start() -> None:
+def test_deadline_without_quorum_fails_and_the_next_round_can_start(tmp_path: Path) -> None:
     """A round whose deadline passes with fewer than quorum updates fails with no_quorum."""
     # Prepare
-    h = Harness(rounds={"quorum": 2, "deadline_s": 10})
+    h = Harness(tmp_path, rounds={"quorum": 2, "deadline_s": 10})
     h.online("a", "b")
     h.coord.start_round(now=0.0)
     h.coord.on_update(h.update("a", 1.0, 1), now=1.0)
@@ -91,10 +99,10 @@ def test_deadline_without_quorum_fails_and_the_next_round_can_start() -> None:
     assert again.status == "open" and again.base_version == 0
 
 
-def test_deadline_with_quorum_aggregates_what_arrived() -> None:
+def test_deadline_with_quorum_aggregates_what_arrived(tmp_path: Path) -> None:
     """At the deadline, quorum reached, the round publishes with the updates it has."""
     # Prepare
-    h = Harness(rounds={"quorum": 1, "deadline_s": 10})
+    h = Harness(tmp_path, rounds={"quorum": 1, "deadline_s": 10})
     h.online("a", "b")
     h.coord.start_round(now=0.0)
     h.coord.on_update(h.update("a", 2.0, 1), now=1.0)
@@ -113,10 +121,10 @@ def test_deadline_with_quorum_aggregates_what_arrived() -> None:
     ({"epochs": 0}, FedstreamError, Reason.BAD_CONFIG),
 ])
 def test_bad_round_overrides_are_refused(overrides: dict[str, object], error: type,
-                                         reason: Reason) -> None:
+                                         reason: Reason, tmp_path: Path) -> None:
     """An unknown codec, bad codec params or bad training params open no round."""
     # Prepare
-    h = Harness()
+    h = Harness(tmp_path)
     h.online("a")
 
     # Execute
@@ -128,10 +136,10 @@ def test_bad_round_overrides_are_refused(overrides: dict[str, object], error: ty
     assert h.coord.round is None
 
 
-def test_second_round_while_one_is_open_and_no_edges_are_refused() -> None:
+def test_second_round_while_one_is_open_and_no_edges_are_refused(tmp_path: Path) -> None:
     """round_in_progress while a round collects; no_edges when nobody is online."""
     # Prepare
-    empty, busy = Harness(), Harness()
+    empty, busy = Harness(tmp_path / "a"), Harness(tmp_path / "b")
     busy.online("a")
     busy.coord.start_round(now=0.0)
 
@@ -146,10 +154,10 @@ def test_second_round_while_one_is_open_and_no_edges_are_refused() -> None:
     assert reasons == [Reason.NO_EDGES, Reason.ROUND_IN_PROGRESS]
 
 
-def test_round_carries_the_chosen_codec_and_params() -> None:
+def test_round_carries_the_chosen_codec_and_params(tmp_path: Path) -> None:
     """A codec override with its params reaches the announced round state."""
     # Prepare
-    h = Harness()
+    h = Harness(tmp_path)
     h.online("a")
 
     # Execute

@@ -14,6 +14,7 @@ from fedstream.shared.control import (
     CommandReply,
     CommandRequest,
     EdgeStatus,
+    Receipt,
     RoundState,
     TrainParams,
 )
@@ -50,6 +51,8 @@ EXAMPLES: dict[str, wire.Message] = {
     "round": _ROUND,
     "status": _STATUS,
     "cmd": CommandRequest(verb="round_start", args={"epochs": 2, "lr": 0.1}),
+    "receipt": Receipt(update_id="u1", round_id="r1", status="rejected", reason="stale_round",
+                       detail="round r0 is closed"),
     "reply": CommandReply(ok=True, round=_ROUND, edges=(_STATUS,), model_version=3),
 }
 

@@ -1,0 +1,191 @@
+"""The cloud's memory: SQLite in WAL mode holding chunks in flight, updates, rounds and versions.
+
+Durability: WAL with synchronous=NORMAL survives a killed process (what the fault tests do);
+set `synchronous="FULL"` to also survive power loss at the cost of an fsync per commit.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+import tenacity
+
+from fedstream.shared import wire
+from fedstream.shared.control import RoundState
+from fedstream.shared.errors import Reason, StoreError
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    blob_id TEXT NOT NULL, idx INTEGER NOT NULL, edge_id TEXT NOT NULL, frame BLOB NOT NULL,
+    PRIMARY KEY (blob_id, idx));
+CREATE TABLE IF NOT EXISTS updates (
+    update_id TEXT PRIMARY KEY, round_id TEXT NOT NULL, edge_id TEXT NOT NULL,
+    status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', samples INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0, codec TEXT NOT NULL DEFAULT '',
+    spool TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS updates_round ON updates (round_id, status);
+CREATE TABLE IF NOT EXISTS rounds (
+    round_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, status TEXT NOT NULL, state BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS versions (
+    version INTEGER PRIMARY KEY, parent INTEGER, round_id TEXT NOT NULL, path TEXT NOT NULL,
+    lineage TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRow:
+    """One update the cloud decided on (accepted or rejected)."""
+
+    update_id: str
+    round_id: str
+    edge_id: str
+    status: str
+    reason: str = ""
+    samples: int = 0
+    bytes: int = 0
+    codec: str = ""
+    spool: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """One published model version and where its weights are."""
+
+    version: int
+    parent: int | None
+    round_id: str
+    path: str
+    lineage: dict[str, Any]
+
+
+def _is_busy(err: BaseException) -> bool:
+    return isinstance(err, sqlite3.OperationalError) and "locked" in str(err)
+
+
+class Journal:
+    """All durable state of one cloud service, in one SQLite file.
+
+    Args:
+        path: The database file; its directory is created.
+        synchronous: SQLite's `synchronous` pragma ("NORMAL" or "FULL").
+    """
+
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as err:
+            raise StoreError(Reason.STORE_FAILED, f"{path}: {err}") from err
+        self.path = path
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    @tenacity.retry(retry=tenacity.retry_if_exception(_is_busy), reraise=True,
+                    wait=tenacity.wait_exponential_jitter(multiplier=0.01, max=0.5),
+                    stop=tenacity.stop_after_delay(10),
+                    before_sleep=lambda rs: log.warning("retry_scheduled", op="sqlite",
+                                                        attempt=rs.attempt_number))
+    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in one transaction, retrying while another process holds the lock."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return result
+        except sqlite3.OperationalError as err:
+            if _is_busy(err):
+                raise
+            raise StoreError(Reason.STORE_FAILED, str(err)) from err
+        except sqlite3.Error as err:
+            raise StoreError(Reason.STORE_FAILED, str(err)) from err
+
+    # -- chunks of updates still arriving --------------------------------------------------
+    def put_chunk(self, blob_id: str, index: int, edge_id: str, frame: bytes) -> None:
+        """Keep a received chunk frame (idempotent by blob id and index)."""
+        self._run(lambda db: db.execute(
+            "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?)", (blob_id, index, edge_id, frame)))
+
+    def chunk_frames(self) -> Iterator[tuple[str, bytes]]:
+        """Every kept chunk frame with its sender, for replay after a restart."""
+        yield from self._db.execute("SELECT edge_id, frame FROM chunks ORDER BY blob_id, idx")
+
+    def drop_chunks(self, blob_id: str) -> None:
+        """Forget the chunks of a blob (completed, rejected or expired)."""
+        self._run(lambda db: db.execute("DELETE FROM chunks WHERE blob_id = ?", (blob_id,)))
+
+    # -- updates ---------------------------------------------------------------------------
+    def record_update(self, row: UpdateRow) -> None:
+        """Record the decision on an update and drop its chunks, in one transaction."""
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR IGNORE INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (row.update_id, row.round_id, row.edge_id, row.status, row.reason,
+                        row.samples, row.bytes, row.codec, row.spool))
+            db.execute("DELETE FROM chunks WHERE blob_id = ?", (row.update_id,))
+        self._run(work)
+
+    def update(self, update_id: str) -> UpdateRow | None:
+        """The decision on an update, if one was made."""
+        row = self._db.execute("SELECT * FROM updates WHERE update_id = ?",
+                               (update_id,)).fetchone()
+        return UpdateRow(*row) if row else None
+
+    def accepted(self, round_id: str) -> list[UpdateRow]:
+        """Accepted updates of a round, in update-id order (the aggregation order)."""
+        rows = self._db.execute("SELECT * FROM updates WHERE round_id = ? AND status = "
+                                "'accepted' ORDER BY update_id", (round_id,))
+        return [UpdateRow(*r) for r in rows]
+
+    # -- rounds ----------------------------------------------------------------------------
+    def save_round(self, state: RoundState) -> None:
+        """Persist a round's latest state."""
+        self._run(lambda db: db.execute(
+            "INSERT INTO rounds VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM rounds), ?, ?)"
+            " ON CONFLICT (round_id) DO UPDATE SET status = excluded.status, "
+            "state = excluded.state", (state.round_id, state.status, wire.pack(state))))
+
+    def last_round(self) -> RoundState | None:
+        """The most recently opened round, in whatever state."""
+        row = self._db.execute("SELECT state FROM rounds ORDER BY seq DESC LIMIT 1").fetchone()
+        return wire.expect(row[0], RoundState) if row else None
+
+    # -- versions --------------------------------------------------------------------------
+    def add_version(self, row: VersionRow) -> None:
+        """Record a model version (its file must already be durable)."""
+        self._run(lambda db: db.execute(
+            "INSERT INTO versions VALUES (?, ?, ?, ?, ?)",
+            (row.version, row.parent, row.round_id, row.path, json.dumps(row.lineage))))
+
+    def versions(self) -> list[VersionRow]:
+        """Every version, oldest first."""
+        rows = self._db.execute("SELECT * FROM versions ORDER BY version")
+        return [VersionRow(v, p, r, path, json.loads(lin)) for v, p, r, path, lin in rows]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a small named value (e.g. the current version after a rollback)."""
+        self._run(lambda db: db.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = "
+            "excluded.value", (key, value)))
+
+    def meta(self, key: str) -> str | None:
+        """A named value, if set."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None

@@ -1,0 +1,66 @@
+"""Updates waiting for the cloud's receipt, kept on disk so a restart re-sends them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from fedstream.shared import wire
+from fedstream.shared.errors import ProtocolError, Reason, StoreError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One update's frames, ready to (re-)publish."""
+
+    update_id: str
+    frames: list[bytes]
+
+
+class Outbox:
+    """A directory of `<update_id>.out` files, each the bundled chunk frames of one update."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, update_id: str, frames: list[bytes]) -> None:
+        """Keep an update durably until `remove` (atomic: whole or absent)."""
+        path = self.root / f"{update_id}.out"
+        tmp = self.root / f".{update_id}.tmp"
+        try:
+            with tmp.open("wb") as fh:
+                fh.write(wire.pack_frames(frames))
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(path)
+        except OSError as err:
+            raise StoreError(Reason.STORE_FAILED, f"{path}: {err}") from err
+
+    def remove(self, update_id: str) -> bool:
+        """Drop an update once its receipt arrived; False if it was not here."""
+        try:
+            (self.root / f"{update_id}.out").unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def pending(self) -> list[Pending]:
+        """Every kept update, oldest first; unreadable files are logged and set aside."""
+        items = []
+        for path in sorted(self.root.glob("*.out"), key=lambda p: p.stat().st_mtime):
+            try:
+                items.append(Pending(update_id=path.stem,
+                                     frames=wire.unpack_frames(path.read_bytes())))
+            except (OSError, ProtocolError) as err:
+                log.error("outbox_entry_unreadable", path=str(path), detail=str(err))
+                path.rename(path.with_suffix(".bad"))
+        return items
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.root.glob("*.out"))
