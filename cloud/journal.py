@@ -81,13 +81,13 @@ class Journal:
     """
 
     def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
             self._db.executescript(SCHEMA)
-        except sqlite3.Error as err:
+        except (sqlite3.Error, OSError) as err:
             raise StoreError(Reason.STORE_FAILED, f"{path}: {err}") from err
         self.path = path
 
@@ -96,7 +96,7 @@ class Journal:
         self._db.close()
 
     @tenacity.retry(retry=tenacity.retry_if_exception(_is_busy), reraise=True,
-                    wait=tenacity.wait_exponential_jitter(multiplier=0.01, max=0.5),
+                    wait=tenacity.wait_exponential_jitter(multiplier=0.01, max=0.5, jitter=0.01),
                     stop=tenacity.stop_after_delay(10),
                     before_sleep=lambda rs: log.warning("retry_scheduled", op="sqlite",
                                                         attempt=rs.attempt_number))
@@ -126,7 +126,9 @@ class Journal:
 
     def chunk_frames(self) -> Iterator[tuple[str, bytes]]:
         """Every kept chunk frame with its sender, for replay after a restart."""
-        yield from self._db.execute("SELECT edge_id, frame FROM chunks ORDER BY blob_id, idx")
+        # Read them all first: the caller may delete rows while it walks the result.
+        yield from self._db.execute(
+            "SELECT edge_id, frame FROM chunks ORDER BY blob_id, idx").fetchall()
 
     def drop_chunks(self, blob_id: str) -> None:
         """Forget the chunks of a blob (completed, rejected or expired)."""

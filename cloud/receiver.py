@@ -37,12 +37,16 @@ class UpdateReceiver:
         self._send_receipt = send_receipt
 
     def replay(self, now: float) -> int:
-        """Feed chunks kept before a restart back into reassembly; returns how many."""
+        """Feed chunks kept before a restart back into reassembly; returns how many were
+        taken back (chunks of updates rejected on the way are dropped, with one receipt)."""
         count = 0
         for edge_id, frame in self.store.journal.chunk_frames():
             try:
-                self._take(self.intake.parse(frame, topic_edge=edge_id), frame, now)
-                count += 1
+                chunk = self.intake.parse(frame, topic_edge=edge_id)
+                # An update rejected by an earlier chunk of this replay is already decided.
+                if self.store.journal.update(chunk.header.blob_id) is None:
+                    self._take(chunk, frame, now)
+                    count += 1
             except ProtocolError as err:
                 log.warning("chunk_dropped", edge_id=edge_id, reason=str(err.reason))
         return count

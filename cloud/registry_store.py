@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from fedstream.cloud.spool import write_atomic
 from fedstream.shared.errors import Reason, StoreError
+from fedstream.shared.files import write_atomic
 from fedstream.shared.messages import Spec
 
 ServerState = dict[str, list[torch.Tensor]]
@@ -36,7 +37,7 @@ class ModelFiles:
         """Read weights (in spec order) and server state of a saved version."""
         try:
             named = load((self.root / name).read_bytes())
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, SafetensorError) as err:
             raise StoreError(Reason.STORE_FAILED, f"{name}: {err}") from err
         missing = [t.name for t in spec if t.name not in named]
         if missing:

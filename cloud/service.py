@@ -168,7 +168,8 @@ class CloudService:
             return CommandReply(ok=True, round=coord.round, edges=tuple(coord.edges.values()),
                                 model_version=coord.current.version,
                                 model_metrics=coord.current.metrics,
-                                rejections=dict(self.rejections))
+                                rejections=dict(self.rejections),
+                                intake_bytes=self.intake.held_bytes)
         if req.verb == "model_list":
             return CommandReply(ok=True, model_version=coord.current.version,
                                 versions=tuple(model_info(r) for r in

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from fedstream.shared import wire
-from fedstream.shared.errors import ProtocolError, Reason, StoreError
+from fedstream.shared.errors import ProtocolError
+from fedstream.shared.files import write_atomic
 
 log = structlog.get_logger(__name__)
 
@@ -31,16 +31,7 @@ class Outbox:
 
     def put(self, update_id: str, frames: list[bytes]) -> None:
         """Keep an update durably until `remove` (atomic: whole or absent)."""
-        path = self.root / f"{update_id}.out"
-        tmp = self.root / f".{update_id}.tmp"
-        try:
-            with tmp.open("wb") as fh:
-                fh.write(wire.pack_frames(frames))
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.replace(path)
-        except OSError as err:
-            raise StoreError(Reason.STORE_FAILED, f"{path}: {err}") from err
+        write_atomic(self.root / f"{update_id}.out", wire.pack_frames(frames))
 
     def remove(self, update_id: str) -> bool:
         """Drop an update once its receipt arrived; False if it was not here."""

@@ -39,18 +39,31 @@ class DemoParams:
 
 
 def write_configs(workdir: Path, *, port: int, federation: str, edges: int,
-                  dirichlet_alpha: float) -> tuple[Path, list[Path]]:
-    """TOML files for the cloud and each edge; edges split the digits train set non-IID."""
+                  dirichlet_alpha: float, cloud_extra: str = "", cloud_tables: str = "",
+                  edge_extra: str = "") -> tuple[Path, list[Path]]:
+    """TOML files for the cloud and each edge; edges split the digits train set non-IID.
+
+    Args:
+        workdir: Where the files, and each service's data directory, go.
+        port: Broker port on loopback.
+        federation: Topic prefix.
+        edges: How many edge configs.
+        dirichlet_alpha: Non-IID skew of the digits split (smaller is more skewed).
+        cloud_extra: Top-level TOML lines added to the cloud config.
+        cloud_tables: TOML tables (e.g. `[rounds]`) appended to the cloud config.
+        edge_extra: Top-level TOML lines added to every edge config.
+    """
     common = (f'federation = "{federation}"\nmodel = "{MODEL}"\nthreads = 1\n\n'
               f'[broker]\nhost = "127.0.0.1"\nport = {port}\n\n[log]\njson_lines = true\n')
     cloud = workdir / "cloud.toml"
-    cloud.write_text(f'data_dir = "{workdir / "cloud-data"}"\n{common}')
+    cloud.write_text(f'data_dir = "{workdir / "cloud-data"}"\n{cloud_extra}\n{common}\n'
+                     f'{cloud_tables}')
     paths = []
     for i in range(edges):
         path = workdir / f"edge-{i}.toml"
         path.write_text(
             f'edge_id = "edge-{i}"\nseed = {i}\ndata_dir = "{workdir / f"edge-{i}-data"}"\n'
-            f'{common}\n[source]\nname = "digits"\n\n'
+            f'{edge_extra}\n{common}\n[source]\nname = "digits"\n\n'
             f"[source.params]\npartitions = {edges}\npartition = {i}\n"
             f"alpha = {dirichlet_alpha}\n")
         paths.append(path)
@@ -66,10 +79,16 @@ class Processes:
 
     def spawn(self, name: str, role: str, config: Path) -> None:
         """Start `fedstream ROLE run --config CONFIG` as process `name`."""
-        log = (self.workdir / f"{name}.log").open("wb")
+        log = (self.workdir / f"{name}.log").open("ab")  # a restarted service appends
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "fedstream", role, "run", "--config", str(config)],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one child (a crash, for fault tests) and reap it."""
+        proc = self.procs[name]
+        proc.kill()
+        proc.wait()
 
     def check_alive(self) -> None:
         """Raise if a child exited, with the tail of its log."""

@@ -226,6 +226,7 @@ class CommandReply:
     model_metrics: Mapping[str, Scalar] = field(default_factory=dict)
     rejections: Mapping[str, Scalar] = field(default_factory=dict)
     versions: tuple[ModelInfo, ...] = ()
+    intake_bytes: int = 0
 
     def to_wire(self) -> Wire:
         """Nested messages use their own wire forms."""
@@ -233,7 +234,7 @@ class CommandReply:
                 "round": self.round.to_wire() if self.round else None,
                 "edges": [e.to_wire() for e in self.edges], "ver": self.model_version,
                 "metrics": dict(self.model_metrics), "rej": dict(self.rejections),
-                "vers": [v.to_wire() for v in self.versions]}
+                "vers": [v.to_wire() for v in self.versions], "ib": self.intake_bytes}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
@@ -246,7 +247,8 @@ class CommandReply:
                    model_version=opt_int(d, "ver"),
                    model_metrics=req_scalars(d, "metrics") if "metrics" in d else {},
                    rejections=req_scalars(d, "rej") if "rej" in d else {},
-                   versions=_list_of(d, "vers", ModelInfo.from_wire))
+                   versions=_list_of(d, "vers", ModelInfo.from_wire),
+                   intake_bytes=opt_int(d, "ib") or 0)
 
 
 def _list_of(d: Mapping[str, Any], key: str,
