@@ -126,7 +126,8 @@ def agg_coordinator(spool_root: Path, rows: list[tuple[str, float]]) -> list[Any
     agg = STRATEGIES.build("fedavg").new_round()
     for rel, weight in rows:
         agg.add(decode_with("f32", spool.get(rel), spec), weight)
-    return agg.result()
+    result: list[Any] = agg.result()
+    return result
 
 
 def agg_fixed(spool_root: Path, rows: list[tuple[str, float]]) -> list[Any]:
@@ -147,8 +148,8 @@ def agg_fixed(spool_root: Path, rows: list[tuple[str, float]]) -> list[Any]:
             if self._sums is None:
                 self._sums = [torch.zeros(t.shape, dtype=torch.float64) for t in delta]
             for acc, t in zip(self._sums, delta, strict=True):
-                for a, d in zip(acc.view(-1).split(SLICE), t.detach().reshape(-1).split(SLICE),
-                                strict=True):
+                for a, d in zip(torch.split(acc.view(-1), SLICE),
+                                torch.split(t.detach().reshape(-1), SLICE), strict=True):
                     a.add_(d, alpha=weight)  # the float64 copy of d is one slice
             self._weight += weight
 
@@ -157,8 +158,8 @@ def agg_fixed(spool_root: Path, rows: list[tuple[str, float]]) -> list[Any]:
             outs = []
             for acc in self._sums:
                 res = torch.empty(acc.shape, dtype=torch.float32)
-                for o, a in zip(res.view(-1).split(SLICE), acc.view(-1).split(SLICE),
-                                strict=True):
+                for o, a in zip(torch.split(res.view(-1), SLICE),
+                                torch.split(acc.view(-1), SLICE), strict=True):
                     o.copy_(a / self._weight)
                 outs.append(res)
             return outs
@@ -194,16 +195,16 @@ def agg_sliced(spool_root: Path, rows: list[tuple[str, float]]) -> list[Any]:
     total = 0.0
     for rel, weight in rows:
         with (spool_root / rel).open("rb", buffering=0) as fh:
-            for a in (a for acc in sums for a in acc.split(SLICE)):
+            for a in (a for acc in sums for a in torch.split(acc, SLICE)):
                 part = buf[:a.numel()]
-                got = fh.readinto(memoryview(part).cast("B"))
+                got = fh.readinto(part.data.cast("B"))
                 assert got == part.nbytes and np.isfinite(part).all()
                 a.add_(torch.from_numpy(part), alpha=weight)
         total += weight
     result = []
     for k in range(len(sums)):  # each sum is freed once converted: 2x + one float32 tensor
         res = torch.empty(sums[k].shape, dtype=torch.float32)
-        for o, a in zip(res.split(SLICE), sums[k].split(SLICE), strict=True):
+        for o, a in zip(torch.split(res, SLICE), torch.split(sums[k], SLICE), strict=True):
             o.copy_(a / total)
         result.append(res)
         sums[k] = torch.empty(0, dtype=torch.float64)
@@ -315,6 +316,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=100)
     args = parser.parse_args()
+    if not 2 <= args.updates <= 150:  # numpy_inmemory holds them all: 150 x 40 MB = 6 GB
+        parser.error("--updates must be 2..150")
     parent_dir, n = pick_dir(args.updates)
     if n < args.updates:
         print(json.dumps({"note": f"disk: {n} updates instead of {args.updates}",

@@ -38,11 +38,11 @@ def train_round(*, layers: Sequence[int], base: Sequence[torch.Tensor], data: Da
     if data.features.shape[1] != layers[0] or data.num_classes > layers[-1]:
         raise ValueError(f"data has {data.features.shape[1]} features, {data.num_classes} "
                          f"classes; model layers are {list(layers)}")
-    model = build_mlp(layers)
-    load_tensors(model, [t.clone() for t in base])
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.momentum)
-    model, optimizer = backend.prepare_training(model, optimizer)
+    plain = build_mlp(layers)
+    load_tensors(plain, [t.clone() for t in base])
+    plain.train()
+    sgd = torch.optim.SGD(plain.parameters(), lr=params.lr, momentum=params.momentum)
+    model, optimizer = backend.prepare_training(plain, sgd)
     features, labels = torch.tensor(data.features), torch.tensor(data.labels)
     gen = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()

@@ -131,7 +131,7 @@ class MqttClient:
         Raises:
             TransportError: broker_unreachable once `timeout_s` has passed.
         """
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._expiry if self._persistent else 0
         retrying = tenacity.retry(
             retry=tenacity.retry_if_exception_type(TRANSIENT),
@@ -228,7 +228,7 @@ class MqttClient:
         correlation = uuid.uuid4().bytes
         fut: Future[Inbound] = Future()
         self._replies[correlation] = fut
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.ResponseTopic = str(reply_to)
         props.CorrelationData = correlation
         try:
@@ -243,7 +243,7 @@ class MqttClient:
         """Answer a request received with a response topic."""
         if to.response_topic is None:
             return
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if to.correlation is not None:
             props.CorrelationData = to.correlation
         self.publish_many([(Topic(to.response_topic), payload)], properties=props)

@@ -35,7 +35,9 @@ MAX_FRAME = 16 << 20
 
 def pack(msg: Message) -> bytes:
     """Serialise a message with its kind and version."""
-    return msgpack.packb({"v": msg.VERSION, "k": msg.KIND, **msg.to_wire()}, use_bin_type=True)
+    packed: bytes = msgpack.packb({"v": msg.VERSION, "k": msg.KIND, **msg.to_wire()},
+                                  use_bin_type=True)
+    return packed
 
 
 def unpack(buf: bytes) -> Message:
@@ -74,7 +76,8 @@ def expect(buf: bytes, cls: type[Any]) -> Any:
 
 def pack_frames(frames: list[bytes]) -> bytes:
     """Bundle frames into one buffer (an edge's outbox file)."""
-    return msgpack.packb(frames, use_bin_type=True)
+    packed: bytes = msgpack.packb(frames, use_bin_type=True)
+    return packed
 
 
 def unpack_frames(buf: bytes) -> list[bytes]:
