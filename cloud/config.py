@@ -27,6 +27,8 @@ class RoundConfig(Section):
     batch_size: int = Field(default=32, ge=1, le=65536)
     deadline_s: float = Field(default=120.0, gt=0)
     quorum: int = Field(default=1, ge=1, description="updates needed when the deadline passes")
+    fraction: float = Field(default=1.0, gt=0, le=1,
+                            description="share of online edges selected, seeded per round")
     codec: str = Field(default="f32", description="update codec edges encode with")
     codec_params: dict[str, int | float | str | bool] = Field(default_factory=dict)
 

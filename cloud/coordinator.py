@@ -113,12 +113,14 @@ class Coordinator:
         self.edges[status.edge_id] = status
 
     def start_round(self, now: float, **overrides: float | int | str | bool) -> RoundState:
-        """Open a round for every online edge.
+        """Open a round for the selected online edges.
 
         Args:
             now: The clock.
-            overrides: `epochs`, `lr`, `momentum`, `batch_size`, `deadline_s`, `codec`, and
-                codec parameters as `codec.<name>`; the rest come from the config.
+            overrides: `epochs`, `lr`, `momentum`, `batch_size`, `deadline_s`, `codec`, codec
+                parameters as `codec.<name>`, and the selection: `fraction` (a random share of
+                the online edges, seeded by the config seed and the round id) or `edges`
+                (comma-separated ids); the rest come from the config.
 
         Raises:
             FedstreamError: round_in_progress, no_edges when none is online, bad_config or
@@ -138,12 +140,17 @@ class Coordinator:
         codec_params = {k.removeprefix("codec."): v for k, v in overrides.items()
                         if k.startswith("codec.")} or dict(defaults.codec_params)
         CODECS.build(codec, **codec_params)  # refuse a bad codec before any edge trains
-        online = tuple(e.edge_id for e in self.edges.values() if e.online)
+        round_id = uuid.uuid4().hex[:12]
+        named = str(overrides.get("edges", ""))
+        selection = rounds.select_edges(
+            [e.edge_id for e in self.edges.values() if e.online],
+            fraction=float(overrides.get("fraction", defaults.fraction)),
+            edges=[e for e in named.split(",") if e], seed=f"{self.cfg.seed}:{round_id}")
         state = rounds.open_round(
-            round_id=uuid.uuid4().hex[:12], model=self.cfg.model,
+            round_id=round_id, model=self.cfg.model,
             base_version=self.current.version, now=now,
             deadline_s=float(overrides.get("deadline_s", defaults.deadline_s)), train=train,
-            codec=codec, codec_params=codec_params, selection=online, quorum=defaults.quorum)
+            codec=codec, codec_params=codec_params, selection=selection, quorum=defaults.quorum)
         self.counted = set()
         self._set_round(state)
         log.info("round_opened", round_id=state.round_id, base=self.current.version,

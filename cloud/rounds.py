@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import random
+from collections.abc import Mapping, Sequence
 
 from fedstream.shared._fields import Scalar
 from fedstream.shared.control import RoundState, TrainParams
@@ -25,6 +26,28 @@ def open_round(*, round_id: str, model: str, base_version: int, now: float, dead
                       deadline=now + deadline_s, train=train, codec=codec,
                       codec_params=dict(codec_params), opened=now,
                       selection=tuple(sorted(selection)), quorum=min(quorum, len(selection)))
+
+
+def select_edges(online: Sequence[str], *, fraction: float = 1.0, edges: Sequence[str] = (),
+                 seed: str = "") -> tuple[str, ...]:
+    """Which online edges take part: a named list, or a seeded random fraction of them.
+
+    Raises:
+        FedstreamError: no_edges when the selection is empty, bad_config for a bad fraction or
+            a named edge that is not online.
+    """
+    if not 0 < fraction <= 1:
+        raise FedstreamError(Reason.BAD_CONFIG, f"fraction must be in (0, 1], got {fraction}")
+    pool = sorted(set(online))
+    if edges:
+        offline = sorted(set(edges) - set(pool))
+        if offline:
+            raise FedstreamError(Reason.BAD_CONFIG, f"not online: {', '.join(offline)}")
+        return tuple(sorted(set(edges)))
+    if not pool:
+        raise FedstreamError(Reason.NO_EDGES, "no edge is online")
+    count = max(1, round(fraction * len(pool)))
+    return tuple(sorted(random.Random(seed).sample(pool, count)))
 
 
 def check_update(state: RoundState | None, meta: UpdateMeta, counted: set[str]) -> None:

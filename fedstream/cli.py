@@ -60,7 +60,8 @@ def _round_start(args: argparse.Namespace) -> int:
 
     overrides: dict[str, int | float | str | bool] = {
         k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
-                          ("deadline_s", args.deadline), ("codec", args.codec)) if v is not None}
+                          ("deadline_s", args.deadline), ("codec", args.codec),
+                          ("fraction", args.fraction), ("edges", args.edges)) if v is not None}
     overrides.update((f"codec.{k}", v) for k, v in args.codec_param)
     start_round(_client_args(args), wait=args.wait, overrides=overrides, out=sys.stdout)
     return 0
@@ -147,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--epochs", type=int)
     start.add_argument("--lr", type=float)
     start.add_argument("--deadline", type=float, help="seconds to collect updates")
+    start.add_argument("--fraction", type=float,
+                       help="select a seeded random share of the online edges (0-1]")
+    start.add_argument("--edges", help="select these edges (comma-separated ids)")
     start.add_argument("--codec", help="update codec for this round (f32, f16, bf16, int8, topk)")
     start.add_argument("--codec-param", type=_key_value, action="append", default=[],
                        metavar="KEY=VALUE", help="codec parameter, e.g. density=0.02")

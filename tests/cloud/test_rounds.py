@@ -237,3 +237,47 @@ def test_transitions_leave_the_input_unchanged() -> None:
 
     # Assert
     assert dataclasses.asdict(state) == before
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({}, ("a", "b", "c", "d")),
+    ({"edges": ["c", "a"]}, ("a", "c")),
+    ({"fraction": 0.5, "seed": "0:r1"}, 2),
+    ({"fraction": 0.01, "seed": "0:r1"}, 1),
+])
+def test_select_edges(kwargs: dict[str, object], expected: tuple[str, ...] | int) -> None:
+    """All online edges by default, a named list, or a seeded share (at least one)."""
+    # Execute
+    picked = rounds.select_edges(["d", "b", "a", "c"], **kwargs)  # type: ignore[arg-type]
+
+    # Assert
+    if isinstance(expected, int):
+        assert len(picked) == expected and set(picked) <= {"a", "b", "c", "d"}
+        assert picked == rounds.select_edges(["a", "b", "c", "d"], **kwargs)  # type: ignore[arg-type]
+    else:
+        assert picked == expected
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({"edges": ["a", "z"]}, Reason.BAD_CONFIG),
+    ({"fraction": 0.0}, Reason.BAD_CONFIG),
+    ({"fraction": 1.5}, Reason.BAD_CONFIG),
+])
+def test_select_edges_refuses_bad_requests(kwargs: dict[str, object], reason: Reason) -> None:
+    """Naming an offline edge or a fraction outside (0, 1] is bad_config."""
+    # Execute
+    with pytest.raises(FedstreamError) as caught:
+        rounds.select_edges(["a", "b"], **kwargs)  # type: ignore[arg-type]
+
+    # Assert
+    assert caught.value.reason is reason
+
+
+def test_select_edges_with_nobody_online_is_no_edges() -> None:
+    """An empty fleet gives no_edges."""
+    # Execute
+    with pytest.raises(FedstreamError) as caught:
+        rounds.select_edges([])
+
+    # Assert
+    assert caught.value.reason is Reason.NO_EDGES
