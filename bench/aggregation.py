@@ -14,10 +14,6 @@ each mode runs in a fresh `--child MODE` process so its peak RSS is its own:
   float64 over the list. `load_s_per_update` and `sum_s_per_update` split its time.
 - `numpy_streaming` (baseline): the same sum reading one file at a time: our path minus our
   codec, aggregator and torch.
-- `fedstream_fixed` (information): `fedstream` with the source changes this bench proposes
-  applied to local copies in the child only (`FixedFedAvg`, `read_writable`, `finite_sliced`):
-  the spool read into a writable buffer that f32 decodes in place, the finiteness check and the
-  float64 folds done in 16K-element slices. Floor: float64 sums (2x) + one whole update (1x).
 - `fedstream_sliced` (information): folds each spool file in slices straight into float64
   sums, never holding a whole update, and frees each sum once its float32 result is made: what
   an `Aggregator` that takes an update in pieces would cost (2x + the largest tensor's float32).
@@ -56,8 +52,8 @@ SLICE = 1 << 14  # elements per slice in the fixed and sliced modes: 128 KiB of 
 # Below torch's 32K-element grain size, so each slice op runs on this thread: 64K slices ran
 # 5-40x slower when other jobs held the cores (every op waited for a descheduled OpenMP
 # thread), and 1M slices cost 1.5x the model in RSS (glibc kept the 8 MiB temporaries).
-MODES = ("fedstream", "numpy_inmemory", "numpy_streaming", "fedstream_fixed", "fedstream_sliced")
-INFO_MODES = ("fedstream_fixed", "fedstream_sliced")
+MODES = ("fedstream", "numpy_inmemory", "numpy_streaming", "fedstream_sliced")
+INFO_MODES = ("fedstream_sliced",)
 
 
 def samples(i: int) -> int:
@@ -130,62 +126,6 @@ def agg_coordinator(spool_root: Path, rows: list[tuple[str, float]]) -> list[Any
     return result
 
 
-def agg_fixed(spool_root: Path, rows: list[tuple[str, float]]) -> list[Any]:
-    """The same loop with the proposed source changes applied to local copies."""
-    import torch  # noqa: PLC0415
-
-    from fedstream.shared.blobs import decode_with  # noqa: PLC0415
-    from fedstream.shared.codecs import f32  # noqa: PLC0415
-
-    class FixedFedAvg:
-        """`cloud/strategies/fedavg.py::FedAvg` folding and dividing in slices (no checks)."""
-
-        def __init__(self) -> None:
-            self._sums: list[torch.Tensor] | None = None
-            self._weight = 0.0
-
-        def add(self, delta: list[torch.Tensor], weight: float) -> None:
-            if self._sums is None:
-                self._sums = [torch.zeros(t.shape, dtype=torch.float64) for t in delta]
-            for acc, t in zip(self._sums, delta, strict=True):
-                for a, d in zip(torch.split(acc.view(-1), SLICE),
-                                torch.split(t.detach().reshape(-1), SLICE), strict=True):
-                    a.add_(d, alpha=weight)  # the float64 copy of d is one slice
-            self._weight += weight
-
-        def result(self) -> list[torch.Tensor]:
-            assert self._sums is not None
-            outs = []
-            for acc in self._sums:
-                res = torch.empty(acc.shape, dtype=torch.float32)
-                for o, a in zip(torch.split(res.view(-1), SLICE),
-                                torch.split(acc.view(-1), SLICE), strict=True):
-                    o.copy_(a / self._weight)
-                outs.append(res)
-            return outs
-
-    def finite_sliced(flat: torch.Tensor) -> bool:
-        """`shared/codecs/f32.py::_finite` without a whole-model bool mask."""
-        values = flat.numpy()
-        return all(bool(np.isfinite(values[i:i + SLICE]).all())
-                   for i in range(0, values.size, SLICE))
-
-    def read_writable(rel: str) -> bytearray:
-        """`cloud/spool.py::Spool.get` into a writable buffer, which f32 decodes in place."""
-        path = spool_root / rel
-        buf = bytearray(path.stat().st_size)
-        with path.open("rb", buffering=0) as fh:
-            got = fh.readinto(buf)
-        assert got == len(buf)
-        return buf
-
-    f32._finite = finite_sliced  # this child process only; the source is untouched
-    spec, agg = make_spec(), FixedFedAvg()
-    for rel, weight in rows:
-        agg.add(decode_with("f32", read_writable(rel), spec), weight)
-    return agg.result()
-
-
 def agg_sliced(spool_root: Path, rows: list[tuple[str, float]]) -> list[Any]:
     """Fold each file slice by slice into float64 sums; never a whole update in memory."""
     import torch  # noqa: PLC0415
@@ -220,8 +160,7 @@ def make_spec() -> Any:
 
 def run_fedstream(spool_root: Path, n: int, mode: str, out: Path) -> dict[str, Any]:
     """Aggregate as the coordinator does (or with the proposed fixes), timed and RSS-measured."""
-    aggregate = {"fedstream": agg_coordinator, "fedstream_fixed": agg_fixed,
-                 "fedstream_sliced": agg_sliced}[mode]
+    aggregate = {"fedstream": agg_coordinator, "fedstream_sliced": agg_sliced}[mode]
     rows = [(f"{ROUND}/{update_id(i)}.blob", float(samples(i))) for i in range(n)]
     base = rss_bytes()
     start = time.perf_counter()
@@ -363,9 +302,6 @@ def main() -> None:
                 rows["numpy_streaming"]["s_per_update"] / ours["s_per_update"], 3),
             "fedstream_rss_over_model": ours["rss_over_model"],
             "goal_rss_under_3x": ours["rss_over_model"] < 3,
-            "fixed_rss_over_model": rows["fedstream_fixed"]["rss_over_model"],
-            "fixed_vs_fedstream_time": round(
-                ours["s_per_update"] / rows["fedstream_fixed"]["s_per_update"], 3),
             "sliced_rss_over_model": rows["fedstream_sliced"]["rss_over_model"],
             "agree": all(r["agree"] for r in rows.values())}), flush=True)
     finally:

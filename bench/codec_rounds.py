@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 from fedstream.demo import DemoParams, run_federation
+from fedstream.shared.logs import configure_logging
 
 CODECS: list[tuple[str, dict[str, float | int]]] = [
     ("f32", {}), ("f16", {}), ("bf16", {}), ("int8", {"block_size": 256}),
@@ -31,6 +33,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--edges", type=int, default=3)
     args = parser.parse_args()
+    configure_logging(json=False, level="warning", stream=sys.stderr)
     baseline: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for codec, codec_params in CODECS:

@@ -194,7 +194,9 @@ class Coordinator:
         for row in rows:  # update-id order: the same on every replay
             agg.add(decode_with(row.codec, self.store.spool.get(row.spool), self.spec),
                     float(row.samples))
-        delta, state_after = self.strategy.step(agg.result(), self.server_state)
+        aggregate = agg.result()
+        del agg  # its float64 sums are twice the model: free them before the next steps
+        delta, state_after = self.strategy.step(aggregate, self.server_state)
         candidate = apply_delta(self.current.tensors, delta)
         tensors = blend(self.current.tensors, candidate, self.cfg.blend_alpha)
         acc = round(self._evaluate(tensors), 4)

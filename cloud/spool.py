@@ -20,9 +20,13 @@ class Spool:
         write_atomic(self.root / rel, blob)
         return rel
 
-    def get(self, rel: str) -> bytes:
-        """Read a stored blob."""
+    def get(self, rel: str) -> bytearray:
+        """Read a stored blob into a writable buffer (so decoding needs no second copy)."""
+        path = self.root / rel
         try:
-            return (self.root / rel).read_bytes()
+            with path.open("rb") as fh:
+                buf = bytearray(path.stat().st_size)
+                fh.readinto(buf)
+                return buf
         except OSError as err:
             raise StoreError(Reason.STORE_FAILED, f"{rel}: {err}") from err

@@ -162,9 +162,10 @@ class EdgeDaemon:
     def _train_and_send(self, state: RoundState, held: HeldModel) -> None:
         assert self.backend is not None
         started = time.monotonic()
+        # Seeded by the base version, not the random round id, so reruns are reproducible.
         result = train_round(layers=held.layers, base=held.tensors, data=self.data,
                              params=state.train, backend=self.backend.backend,
-                             seed=zlib.crc32(f"{self.cfg.seed}:{state.round_id}".encode()))
+                             seed=zlib.crc32(f"{self.cfg.seed}:{state.base_version}".encode()))
         train_s = time.monotonic() - started
         codec = CODECS.build(state.codec, **state.codec_params)
         try:

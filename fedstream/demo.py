@@ -115,10 +115,12 @@ def wait_ready(conn: dict[str, Any], *, edges: int, procs: Processes,
                timeout_s: float = 180.0) -> None:
     """Until the cloud answers and sees every edge online with a backend chosen."""
     give_up = time.monotonic() + timeout_s
+    # A request sent before the cloud subscribed is lost, not queued: probe with short waits.
+    probe = {**conn, "timeout_s": 1.0}
     while True:
         procs.check_alive()
         try:
-            reply = fleet_status(conn)
+            reply = fleet_status(probe)
             ready = [e for e in reply.edges if e.online and e.backend]
             if len(ready) >= edges:
                 return

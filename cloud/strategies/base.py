@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeGuard
 
 import torch
@@ -103,3 +104,22 @@ def check_clip_norm(unit: str, clip_norm: object) -> None:
     """The `clip_norm` every strategy takes must be None or a positive finite number."""
     require(clip_norm is None or (is_real(clip_norm) and clip_norm > 0), unit,
             f"clip_norm must be a positive number or None; got {clip_norm!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClipParams:
+    """Parameters of a strategy whose only knob is update-norm clipping.
+
+    Args:
+        unit: The strategy's name, for error messages.
+        clip_norm: Scale each update to global L2 norm <= clip_norm first; None: no clipping.
+
+    Raises:
+        ConfigError: BAD_CONFIG for a clip_norm that is not None or a positive number.
+    """
+
+    unit: str
+    clip_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        check_clip_norm(self.unit, self.clip_norm)

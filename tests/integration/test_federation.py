@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fedstream.broker import Mosquitto
+from fedstream.cloud.registry_store import ModelFiles
 from fedstream.demo import Processes, wait_ready, write_configs
-from fedstream.operator import fleet_status, show_status, start_round
+from fedstream.operator import fleet_status, model_command, show_status, start_round
+from fedstream.shared.model import build_mlp, spec_of
 from fedstream.shared.sources import SOURCES
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
@@ -42,6 +45,9 @@ def test_two_rounds_advance_the_model_and_count_every_edge(
                    for overrides in ({"epochs": 2}, {"epochs": 2, "codec": "int8"})]
         printed = io.StringIO()
         after = show_status(conn, out=printed)
+        rolled = model_command(conn, action="rollback", version=1, out=io.StringIO())
+        listing = io.StringIO()
+        versions = model_command(conn, action="list", version=None, out=listing)
     finally:
         procs.stop()
 
@@ -60,6 +66,16 @@ def test_two_rounds_advance_the_model_and_count_every_edge(
     assert all(e.backend.get("backend") in ("ipex", "torch") for e in after.edges)
     assert "3 online of 3 seen" in printed.getvalue()
     assert all(p.returncode == 0 for p in procs.procs.values())
+    assert rolled.model_version == 3
+    assert [(v.version, v.parent) for v in versions.versions] == [(0, None), (1, 0), (2, 1),
+                                                                  (3, 1)]
+    assert versions.versions[3].lineage["rollback_of"] == 1
+    assert "* v3" in listing.getvalue() and "rollback of v1" in listing.getvalue()
+    files = ModelFiles(tmp_path / "cloud-data" / "models")
+    spec = spec_of(build_mlp((64, 100, 100, 10)))
+    assert all(torch.equal(a, b) for a, b in zip(files.load("v1.safetensors", spec)[0],
+                                                 files.load("v3.safetensors", spec)[0],
+                                                 strict=True))
 
 
 def _use_csv_source(config: Path, csv_path: Path, *, partition: int) -> None:
