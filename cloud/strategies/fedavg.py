@@ -38,7 +38,8 @@ class FedAvg:
             # Slice by slice: a whole-tensor float64 copy of the update would cost another
             # model's worth of memory. 16K elements stay on one thread, which on a busy
             # 2-core host beat both the whole-tensor add and larger slices (bench/aggregation).
-            for a, d in zip(acc.view(-1).split(_SLICE), t.detach().reshape(-1).split(_SLICE),
+            for a, d in zip(torch.split(acc.view(-1), _SLICE),
+                            torch.split(t.detach().reshape(-1), _SLICE),
                             strict=True):
                 a.add_(d, alpha=weight)
         self._weight += weight
@@ -50,7 +51,7 @@ class FedAvg:
         out = []
         for acc in self._sums:
             mean = torch.empty(acc.shape, dtype=torch.float32)
-            for o, a in zip(mean.view(-1).split(_SLICE), acc.view(-1).split(_SLICE),
+            for o, a in zip(torch.split(mean.view(-1), _SLICE), torch.split(acc.view(-1), _SLICE),
                             strict=True):
                 o.copy_(a / self._weight)
             out.append(mean)
