@@ -31,6 +31,14 @@ class RoundConfig(Section):
                             description="share of online edges selected, seeded per round")
     codec: str = Field(default="f32", description="update codec edges encode with")
     codec_params: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    buffer: int = Field(default=0, ge=0, le=1 << 20,
+                        description="async sessions: aggregate every K accepted updates; "
+                                    "0 means the number of edges online at open")
+    max_staleness: int = Field(default=1, ge=0,
+                               description="async sessions: accept updates trained on up to "
+                                           "this many versions before the current one")
+    session_s: float = Field(default=3600.0, gt=0,
+                             description="async sessions: how long one runs unless stopped")
 
 
 class IntakeConfig(Section):

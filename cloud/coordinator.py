@@ -1,16 +1,22 @@
 """The global model and its rounds: open, count updates, aggregate, blend, evaluate, publish.
 
+Two modes. A sync round aggregates once, when every selected edge answered or the deadline
+passed. An async session (FedBuff, Nguyen et al. 2022) aggregates every `buffer` accepted
+updates into a new version, each weighted by `rounds.staleness_weight`, until its deadline or
+`stop_round`.
+
 Every decision goes to the store before it is announced, so a restarted cloud picks up the
 open round where it was and, aggregating the same accepted updates in the same order (by
-update id), reaches the same model bit for bit. No MQTT here: the service hands in accepted
-updates and the clock, and gets model versions and round states out through two callables.
+update id), reaches the same model bit for bit; an async session's pending updates (accepted,
+not yet in a version) stay pending. No MQTT here: the service hands in accepted updates and
+the clock, and gets model versions and round states out through two callables.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -25,7 +31,7 @@ from fedstream.cloud.store import CloudStore
 from fedstream.cloud.strategies import STRATEGIES
 from fedstream.shared.blobs import decode_with
 from fedstream.shared.codecs import CODECS
-from fedstream.shared.control import EdgeStatus, RoundState, TrainParams
+from fedstream.shared.control import ROUND_MODES, EdgeStatus, RoundState, TrainParams
 from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.model import build_mlp, spec_of, tensors_of
 
@@ -70,9 +76,11 @@ class Coordinator:
         self.current, self.server_state = self._load_current(tensors_of(initial))
         self.round: RoundState | None = store.journal.last_round()
         self.edges: dict[str, EdgeStatus] = {}
-        # Edges whose update the current round has accepted (rebuilt from the journal).
-        self.counted: set[str] = set() if self.round is None else {
-            row.edge_id for row in store.journal.accepted(self.round.round_id)}
+        # (edge id, base version) of each update the current round accepted, rebuilt from the
+        # journal: an edge contributes once per version it trained on.
+        self.counted: set[tuple[str, int]] = set() if self.round is None else _recent(
+            self.round, {(row.edge_id, row.base)
+                         for row in store.journal.accepted(self.round.round_id)})
 
     def _load_current(self, initial: list[torch.Tensor]) -> tuple[ModelVersion,
                                                                   ServerState | None]:
@@ -89,19 +97,24 @@ class Coordinator:
                             metrics=row.lineage.get("metrics", {})), state
 
     def _save_version(self, version: ModelVersion, state: ServerState | None, *,
-                      round_id: str, lineage: dict[str, object]) -> None:
+                      round_id: str, lineage: dict[str, object],
+                      applied: Sequence[str] = ()) -> None:
         path = self.store.models.save(version.version, self.spec, version.tensors, state)
         self.store.journal.add_version(VersionRow(
             version=version.version, parent=version.parent, round_id=round_id, path=path,
-            lineage={**lineage, "metrics": dict(version.metrics), "created": time.time()}))
+            lineage={**lineage, "metrics": dict(version.metrics), "created": time.time()}),
+            applied=applied)
 
     def start(self, now: float) -> None:
         """Republish the current model and resume a round that was cut off by a restart."""
-        self._publish_model(self.current)
+        model_bytes = self._publish_model(self.current)
         log.info("model_published", version=self.current.version, **self.current.metrics)
         if self.round is not None and not self.round.terminal:
             log.info("round_resumed", round_id=self.round.round_id, status=self.round.status,
-                     received=self.round.received)
+                     received=self.round.received, mode=self.round.mode)
+            if self.round.is_async:
+                self._resume_session(now, model_bytes)
+                return
             self._publish_round(self.round)
             if self.round.status == "aggregating":
                 self._finish(self._aggregate(self.round, now))
@@ -113,14 +126,16 @@ class Coordinator:
         self.edges[status.edge_id] = status
 
     def start_round(self, now: float, **overrides: float | int | str | bool) -> RoundState:
-        """Open a round for the selected online edges.
+        """Open a sync round for the selected online edges, or an async session.
 
         Args:
             now: The clock.
             overrides: `epochs`, `lr`, `momentum`, `batch_size`, `deadline_s`, `codec`, codec
-                parameters as `codec.<name>`, and the selection: `fraction` (a random share of
-                the online edges, seeded by the config seed and the round id) or `edges`
-                (comma-separated ids); the rest come from the config.
+                parameters as `codec.<name>`, and `mode` ("sync" or "async"). A sync round
+                takes a selection: `fraction` (a random share of the online edges, seeded by
+                the config seed and the round id) or `edges` (comma-separated ids). An async
+                session takes `buffer` (K; 0 means the number of edges online) and
+                `max_staleness`, and any edge may join it. The rest come from the config.
 
         Raises:
             FedstreamError: round_in_progress, no_edges when none is online, bad_config or
@@ -129,6 +144,12 @@ class Coordinator:
         if self.round is not None and not self.round.terminal:
             raise FedstreamError(Reason.ROUND_IN_PROGRESS, self.round.round_id)
         defaults = self.cfg.rounds
+        mode = str(overrides.get("mode", "sync"))
+        misplaced = overrides.keys() & ({"fraction", "edges"} if mode == "async"
+                                        else {"buffer", "max_staleness"})
+        if mode not in ROUND_MODES or misplaced:
+            raise FedstreamError(Reason.BAD_CONFIG, f"mode {mode!r} (one of {ROUND_MODES}) "
+                                 f"does not take {sorted(misplaced)}")
         try:
             train = TrainParams(epochs=int(overrides.get("epochs", defaults.epochs)),
                                 lr=float(overrides.get("lr", defaults.lr)),
@@ -141,6 +162,9 @@ class Coordinator:
                         if k.startswith("codec.")} or dict(defaults.codec_params)
         CODECS.build(codec, **codec_params)  # refuse a bad codec before any edge trains
         round_id = uuid.uuid4().hex[:12]
+        if mode == "async":
+            return self._open_session(now, round_id, train=train, codec=codec,
+                                      codec_params=codec_params, overrides=overrides)
         named = str(overrides.get("edges", ""))
         selection = rounds.select_edges(
             [e.edge_id for e in self.edges.values() if e.online],
@@ -157,20 +181,63 @@ class Coordinator:
                  selection=list(state.selection), codec=codec, codec_params=codec_params)
         return state
 
+    def _open_session(self, now: float, round_id: str, *, train: TrainParams, codec: str,
+                      codec_params: Mapping[str, float | int | str | bool],
+                      overrides: Mapping[str, float | int | str | bool]) -> RoundState:
+        defaults = self.cfg.rounds
+        online = tuple(e.edge_id for e in self.edges.values() if e.online)
+        try:
+            buffer = int(overrides.get("buffer", defaults.buffer)) or len(online)
+            max_staleness = int(overrides.get("max_staleness", defaults.max_staleness))
+            deadline_s = float(overrides.get("deadline_s", defaults.session_s))
+        except ValueError as err:
+            raise FedstreamError(Reason.BAD_CONFIG, str(err)) from err
+        state = rounds.open_session(
+            round_id=round_id, model=self.cfg.model, base_version=self.current.version,
+            now=now, deadline_s=deadline_s, train=train, codec=codec, codec_params=codec_params,
+            online=online, buffer=buffer, max_staleness=max_staleness)
+        self.counted = set()
+        self._set_round(state)
+        log.info("round_opened", round_id=round_id, mode="async", base=self.current.version,
+                 online=list(state.selection), buffer=buffer, max_staleness=max_staleness,
+                 deadline_s=deadline_s, codec=codec, codec_params=dict(codec_params))
+        return state
+
     def on_update(self, row: UpdateRow, now: float) -> None:
         """Count an update the service has accepted and spooled."""
         assert self.round is not None
-        self.counted.add(row.edge_id)
+        self.counted.add((row.edge_id, row.base))
         self._set_round(rounds.record_update(self.round))
         log.info("update_accepted", round_id=row.round_id, edge_id=row.edge_id,
-                 update_id=row.update_id, samples=row.samples, bytes=row.bytes,
+                 update_id=row.update_id, samples=row.samples, bytes=row.bytes, base=row.base,
                  received=self.round.received, expected=self.round.expected)
-        self.tick(now)
+        if self.round.is_async:
+            self._advance_session(now)
+        else:
+            self.tick(now)
+
+    def stop_round(self, now: float) -> RoundState | None:
+        """End the open round now: a sync round fails with round_stopped; an async session
+        aggregates what is pending and ends. With nothing open, the last round is returned."""
+        state = self.round
+        if state is None or state.terminal:
+            return state
+        log.info("round_stopped", round_id=state.round_id, mode=state.mode,
+                 received=state.received)
+        if state.is_async:
+            self._end_session(now, Reason.ROUND_STOPPED)
+        else:
+            self._finish(rounds.to_failed(state, Reason.ROUND_STOPPED,
+                                          f"{state.received} of {state.expected} updates"))
+        return self.round
 
     def tick(self, now: float) -> None:
         """Close the round when every update is in or the deadline has passed."""
         state = self.round
         if state is None or not rounds.should_close(state, now):
+            return
+        if state.is_async:
+            self._end_session(now, Reason.NO_QUORUM)
             return
         if not rounds.has_quorum(state):
             self._finish(rounds.to_failed(state, Reason.NO_QUORUM,
@@ -190,10 +257,17 @@ class Coordinator:
             return rounds.to_published(state, {**result, "version": self.current.version,
                                                "model_bytes": model_bytes,
                                                **self.current.metrics})
+        model_bytes = self._fold(state, rows, [float(r.samples) for r in rows], lineage={})
+        return rounds.to_published(state, {**result, "version": self.current.version,
+                                           **self.current.metrics, "model_bytes": model_bytes})
+
+    def _fold(self, state: RoundState, rows: Sequence[UpdateRow], weights: Sequence[float], *,
+              lineage: Mapping[str, object]) -> int:
+        """Aggregate `rows` with `weights` into the next version: server step, blend, evaluate,
+        save (marking `rows` applied in the same transaction), publish. Returns its bytes."""
         agg = self.strategy.new_round()
-        for row in rows:  # update-id order: the same on every replay
-            agg.add(decode_with(row.codec, self.store.spool.get(row.spool), self.spec),
-                    float(row.samples))
+        for row, weight in zip(rows, weights, strict=True):  # update-id order, on every replay
+            agg.add(decode_with(row.codec, self.store.spool.get(row.spool), self.spec), weight)
         aggregate = agg.result()
         del agg  # its float64 sums are twice the model: free them before the next steps
         delta, state_after = self.strategy.step(aggregate, self.server_state)
@@ -204,12 +278,76 @@ class Coordinator:
                            tensors=tensors, metrics={"accuracy": acc})
         self._save_version(new, state_after, round_id=state.round_id, lineage={
             "round": state.round_id, "strategy": self.cfg.strategy, "codec": state.codec,
-            "blend_alpha": self.cfg.blend_alpha, "edges": sorted(r.edge_id for r in rows)})
+            "blend_alpha": self.cfg.blend_alpha, "edges": sorted(r.edge_id for r in rows),
+            **lineage}, applied=[r.update_id for r in rows])
         self.current, self.server_state = new, state_after
         model_bytes = self._publish_model(new)
-        log.info("model_published", version=new.version, accuracy=acc, parent=new.parent)
-        return rounds.to_published(state, {**result, "version": new.version, "accuracy": acc,
-                                           "model_bytes": model_bytes})
+        log.info("model_published", version=new.version, accuracy=acc, parent=new.parent,
+                 round_id=state.round_id, updates=len(rows))
+        return model_bytes
+
+    # -- async sessions ---------------------------------------------------------------------
+    def _advance_session(self, now: float) -> None:
+        """Fold a full buffer into a new version; end the session past its deadline."""
+        state = self.round
+        assert state is not None
+        pending = self.store.journal.pending(state.round_id)
+        if rounds.should_aggregate(state, len(pending)):
+            self._next_version(state, pending, now)
+        if self.round is not None and rounds.should_close(self.round, now):
+            self._end_session(now, Reason.NO_QUORUM)
+
+    def _next_version(self, state: RoundState, pending: Sequence[UpdateRow], now: float) -> None:
+        """Publish the pending updates, down-weighted by staleness, as the session's next
+        version, and move the session onto it."""
+        staleness = [self.current.version - r.base for r in pending]
+        weights = [rounds.staleness_weight(r.samples, s)
+                   for r, s in zip(pending, staleness, strict=True)]
+        model_bytes = self._fold(state, pending, weights, lineage={
+            "mode": "async", "buffer": state.buffer, "staleness_max": max(staleness)})
+        moved = rounds.to_next_version(state, self.current.version,
+                                       self._session_result(state, now, model_bytes))
+        self.counted = _recent(moved, self.counted)
+        self._set_round(moved)
+
+    def _end_session(self, now: float, reason: Reason) -> None:
+        """Fold what is pending, then end published, or failed with `reason` if the session
+        never made a version."""
+        state = self.round
+        assert state is not None and state.is_async
+        pending = self.store.journal.pending(state.round_id)
+        if pending:
+            self._next_version(state, pending, now)
+            state = self.round
+            assert state is not None
+        if state.result.get("versions"):
+            self._finish(rounds.to_published(state, {**state.result,
+                                                     "seconds": round(now - state.opened, 3)}))
+        else:
+            self._finish(rounds.to_failed(state, reason,
+                                          f"{state.received} updates, no version published"))
+
+    def _resume_session(self, now: float, model_bytes: int) -> None:
+        """Pick a session up after a restart; a version saved but not yet announced as the
+        session's base (the cloud died in between) is announced now."""
+        state = self.round
+        assert state is not None
+        if state.base_version != self.current.version:
+            self._set_round(rounds.to_next_version(
+                state, self.current.version, self._session_result(state, now, model_bytes)))
+        else:
+            self._publish_round(state)
+        self._advance_session(now)
+
+    def _session_result(self, state: RoundState, now: float,
+                        model_bytes: int) -> dict[str, float | int | str]:
+        """What the session has published so far, from the journal (so a restart agrees)."""
+        applied = [r for r in self.store.journal.accepted(state.round_id)
+                   if r.applied is not None]
+        return {"seconds": round(now - state.opened, 3),
+                "versions": len({r.applied for r in applied}), "updates": len(applied),
+                "bytes_in": sum(r.bytes for r in applied), "version": self.current.version,
+                **self.current.metrics, "model_bytes": model_bytes}
 
     def rollback(self, version: int) -> ModelVersion:
         """Publish the weights of an earlier version as a new current version.
@@ -240,3 +378,11 @@ class Coordinator:
         self._set_round(state)
         log.info("round_closed", round_id=state.round_id, status=state.status,
                  reason=state.reason or None, **state.result)
+
+
+def _recent(state: RoundState, counted: set[tuple[str, int]]) -> set[tuple[str, int]]:
+    """The duplicate keys still worth keeping: an async session refuses updates on versions
+    older than its staleness window as stale anyway, so their keys can go (bounded memory)."""
+    if not state.is_async:
+        return counted
+    return {key for key in counted if key[1] >= state.base_version - state.max_staleness}

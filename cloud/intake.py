@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import torch
@@ -75,8 +76,11 @@ class Intake:
         return chunk
 
     def take(self, payload: bytes | UpdateChunk, *, topic_edge: str,
-             state: RoundState | None, counted: set[str], now: float) -> Update | None:
+             state: RoundState | None, counted: AbstractSet[tuple[str, int]],
+             now: float) -> Update | None:
         """Take one frame (raw or parsed); return the update once it is complete and valid.
+
+        `counted` holds the (edge id, base version) of updates the round already accepted.
 
         Raises:
             ProtocolError: with the reason the frame or update is rejected; for a reason in

@@ -2,13 +2,17 @@
 
 Durability: WAL with synchronous=NORMAL survives a killed process (what the fault tests do);
 set `synchronous="FULL"` to also survive power loss at the cost of an fsync per commit.
+
+An accepted update is pending until a version folds it in; the version row and the marks on
+the updates it consumed are written in one transaction, so a crash can neither publish a
+version and forget what it consumed nor mark updates consumed by a version that does not exist.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +35,7 @@ CREATE TABLE IF NOT EXISTS updates (
     update_id TEXT PRIMARY KEY, round_id TEXT NOT NULL, edge_id TEXT NOT NULL,
     status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', samples INTEGER NOT NULL DEFAULT 0,
     bytes INTEGER NOT NULL DEFAULT 0, codec TEXT NOT NULL DEFAULT '',
-    spool TEXT NOT NULL DEFAULT '');
+    spool TEXT NOT NULL DEFAULT '', base INTEGER NOT NULL DEFAULT 0, applied INTEGER);
 CREATE INDEX IF NOT EXISTS updates_round ON updates (round_id, status);
 CREATE TABLE IF NOT EXISTS rounds (
     round_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, status TEXT NOT NULL, state BLOB NOT NULL);
@@ -40,6 +44,11 @@ CREATE TABLE IF NOT EXISTS versions (
     lineage TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns added after the first release, with their definitions, for journals created before.
+ADDED_COLUMNS = (("updates", "base", "INTEGER NOT NULL DEFAULT 0"),
+                 ("updates", "applied", "INTEGER"))
+UPDATE_COLUMNS = ("update_id, round_id, edge_id, status, reason, samples, bytes, codec, spool, "
+                  "base, applied")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,8 @@ class UpdateRow:
     bytes: int = 0
     codec: str = ""
     spool: str = ""
+    base: int = 0
+    applied: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +98,7 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
             self._db.executescript(SCHEMA)
+            self._run(_migrate)
         except (sqlite3.Error, OSError) as err:
             raise StoreError(Reason.STORE_FAILED, f"{path}: {err}") from err
         self.path = path
@@ -138,22 +150,30 @@ class Journal:
     def record_update(self, row: UpdateRow) -> None:
         """Record the decision on an update and drop its chunks, in one transaction."""
         def work(db: sqlite3.Connection) -> None:
-            db.execute("INSERT OR IGNORE INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute(f"INSERT OR IGNORE INTO updates ({UPDATE_COLUMNS}) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (row.update_id, row.round_id, row.edge_id, row.status, row.reason,
-                        row.samples, row.bytes, row.codec, row.spool))
+                        row.samples, row.bytes, row.codec, row.spool, row.base, row.applied))
             db.execute("DELETE FROM chunks WHERE blob_id = ?", (row.update_id,))
         self._run(work)
 
     def update(self, update_id: str) -> UpdateRow | None:
         """The decision on an update, if one was made."""
-        row = self._db.execute("SELECT * FROM updates WHERE update_id = ?",
+        row = self._db.execute(f"SELECT {UPDATE_COLUMNS} FROM updates WHERE update_id = ?",
                                (update_id,)).fetchone()
         return UpdateRow(*row) if row else None
 
     def accepted(self, round_id: str) -> list[UpdateRow]:
         """Accepted updates of a round, in update-id order (the aggregation order)."""
-        rows = self._db.execute("SELECT * FROM updates WHERE round_id = ? AND status = "
-                                "'accepted' ORDER BY update_id", (round_id,))
+        rows = self._db.execute(f"SELECT {UPDATE_COLUMNS} FROM updates WHERE round_id = ? AND "
+                                "status = 'accepted' ORDER BY update_id", (round_id,))
+        return [UpdateRow(*r) for r in rows]
+
+    def pending(self, round_id: str) -> list[UpdateRow]:
+        """Accepted updates of a round that no version has folded in yet, in update-id order."""
+        rows = self._db.execute(f"SELECT {UPDATE_COLUMNS} FROM updates WHERE round_id = ? AND "
+                                "status = 'accepted' AND applied IS NULL ORDER BY update_id",
+                                (round_id,))
         return [UpdateRow(*r) for r in rows]
 
     # -- rounds ----------------------------------------------------------------------------
@@ -170,11 +190,26 @@ class Journal:
         return wire.expect(row[0], RoundState) if row else None
 
     # -- versions --------------------------------------------------------------------------
-    def add_version(self, row: VersionRow) -> None:
-        """Record a model version (its file must already be durable)."""
-        self._run(lambda db: db.execute(
-            "INSERT INTO versions VALUES (?, ?, ?, ?, ?)",
-            (row.version, row.parent, row.round_id, row.path, json.dumps(row.lineage))))
+    def add_version(self, row: VersionRow, *, applied: Sequence[str] = ()) -> None:
+        """Record a model version (its file must already be durable) and, in the same
+        transaction, mark the updates it folded in as applied to it.
+
+        Raises:
+            StoreError: store_failed for a version recorded before, or an update in `applied`
+                that is unknown, not accepted or already applied (nothing is written then).
+        """
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?)",
+                       (row.version, row.parent, row.round_id, row.path,
+                        json.dumps(row.lineage)))
+            marked = db.executemany(
+                "UPDATE updates SET applied = ? WHERE update_id = ? AND status = 'accepted' "
+                "AND applied IS NULL", [(row.version, u) for u in applied]).rowcount
+            if marked != len(applied):
+                raise StoreError(Reason.STORE_FAILED,
+                                 f"v{row.version}: {len(applied) - marked} of {len(applied)} "
+                                 "updates are unknown, rejected or applied already")
+        self._run(work)
 
     def versions(self) -> list[VersionRow]:
         """Every version, oldest first."""
@@ -191,3 +226,27 @@ class Journal:
         """A named value, if set."""
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a journal written by an older release up to this schema.
+
+    Before async sessions every round was a sync round on one base version that published at
+    most one version: an old update row's base is its round's base version (read from the
+    saved round state), and an accepted one was applied to its round's version, if any.
+    """
+    for table, column, definition in ADDED_COLUMNS:
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if column in have:
+            continue
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        if (table, column) == ("updates", "base"):
+            for (state,) in db.execute("SELECT state FROM rounds").fetchall():
+                saved: RoundState = wire.expect(state, RoundState)
+                db.execute("UPDATE updates SET base = ? WHERE round_id = ?",
+                           (saved.base_version, saved.round_id))
+        if (table, column) == ("updates", "applied"):
+            db.execute("UPDATE updates SET applied = (SELECT MAX(version) FROM versions WHERE "
+                       "versions.round_id = updates.round_id AND versions.round_id != '') "
+                       "WHERE status = 'accepted'")
+        log.info("journal_migrated", table=table, column=column)

@@ -85,7 +85,8 @@ class UpdateReceiver:
         path = self.store.spool.put(meta.round_id, update.header.blob_id, update.blob)
         row = UpdateRow(update_id=update.header.blob_id, round_id=meta.round_id,
                         edge_id=meta.edge_id, status="accepted", samples=meta.samples,
-                        bytes=update.header.size, codec=update.header.codec, spool=path)
+                        bytes=update.header.size, codec=update.header.codec, spool=path,
+                        base=meta.base_version)
         self._decide(row, "")
         self.coordinator.on_update(row, now)
 

@@ -1,13 +1,19 @@
-"""The round state machine: open -> collecting -> aggregating -> published | failed. Pure."""
+"""The round state machine: open -> collecting -> aggregating -> published | failed. Pure.
+
+An async session (FedBuff, Nguyen et al. 2022) is one long "collecting" state whose base
+version moves every time it publishes, ending published | failed at its deadline or on stop.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 from fedstream.shared._fields import Scalar
-from fedstream.shared.control import RoundState, TrainParams
+from fedstream.shared.control import MAX_BUFFER, RoundState, TrainParams
 from fedstream.shared.errors import FedstreamError, ProtocolError, Reason
 from fedstream.shared.messages import UpdateMeta
 
@@ -26,6 +32,29 @@ def open_round(*, round_id: str, model: str, base_version: int, now: float, dead
                       deadline=now + deadline_s, train=train, codec=codec,
                       codec_params=dict(codec_params), opened=now,
                       selection=tuple(sorted(selection)), quorum=min(quorum, len(selection)))
+
+
+def open_session(*, round_id: str, model: str, base_version: int, now: float, deadline_s: float,
+                 train: TrainParams, codec: str, codec_params: Mapping[str, Scalar],
+                 online: tuple[str, ...], buffer: int, max_staleness: int) -> RoundState:
+    """A new async session, collecting at once: aggregate every `buffer` accepted updates.
+
+    `online` (the edges online at open) is informational: any edge may join later.
+
+    Raises:
+        FedstreamError: no_edges when nobody is online; bad_config for a buffer below 1 or a
+            negative max_staleness.
+    """
+    if not online:
+        raise FedstreamError(Reason.NO_EDGES, "no edge is online")
+    if not 1 <= buffer <= MAX_BUFFER or max_staleness < 0:
+        raise FedstreamError(Reason.BAD_CONFIG, f"buffer must be 1-{MAX_BUFFER} and "
+                             f"max_staleness >= 0; got {buffer} and {max_staleness}")
+    return RoundState(round_id=round_id, model=model, status="collecting", mode="async",
+                      base_version=base_version, deadline=now + deadline_s, train=train,
+                      codec=codec, codec_params=dict(codec_params), opened=now,
+                      selection=tuple(sorted(online)), quorum=1, buffer=buffer,
+                      max_staleness=max_staleness)
 
 
 def select_edges(online: Sequence[str], *, fraction: float = 1.0, edges: Sequence[str] = (),
@@ -50,22 +79,48 @@ def select_edges(online: Sequence[str], *, fraction: float = 1.0, edges: Sequenc
     return tuple(sorted(random.Random(seed).sample(pool, count)))
 
 
-def check_update(state: RoundState | None, meta: UpdateMeta, counted: set[str]) -> None:
-    """Reject an update that does not belong to the collecting round.
+def check_update(state: RoundState | None, meta: UpdateMeta,
+                 counted: AbstractSet[tuple[str, int]]) -> None:
+    """Reject an update that does not belong to the collecting round or session.
+
+    A sync round takes one update per selected edge, trained on its base version. An async
+    session takes updates from any edge trained on a version `v` with
+    `base_version - max_staleness <= v <= base_version`. In both, `counted` holds the
+    (edge id, base version) of every update already accepted: an edge contributes once per
+    version it trained on (in a sync round, once).
 
     Raises:
         ProtocolError: stale_round, unknown_edge or duplicate_update.
     """
     if state is None or state.terminal or state.status == "aggregating":
         raise ProtocolError(Reason.STALE_ROUND, f"round {meta.round_id} is not collecting")
-    if meta.round_id != state.round_id or meta.base_version != state.base_version:
+    oldest = state.base_version - state.max_staleness if state.is_async else state.base_version
+    if meta.round_id != state.round_id or not oldest <= meta.base_version <= state.base_version:
+        window = (f"v{max(0, oldest)}..v{state.base_version}" if oldest < state.base_version
+                  else f"v{state.base_version}")
         raise ProtocolError(Reason.STALE_ROUND,
                             f"update for round {meta.round_id} on v{meta.base_version}; "
-                            f"open is {state.round_id} on v{state.base_version}")
-    if meta.edge_id not in state.selection:
+                            f"open is {state.round_id} on {window}")
+    if not state.is_async and meta.edge_id not in state.selection:
         raise ProtocolError(Reason.UNKNOWN_EDGE, f"{meta.edge_id} not selected")
-    if meta.edge_id in counted:
-        raise ProtocolError(Reason.DUPLICATE_UPDATE, f"{meta.edge_id} already counted")
+    if (meta.edge_id, meta.base_version) in counted:
+        raise ProtocolError(Reason.DUPLICATE_UPDATE,
+                            f"{meta.edge_id} already counted on v{meta.base_version}")
+
+
+def staleness_weight(samples: float, staleness: int) -> float:
+    """FedBuff's polynomial down-weighting of a stale update: `samples / sqrt(1 + staleness)`.
+
+    `staleness` is how many versions the global model moved on since the update's base
+    (0 for a fresh one), so a fresh update weighs its sample count, one a version behind
+    `samples/sqrt(2)`, three behind half of it.
+
+    Raises:
+        ValueError: a negative staleness.
+    """
+    if staleness < 0:
+        raise ValueError(f"staleness must be >= 0, got {staleness}")
+    return samples / math.sqrt(1 + staleness)
 
 
 def record_update(state: RoundState) -> RoundState:
@@ -74,10 +129,22 @@ def record_update(state: RoundState) -> RoundState:
 
 
 def should_close(state: RoundState, now: float) -> bool:
-    """Every selected edge answered, or the deadline passed."""
+    """Every selected edge answered, or the deadline passed (an async session: the deadline)."""
     return not state.terminal and state.status != "aggregating" and (
-        state.received >= state.expected or now >= state.deadline
+        (not state.is_async and state.received >= state.expected) or now >= state.deadline
     )
+
+
+def should_aggregate(state: RoundState, pending: int) -> bool:
+    """An async session has a full buffer of updates not yet folded into a version."""
+    return state.is_async and not state.terminal and pending >= max(1, state.buffer)
+
+
+def to_next_version(state: RoundState, version: int,
+                    result: Mapping[str, Scalar]) -> RoundState:
+    """An async session published `version`: later updates train on it; still collecting."""
+    return dataclasses.replace(state, status="collecting", base_version=version,
+                               result=dict(result))
 
 
 def has_quorum(state: RoundState) -> bool:

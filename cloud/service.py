@@ -164,6 +164,9 @@ class CloudService:
         if req.verb == "round_start":
             return CommandReply(ok=True, round=coord.start_round(time.time(), **req.args),
                                 model_version=coord.current.version)
+        if req.verb == "round_stop":
+            return CommandReply(ok=True, round=coord.stop_round(time.time()),
+                                model_version=coord.current.version)
         if req.verb == "status":
             return CommandReply(ok=True, round=coord.round, edges=tuple(coord.edges.values()),
                                 model_version=coord.current.version,

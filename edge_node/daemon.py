@@ -1,4 +1,10 @@
-"""The edge daemon: follow the global model, train on rounds, publish updates, report status."""
+"""The edge daemon: follow the global model, train on rounds, publish updates, report status.
+
+In a sync round the edge trains once, on the round's base version, if it is selected. In an
+async session (any edge may join) it trains whenever it holds a model version it has not
+trained on in that session yet, never twice on one version, and sends the update with that
+version as its base.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import torch
 from fedstream.edge_node.config import EdgeConfig
 from fedstream.edge_node.model_sync import HeldModel, ModelSync
 from fedstream.edge_node.outbox import Outbox
+from fedstream.edge_node.participation import Step, next_step
 from fedstream.edge_node.trainer import train_round
 from fedstream.shared import wire
 from fedstream.shared.backends import BackendChoice, select_backend
@@ -48,7 +55,8 @@ class EdgeDaemon:
         self.sync = ModelSync(model=cfg.model, max_bytes=cfg.max_model_bytes)
         self.backend: BackendChoice | None = None
         self._pending: RoundState | None = None
-        self._last_round = ""
+        # (round or session id, version) of the last training.
+        self._trained: tuple[str, int] | None = None
         # What lossy codecs dropped from earlier updates, sent with the next one (P9).
         self._feedback = ErrorFeedback()
         self._inbox: queue.Queue[Inbound] = queue.Queue()
@@ -138,34 +146,33 @@ class EdgeDaemon:
         self.mqtt.publish_many((topic, f) for f in frames)
 
     def _on_round(self, state: RoundState) -> None:
-        if state.terminal or state.status == "aggregating":
-            return
-        if self.cfg.edge_id not in state.selection or state.round_id == self._last_round:
-            return
         self._pending = state
         self._maybe_train()
 
     def _maybe_train(self) -> None:
         state, held = self._pending, self.sync.current
-        if state is None or held is None or self.backend is None:
+        if state is None or self.backend is None:
             return
-        if held.version > state.base_version:
+        step = next_step(state, edge_id=self.cfg.edge_id,
+                         held=held.version if held else None, trained=self._trained)
+        if step is Step.STALE:
             self.log.info("round_skipped", round_id=state.round_id, reason="stale_round")
+        if step in (Step.STALE, Step.DROP):
             self._pending = None
+        if step is not Step.TRAIN or held is None:
             return
-        if held.version < state.base_version:
-            return  # the round's base model is still arriving
-        self._pending = None
-        self._last_round = state.round_id
+        self._trained = (state.round_id, held.version)
         self._train_and_send(state, held)
 
     def _train_and_send(self, state: RoundState, held: HeldModel) -> None:
+        # The update's base is the version trained on: the round's base version in a sync
+        # round (checked by the caller), the held one in an async session.
         assert self.backend is not None
         started = time.monotonic()
         # Seeded by the base version, not the random round id, so reruns are reproducible.
         result = train_round(layers=held.layers, base=held.tensors, data=self.data,
                              params=state.train, backend=self.backend.backend,
-                             seed=zlib.crc32(f"{self.cfg.seed}:{state.base_version}".encode()))
+                             seed=zlib.crc32(f"{self.cfg.seed}:{held.version}".encode()))
         train_s = time.monotonic() - started
         codec = CODECS.build(state.codec, **state.codec_params)
         try:
@@ -178,7 +185,7 @@ class EdgeDaemon:
             return
         enc = pack_blob(blob, held.spec, codec=state.codec, chunk_size=self.cfg.chunk_size)
         meta = UpdateMeta(edge_id=self.cfg.edge_id, round_id=state.round_id,
-                          base_version=state.base_version, samples=result.samples,
+                          base_version=held.version, samples=result.samples,
                           loss=result.loss)
         frames = [wire.pack(UpdateChunk(header=enc.header, meta=meta, index=i, data=view))
                   for i, view in enumerate(enc.chunks)]
@@ -186,6 +193,7 @@ class EdgeDaemon:
         self.outbox.put(enc.header.blob_id, frames)
         self._publish_frames(frames)
         self.log.info("update_sent", round_id=state.round_id, update_id=enc.header.blob_id,
+                      base=held.version,
                       loss=round(result.loss, 4), samples=result.samples,
                       bytes=enc.header.size, chunks=enc.header.count, codec=state.codec,
                       train_ms=round(train_s * 1000), send_ms=round(
@@ -203,5 +211,5 @@ class EdgeDaemon:
         status = EdgeStatus(edge_id=self.cfg.edge_id, online=online,
                             version=held.version if held else None, samples=len(self.data),
                             backend=self.backend.describe() if self.backend else {},
-                            last_round=self._last_round)
+                            last_round=self._trained[0] if self._trained else "")
         self.mqtt.publish(self._status_topic, wire.pack(status), retain=True)

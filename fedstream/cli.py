@@ -63,7 +63,19 @@ def _round_start(args: argparse.Namespace) -> int:
                           ("deadline_s", args.deadline), ("codec", args.codec),
                           ("fraction", args.fraction), ("edges", args.edges)) if v is not None}
     overrides.update((f"codec.{k}", v) for k, v in args.codec_param)
+    if args.asynchronous:
+        overrides["mode"] = "async"
+    # Sent only when given: the cloud refuses them for a sync round rather than ignore them.
+    overrides.update((k, v) for k, v in (("buffer", args.buffer),
+                                         ("max_staleness", args.max_staleness)) if v is not None)
     start_round(_client_args(args), wait=args.wait, overrides=overrides, out=sys.stdout)
+    return 0
+
+
+def _round_stop(args: argparse.Namespace) -> int:
+    from fedstream.operator import stop_round
+
+    stop_round(_client_args(args), out=sys.stdout)
     return 0
 
 
@@ -122,6 +134,40 @@ def _key_value(text: str) -> tuple[str, int | float | str | bool]:
     return key, value
 
 
+def _add_round_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                      ) -> None:
+    """`fedstream round start|stop`."""
+    rnd = sub.add_parser("round", help="drive federated rounds and async sessions")
+    rnd_actions = rnd.add_subparsers(dest="action", required=True)
+    start = rnd_actions.add_parser("start", help="open a round (or, with --async, a session)")
+    _add_client_options(start)
+    start.add_argument("--wait", action="store_true",
+                       help="follow the round to its end (a session: print each version)")
+    start.add_argument("--epochs", type=int)
+    start.add_argument("--lr", type=float)
+    start.add_argument("--deadline", type=float,
+                       help="seconds to collect updates (a session: how long it runs)")
+    start.add_argument("--async", dest="asynchronous", action="store_true",
+                       help="open an async (FedBuff) session: any edge trains whenever it "
+                            "holds a new version; a version every --buffer updates, until "
+                            "--deadline or `round stop`")
+    start.add_argument("--buffer", type=int, metavar="K",
+                       help="async: aggregate every K accepted updates (0: the edges online)")
+    start.add_argument("--max-staleness", type=int, metavar="S",
+                       help="async: accept updates trained up to S versions before the "
+                            "current one, weighted samples/sqrt(1+staleness)")
+    start.add_argument("--fraction", type=float,
+                       help="select a seeded random share of the online edges (0-1]")
+    start.add_argument("--edges", help="select these edges (comma-separated ids)")
+    start.add_argument("--codec", help="update codec for this round (f32, f16, bf16, int8, topk)")
+    start.add_argument("--codec-param", type=_key_value, action="append", default=[],
+                       metavar="KEY=VALUE", help="codec parameter, e.g. density=0.02")
+    start.set_defaults(handler=_round_start)
+    stop = rnd_actions.add_parser("stop", help="end the open round or session now")
+    _add_client_options(stop)
+    stop.set_defaults(handler=_round_stop)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="fedstream", description=__doc__)
@@ -141,20 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--config", type=Path, required=True, help="TOML config file")
         run.set_defaults(handler=handler)
 
-    rnd = sub.add_parser("round", help="drive federated rounds")
-    start = rnd.add_subparsers(dest="action", required=True).add_parser("start")
-    _add_client_options(start)
-    start.add_argument("--wait", action="store_true", help="follow the round to its end")
-    start.add_argument("--epochs", type=int)
-    start.add_argument("--lr", type=float)
-    start.add_argument("--deadline", type=float, help="seconds to collect updates")
-    start.add_argument("--fraction", type=float,
-                       help="select a seeded random share of the online edges (0-1]")
-    start.add_argument("--edges", help="select these edges (comma-separated ids)")
-    start.add_argument("--codec", help="update codec for this round (f32, f16, bf16, int8, topk)")
-    start.add_argument("--codec-param", type=_key_value, action="append", default=[],
-                       metavar="KEY=VALUE", help="codec parameter, e.g. density=0.02")
-    start.set_defaults(handler=_round_start)
+    _add_round_parser(sub)
 
     status = sub.add_parser("status", help="edges online, their backend, model, last round")
     _add_client_options(status)

@@ -22,36 +22,75 @@ class CliConfig(ServiceConfig):
 def start_round(conn: dict[str, Any], *, wait: bool,
                 overrides: dict[str, float | int | str | bool],
                 out: TextIO) -> RoundState:
-    """Ask the cloud for a round; with `wait`, print progress until it ends.
+    """Ask the cloud for a round (or, with `mode="async"`, a session); with `wait`, print
+    progress (for a session: each version it publishes) until it ends.
 
     Raises:
-        FedstreamError: the cloud refused (round_in_progress, no_edges) or the round failed.
+        FedstreamError: the cloud refused (round_in_progress, no_edges), or the round failed
+            (round_failed; round_stopped when the operator stopped it).
     """
     with FleetClient(**conn) as fleet:
         reply = fleet.command("round_start", **overrides)
         assert reply.round is not None
         state = reply.round
-        print(f"round {state.round_id} open on v{state.base_version}: "
-              f"{state.expected} edge(s) selected ({', '.join(state.selection)}), "
-              f"codec {state.codec} {dict(state.codec_params) or ''}".rstrip(), file=out)
+        codec = f"codec {state.codec} {dict(state.codec_params) or ''}".rstrip()
+        if state.is_async:
+            print(f"session {state.round_id} open on v{state.base_version} (async, buffer "
+                  f"{state.buffer}, max staleness {state.max_staleness}, "
+                  f"{state.deadline - state.opened:.0f} s): {state.expected} edge(s) online "
+                  f"({', '.join(state.selection)}), any may join, {codec}", file=out)
+        else:
+            print(f"round {state.round_id} open on v{state.base_version}: "
+                  f"{state.expected} edge(s) selected ({', '.join(state.selection)}), {codec}",
+                  file=out)
         if not wait:
             return state
         seen: list[tuple[str, int]] = []
 
         def progress(s: RoundState) -> None:
-            if (s.status, s.received) not in seen:
+            if s.is_async:
+                version = s.result.get("version")
+                if isinstance(version, int) and ("v", version) not in seen:
+                    seen.append(("v", version))
+                    print(f"  published v{version}: accuracy {s.result.get('accuracy')}, "
+                          f"{s.received} updates received", file=out, flush=True)
+            elif (s.status, s.received) not in seen:
                 seen.append((s.status, s.received))
                 print(f"  {s.status:<11} {s.received}/{s.expected} updates", file=out,
                       flush=True)
 
         final = fleet.wait_round(state.round_id, on_change=progress)
     if final.status == "failed":
-        raise FedstreamError(Reason.ROUND_FAILED, f"{final.reason} {dict(final.result)}")
+        reason = (Reason.ROUND_STOPPED if final.reason == Reason.ROUND_STOPPED
+                  else Reason.ROUND_FAILED)
+        raise FedstreamError(reason, f"{final.reason} {dict(final.result)}")
     r = final.result
+    if final.is_async:
+        print(f"session {final.round_id} ended: {r.get('versions')} version(s) up to "
+              f"v{r.get('version')}, accuracy {r.get('accuracy')}, {r.get('updates')} updates, "
+              f"{r.get('seconds')} s, {r.get('bytes_in')} update bytes", file=out)
+        return final
     print(f"round {final.round_id} published v{r.get('version')}: accuracy "
           f"{r.get('accuracy')}, {r.get('seconds')} s, {r.get('bytes_in')} update bytes",
           file=out)
     return final
+
+
+def stop_round(conn: dict[str, Any], *, out: TextIO) -> RoundState | None:
+    """End the open round now: a session folds its pending updates and ends, a sync round
+    fails with round_stopped. Print how it ended (or the last round, if none was open)."""
+    with FleetClient(**conn) as fleet:
+        state = fleet.command("round_stop").round
+    if state is None:
+        print("no round to stop", file=out)
+        return None
+    r = state.result
+    how = (f"{r.get('versions')} version(s) up to v{r.get('version')}, accuracy "
+           f"{r.get('accuracy')}" if state.status == "published" else
+           f"{state.reason} {r.get('detail', '')}".rstrip())
+    print(f"{'session' if state.is_async else 'round'} {state.round_id} {state.status}: {how}",
+          file=out)
+    return state
 
 
 def fleet_status(conn: dict[str, Any]) -> CommandReply:
@@ -81,8 +120,10 @@ def show_status(conn: dict[str, Any], *, out: TextIO) -> CommandReply:
         print("last round: none", file=out)
     else:
         detail = r.reason or ", ".join(f"{k}={v}" for k, v in r.result.items())
-        print(f"last round: {r.round_id} {r.status} {r.received}/{r.expected} {detail}",
-              file=out)
+        progress = (f"async on v{r.base_version} (buffer {r.buffer}, max staleness "
+                    f"{r.max_staleness}), {r.received} updates" if r.is_async
+                    else f"{r.received}/{r.expected}")
+        print(f"last round: {r.round_id} {r.status} {progress} {detail}", file=out)
     return reply
 
 

@@ -21,6 +21,8 @@ from fedstream.shared.errors import ProtocolError, Reason
 T = TypeVar("T")
 ROUND_STATUSES = ("open", "collecting", "aggregating", "published", "failed")
 TERMINAL_STATUSES = ("published", "failed")
+ROUND_MODES = ("sync", "async")
+MAX_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,7 +55,14 @@ class TrainParams:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoundState:
-    """The latest round as the cloud sees it; retained, republished on every change."""
+    """The latest round as the cloud sees it; retained, republished on every change.
+
+    A sync round (`mode` "sync") trains the selected edges once on `base_version` and
+    aggregates when all have answered or the deadline passes. An async session (`mode`
+    "async", FedBuff) stays "collecting" until its deadline or `round stop`: it aggregates
+    every `buffer` accepted updates into a new version and moves `base_version` to it; it
+    accepts updates trained on any of the last `max_staleness` versions before that one.
+    """
 
     KIND: ClassVar[str] = "round"
     VERSION: ClassVar[int] = 1
@@ -71,6 +80,14 @@ class RoundState:
     received: int = 0
     result: Mapping[str, Scalar] = field(default_factory=dict)
     reason: str = ""
+    mode: str = "sync"
+    buffer: int = 0
+    max_staleness: int = 0
+
+    @property
+    def is_async(self) -> bool:
+        """True for an async (buffered, FedBuff-style) session."""
+        return self.mode == "async"
 
     @property
     def expected(self) -> int:
@@ -88,14 +105,19 @@ class RoundState:
                 "base": self.base_version, "dl": self.deadline, "train": self.train.to_wire(),
                 "codec": self.codec, "cp": dict(self.codec_params), "op": self.opened,
                 "sel": list(self.selection), "q": self.quorum,
-                "rx": self.received, "res": dict(self.result), "why": self.reason}
+                "rx": self.received, "res": dict(self.result), "why": self.reason,
+                # Not "k": that key is every frame's kind (shared/wire.py).
+                "mode": self.mode, "buf": self.buffer, "ms": self.max_staleness}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Parse."""
+        """Parse; frames from before async sessions (no `mode`, `buf`, `ms`) are sync rounds."""
         status: str = req(d, "st", str)
         if status not in ROUND_STATUSES:
             raise ProtocolError(Reason.BAD_FRAME, f"unknown round status {status!r}")
+        mode: str = req(d, "mode", str) if "mode" in d else "sync"
+        if mode not in ROUND_MODES:
+            raise ProtocolError(Reason.BAD_FRAME, f"unknown round mode {mode!r}")
         selection = req(d, "sel", list)
         if not all(isinstance(e, str) for e in selection):
             raise ProtocolError(Reason.BAD_FRAME, "selection must list edge ids")
@@ -105,8 +127,10 @@ class RoundState:
                    codec_params=req_scalars(d, "cp") if "cp" in d else {},
                    opened=req_float(d, "op") if "op" in d else 0.0,
                    selection=tuple(selection), quorum=req_range(d, "q", 0, 1 << 20),
-                   received=req_range(d, "rx", 0, 1 << 20), result=req_scalars(d, "res"),
-                   reason=req(d, "why", str))
+                   received=req_range(d, "rx", 0, 1 << 53), result=req_scalars(d, "res"),
+                   reason=req(d, "why", str), mode=mode,
+                   buffer=req_range(d, "buf", 0, MAX_BUFFER) if "buf" in d else 0,
+                   max_staleness=req_range(d, "ms", 0, 1 << 53) if "ms" in d else 0)
 
 
 RECEIPT_STATUSES = ("accepted", "rejected")

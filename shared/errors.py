@@ -42,6 +42,7 @@ class Reason(StrEnum):
     NO_QUORUM = "no_quorum"
     STORE_FAILED = "store_failed"
     BACKEND_UNAVAILABLE = "backend_unavailable"
+    ROUND_STOPPED = "round_stopped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,7 @@ REASONS: dict[Reason, ReasonInfo] = {
     Reason.NO_QUORUM: ReasonInfo("the deadline passed before enough updates arrived", 83),
     Reason.STORE_FAILED: ReasonInfo("the journal or spool could not be read or written", 84),
     Reason.BACKEND_UNAVAILABLE: ReasonInfo("the requested training backend cannot run here", 85),
+    Reason.ROUND_STOPPED: ReasonInfo("the operator stopped the round before it ended", 86),
 }
 
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from fedstream.cloud import rounds
 from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.coordinator import Coordinator, ModelVersion
 from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
 from fedstream.shared.codecs import CODECS
 from fedstream.shared.control import EdgeStatus, RoundState
-from fedstream.shared.errors import ConfigError, FedstreamError, Reason
+from fedstream.shared.errors import ConfigError, FedstreamError, ProtocolError, Reason
+from fedstream.shared.messages import UpdateMeta
 
 LAYERS = (4, 3, 2)
 
@@ -40,18 +43,34 @@ class Harness:
         for e in edges:
             self.coord.on_status(EdgeStatus(edge_id=e, online=True))
 
-    def update(self, edge: str, value: float, samples: int) -> UpdateRow:
-        """Spool and record an accepted update of `value` everywhere, as the receiver does."""
+    def update(self, edge: str, value: float, samples: int, base: int | None = None,
+               ) -> UpdateRow:
+        """Spool and record an accepted update of `value` everywhere, trained on `base` (the
+        round's base version unless given), as the receiver does."""
         state = self.coord.round
         assert state is not None
+        base = state.base_version if base is None else base
         delta = [torch.full(t.shape, value) for t in self.coord.current.tensors]
         blob = CODECS.build("f32").encode(delta)
-        update_id = f"u-{edge}-{state.round_id}"
+        update_id = f"u-{edge}-{state.round_id}-v{base}"
         row = UpdateRow(update_id=update_id, round_id=state.round_id, edge_id=edge,
                         status="accepted", samples=samples, bytes=len(blob), codec="f32",
-                        spool=self.store.spool.put(state.round_id, update_id, blob))
+                        spool=self.store.spool.put(state.round_id, update_id, blob), base=base)
         self.store.journal.record_update(row)
         return row
+
+    def check(self, edge: str, base: int) -> None:
+        """The receiver's admission check of an update from `edge` on `base`, now."""
+        state = self.coord.round
+        assert state is not None
+        rounds.check_update(state, UpdateMeta(edge_id=edge, round_id=state.round_id,
+                                              base_version=base, samples=1, loss=0.1),
+                            self.coord.counted)
+
+
+def _moved(tensors: list[torch.Tensor], base: list[torch.Tensor], by: float) -> bool:
+    """Every weight of `tensors` is the one of `base` plus `by`."""
+    return all(torch.allclose(t, b + by, atol=1e-6) for t, b in zip(tensors, base, strict=True))
 
 
 def test_round_waits_for_every_edge_then_publishes_the_weighted_mean(tmp_path: Path) -> None:
@@ -165,3 +184,253 @@ def test_round_carries_the_chosen_codec_and_params(tmp_path: Path) -> None:
 
     # Assert
     assert state.codec == "topk" and dict(state.codec_params) == {"density": 0.05}
+
+
+def test_async_session_publishes_a_version_every_buffer_of_updates(tmp_path: Path) -> None:
+    """With buffer 2: +1 and +3 (one sample each) publish v1 = v0 + 2; then +2 and +4 on v1
+    (one and three samples) publish v2 = v1 + 3.5, and the session still collects on v2."""
+    # Prepare
+    h = Harness(tmp_path)
+    h.online("a", "b")
+    v0 = [t.clone() for t in h.coord.current.tensors]
+    opened = h.coord.start_round(now=0.0, mode="async", buffer=2, max_staleness=1)
+
+    # Execute
+    h.coord.on_update(h.update("a", 1.0, 1), now=1.0)
+    after_one = [m.version for m in h.models]
+    h.coord.on_update(h.update("b", 3.0, 1), now=2.0)
+    h.coord.on_update(h.update("a", 2.0, 1), now=3.0)
+    h.coord.on_update(h.update("b", 4.0, 3), now=4.0)
+
+    # Assert
+    assert (opened.status, opened.mode, opened.buffer, opened.base_version) == (
+        "collecting", "async", 2, 0)
+    assert after_one == [0]
+    assert [m.version for m in h.models] == [0, 1, 2]
+    assert _moved(h.models[1].tensors, v0, 2.0)
+    assert _moved(h.models[2].tensors, v0, 2.0 + 3.5)
+    state = h.coord.round
+    assert state is not None and (state.status, state.base_version, state.received) == (
+        "collecting", 2, 4)
+    assert (state.result["versions"], state.result["updates"], state.result["version"]) == (
+        2, 4, 2)
+    assert [r.base_version for r in h.rounds] == [0, 0, 0, 1, 1, 1, 2]
+    assert h.store.journal.pending(state.round_id) == []
+    lineage = h.store.journal.versions()[2].lineage
+    assert (lineage["mode"], lineage["edges"], lineage["staleness_max"]) == (
+        "async", ["a", "b"], 0)
+
+
+def test_stale_update_is_weighted_by_one_over_sqrt_two(tmp_path: Path) -> None:
+    """v1 = v0 + 2 (+1 and +3, one sample each). Then c sends +4 with 2 samples on v0, one
+    version behind (weight 2/sqrt(2) = sqrt(2)), and a sends +1 with 1 sample on v1 (weight
+    1): v2 = v1 + (4*sqrt(2) + 1)/(sqrt(2) + 1) = v1 + 7 - 3*sqrt(2) (about 2.757), not the
+    sample-weighted v1 + 3."""
+    # Prepare
+    h = Harness(tmp_path)
+    h.online("a", "b", "c")
+    v0 = [t.clone() for t in h.coord.current.tensors]
+    h.coord.start_round(now=0.0, mode="async", buffer=2, max_staleness=1)
+    h.coord.on_update(h.update("a", 1.0, 1), now=1.0)
+    h.coord.on_update(h.update("b", 3.0, 1), now=2.0)
+
+    # Execute
+    h.check("c", base=0)
+    h.coord.on_update(h.update("c", 4.0, 2, base=0), now=3.0)
+    h.coord.on_update(h.update("a", 1.0, 1, base=1), now=4.0)
+
+    # Assert
+    assert [m.version for m in h.models] == [0, 1, 2]
+    assert _moved(h.models[2].tensors, v0, 2.0 + 7 - 3 * math.sqrt(2))
+    assert h.store.journal.versions()[2].lineage["staleness_max"] == 1
+
+
+@pytest.mark.parametrize(("edge", "base", "reason"), [
+    ("c", 0, Reason.STALE_ROUND),
+    ("a", 1, Reason.DUPLICATE_UPDATE),
+    ("a", 3, Reason.STALE_ROUND),
+], ids=["two-behind", "same-edge-same-base", "future-base"])
+def test_async_session_refuses_beyond_max_staleness_and_twice(
+        edge: str, base: int, reason: Reason, tmp_path: Path) -> None:
+    """On v2 with max_staleness 1, an update on v0 is stale_round, a second one of `a` on v1
+    is duplicate_update, and one on v3 (no such version yet) is stale_round."""
+    # Prepare
+    h = Harness(tmp_path)
+    h.online("a", "b")
+    h.coord.start_round(now=0.0, mode="async", buffer=2, max_staleness=1)
+    for i, (e, b) in enumerate((("a", 0), ("b", 0), ("a", 1), ("b", 1))):
+        h.coord.on_update(h.update(e, 1.0, 1, base=b), now=float(i))
+
+    # Execute
+    with pytest.raises(ProtocolError) as caught:
+        h.check(edge, base)
+
+    # Assert
+    assert h.coord.round is not None and h.coord.round.base_version == 2
+    assert caught.value.reason is reason
+    h.check("b", 2)  # while a fresh update of b is welcome
+    assert h.coord.counted == {("a", 1), ("b", 1)}  # keys on v0 were dropped with the window
+
+
+def test_restarted_cloud_keeps_pending_updates_and_publishes_on_the_kth(tmp_path: Path) -> None:
+    """With buffer 3, two updates (+1, +4, one sample each) arrive, the cloud restarts; the
+    new coordinator still holds them pending and refuses them again as duplicates, and the
+    third (+7) publishes v1 = v0 + 4 from all three."""
+    # Prepare
+    first = Harness(tmp_path)
+    first.online("a", "b", "c")
+    v0 = [t.clone() for t in first.coord.current.tensors]
+    session = first.coord.start_round(now=0.0, mode="async", buffer=3)
+    first.coord.on_update(first.update("a", 1.0, 1), now=1.0)
+    first.coord.on_update(first.update("b", 4.0, 1), now=2.0)
+    first.store.journal.close()
+
+    # Execute
+    again = Harness(tmp_path)
+    resumed = again.coord.round
+    pending = [r.edge_id for r in again.store.journal.pending(session.round_id)]
+    with pytest.raises(ProtocolError) as caught:
+        again.check("a", 0)
+    again.coord.on_update(again.update("c", 7.0, 1), now=3.0)
+
+    # Assert
+    assert resumed is not None and (resumed.round_id, resumed.status, resumed.received) == (
+        session.round_id, "collecting", 2)
+    assert again.rounds[0] == resumed  # announced again on start
+    assert sorted(pending) == ["a", "b"]
+    assert caught.value.reason is Reason.DUPLICATE_UPDATE
+    assert [m.version for m in again.models] == [0, 1]
+    assert _moved(again.models[1].tensors, v0, 4.0)
+    assert again.coord.round is not None and again.coord.round.base_version == 1
+
+
+def test_restart_after_a_version_was_saved_but_not_announced_moves_the_session_on(
+        tmp_path: Path) -> None:
+    """The cloud died after saving v1 (updates marked applied) but before the session state
+    moved to v1: the restarted one announces the session on v1 without aggregating again."""
+    # Prepare
+    first = Harness(tmp_path)
+    first.online("a", "b")
+    first.coord.start_round(now=0.0, mode="async", buffer=2)
+    first.coord.on_update(first.update("a", 1.0, 1), now=1.0)
+    before_version = first.coord.round
+    first.coord.on_update(first.update("b", 3.0, 1), now=2.0)
+    assert before_version is not None
+    first.store.journal.save_round(before_version)  # as if the cloud died right there
+    first.store.journal.close()
+
+    # Execute
+    again = Harness(tmp_path)
+
+    # Assert
+    assert [m.version for m in again.models] == [1]  # the start republishes, nothing new
+    state = again.coord.round
+    assert state is not None and (state.status, state.base_version) == ("collecting", 1)
+    assert (state.result["versions"], state.result["updates"]) == (1, 2)
+    assert again.rounds[-1] == state
+    assert [v.version for v in again.store.journal.versions()] == [0, 1]
+
+
+def test_deadline_ends_a_session_folding_what_is_pending(tmp_path: Path) -> None:
+    """With buffer 3 and a 10 s session, two updates (+1, +3) wait; at t=9 nothing happens, at
+    t=10 they become v1 = v0 + 2 and the session ends published."""
+    # Prepare
+    h = Harness(tmp_path)
+    h.online("a", "b", "c")
+    v0 = [t.clone() for t in h.coord.current.tensors]
+    h.coord.start_round(now=0.0, mode="async", buffer=3, deadline_s=10)
+    h.coord.on_update(h.update("a", 1.0, 1), now=1.0)
+    h.coord.on_update(h.update("b", 3.0, 1), now=2.0)
+
+    # Execute
+    h.coord.tick(now=9.0)
+    before = h.coord.round
+    h.coord.tick(now=10.0)
+
+    # Assert
+    assert before is not None and before.status == "collecting"
+    assert [m.version for m in h.models] == [0, 1]
+    assert _moved(h.models[1].tensors, v0, 2.0)
+    state = h.coord.round
+    assert state is not None and state.status == "published"
+    assert (state.result["versions"], state.result["updates"], state.result["seconds"]) == (
+        1, 2, 10.0)
+    assert [r.status for r in h.rounds[-2:]] == ["collecting", "published"]
+
+
+def test_session_that_never_published_fails_at_its_deadline(tmp_path: Path) -> None:
+    """A session with no update by its deadline ends failed with no_quorum."""
+    # Prepare
+    h = Harness(tmp_path)
+    h.online("a")
+    h.coord.start_round(now=0.0, mode="async", deadline_s=10)
+
+    # Execute
+    h.coord.tick(now=10.0)
+
+    # Assert
+    assert h.coord.round is not None
+    assert (h.coord.round.status, h.coord.round.reason) == ("failed", "no_quorum")
+    assert [m.version for m in h.models] == [0]
+
+
+def test_stop_folds_a_sessions_pending_updates_and_fails_a_sync_round(tmp_path: Path) -> None:
+    """Stopping a session with one pending +2 publishes v1 = v0 + 2 and ends it published;
+    stopping a sync round fails it with round_stopped; stopping nothing returns the last."""
+    # Prepare
+    h = Harness(tmp_path)
+    h.online("a", "b")
+    v0 = [t.clone() for t in h.coord.current.tensors]
+    h.coord.start_round(now=0.0, mode="async", buffer=2)
+    h.coord.on_update(h.update("a", 2.0, 1), now=1.0)
+
+    # Execute
+    session = h.coord.stop_round(now=2.0)
+    again = h.coord.stop_round(now=3.0)
+    h.coord.start_round(now=4.0)
+    h.coord.on_update(h.update("a", 1.0, 1), now=5.0)
+    sync = h.coord.stop_round(now=6.0)
+
+    # Assert
+    assert session is not None and session.status == "published"
+    assert session.result["versions"] == 1 and again == session
+    assert _moved(h.models[1].tensors, v0, 2.0)
+    assert sync is not None and (sync.status, sync.reason) == ("failed", "round_stopped")
+    assert [m.version for m in h.models] == [0, 1]
+
+
+@pytest.mark.parametrize("overrides", [
+    {"mode": "async", "fraction": 0.5},
+    {"mode": "async", "edges": "a"},
+    {"buffer": 2},
+    {"mode": "async", "max_staleness": -1},
+    {"mode": "eventually"},
+])
+def test_mode_specific_overrides_are_refused_in_the_other_mode(
+        overrides: dict[str, object], tmp_path: Path) -> None:
+    """A selection for a session, a buffer for a sync round, a negative staleness or an
+    unknown mode are bad_config, and open nothing."""
+    # Prepare
+    h = Harness(tmp_path)
+    h.online("a")
+
+    # Execute
+    with pytest.raises(FedstreamError) as caught:
+        h.coord.start_round(now=0.0, **overrides)  # type: ignore[arg-type]
+
+    # Assert
+    assert caught.value.reason is Reason.BAD_CONFIG
+    assert h.coord.round is None
+
+
+def test_buffer_zero_means_the_edges_online(tmp_path: Path) -> None:
+    """A session opened with the default buffer (0) aggregates every 3 updates with 3 online."""
+    # Prepare
+    h = Harness(tmp_path)
+    h.online("a", "b", "c")
+
+    # Execute
+    state = h.coord.start_round(now=0.0, mode="async")
+
+    # Assert
+    assert (state.buffer, state.max_staleness, state.deadline) == (3, 1, 3600.0)

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from fedstream.cloud.journal import Journal, UpdateRow, VersionRow
 from fedstream.cloud.rounds import open_round
+from fedstream.shared import wire
 from fedstream.shared.control import RoundState, TrainParams
 from fedstream.shared.errors import Reason, StoreError
 
@@ -129,6 +130,84 @@ def test_accepted_lists_only_accepted_rows_of_the_round_in_update_id_order(
     # Assert
     assert ids == ["u1", "u3"]
     assert journal.accepted("r9") == []
+
+
+def test_pending_lists_accepted_rows_not_yet_applied_in_update_id_order(
+    journal: Journal,
+) -> None:
+    """A version marking u1 applied leaves u2 and u3 pending; rejected rows never are."""
+    # Prepare
+    for row in (_row("u3"), _row("u1"), _row("u2"), _row("u4", status="rejected",
+                                                           reason="stale_round")):
+        journal.record_update(row)
+    v1 = VersionRow(version=1, parent=0, round_id="r1", path="v1.safetensors", lineage={})
+
+    # Execute
+    before = [r.update_id for r in journal.pending("r1")]
+    journal.add_version(v1, applied=["u1"])
+    after = [r.update_id for r in journal.pending("r1")]
+
+    # Assert
+    assert before == ["u1", "u2", "u3"]
+    assert after == ["u2", "u3"]
+    assert journal.update("u1") == dataclasses.replace(_row("u1"), applied=1)
+    assert [r.update_id for r in journal.accepted("r1")] == ["u1", "u2", "u3"]
+
+
+@pytest.mark.parametrize("applied", [["u1", "u9"], ["u1", "u2"], ["u1", "u1"]],
+                         ids=["unknown", "rejected", "applied-twice"])
+def test_add_version_marking_a_wrong_update_writes_nothing(applied: list[str],
+                                                           journal: Journal) -> None:
+    """Marking an unknown, rejected or already applied update raises store_failed, and
+    neither the version nor any mark is written (one transaction)."""
+    # Prepare
+    journal.record_update(_row("u1"))
+    journal.record_update(_row("u2", status="rejected", reason="bad_hash"))
+    v1 = VersionRow(version=1, parent=0, round_id="r1", path="v1.safetensors", lineage={})
+
+    # Execute
+    with pytest.raises(StoreError) as caught:
+        journal.add_version(v1, applied=applied)
+
+    # Assert
+    assert caught.value.reason is Reason.STORE_FAILED
+    assert journal.versions() == []
+    assert [r.update_id for r in journal.pending("r1")] == ["u1"]
+
+
+def test_journal_from_before_async_sessions_gains_base_and_applied(tmp_path: Path) -> None:
+    """An old journal (updates without base/applied) opens with each row's base taken from
+    its round (v3) and accepted rows of a published round applied to its version (v4)."""
+    # Prepare
+    path = tmp_path / "journal.db"
+    old = dataclasses.replace(_round("r1"), base_version=3)
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript("""
+            CREATE TABLE updates (update_id TEXT PRIMARY KEY, round_id TEXT NOT NULL,
+                edge_id TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+                samples INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0,
+                codec TEXT NOT NULL DEFAULT '', spool TEXT NOT NULL DEFAULT '');
+            CREATE TABLE rounds (round_id TEXT PRIMARY KEY, seq INTEGER NOT NULL,
+                status TEXT NOT NULL, state BLOB NOT NULL);
+            CREATE TABLE versions (version INTEGER PRIMARY KEY, parent INTEGER,
+                round_id TEXT NOT NULL, path TEXT NOT NULL, lineage TEXT NOT NULL);""")
+        db.execute("INSERT INTO rounds VALUES ('r1', 1, 'published', ?)", (wire.pack(old),))
+        db.execute("INSERT INTO versions VALUES (4, 3, 'r1', 'v4.safetensors', '{}')")
+        db.executemany("INSERT INTO updates VALUES (?, 'r1', 'e1', ?, '', 10, 92, 'f32', '')",
+                       [("u1", "accepted"), ("u2", "rejected")])
+        db.commit()
+
+    # Execute
+    opened = Journal(path)
+    try:
+        rows = [opened.update("u1"), opened.update("u2")]
+        pending = opened.pending("r1")
+    finally:
+        opened.close()
+
+    # Assert
+    assert [(r.base, r.applied) for r in rows if r] == [(3, 4), (3, None)]
+    assert pending == []
 
 
 def test_save_round_upserts_and_last_round_is_the_latest_opened(journal: Journal) -> None:

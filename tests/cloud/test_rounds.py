@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -74,8 +75,8 @@ def test_check_update_accepts_a_fresh_update() -> None:
     state = _open()
 
     # Execute / Assert
-    rounds.check_update(state, _meta("e2"), counted={"e1"})
-    rounds.check_update(rounds.record_update(state), _meta("e3"), counted={"e1"})
+    rounds.check_update(state, _meta("e2"), counted={("e1", 4)})
+    rounds.check_update(rounds.record_update(state), _meta("e3"), counted={("e1", 4)})
 
 
 @pytest.mark.parametrize(
@@ -85,11 +86,12 @@ def test_check_update_accepts_a_fresh_update() -> None:
         (_meta(base_version=3), set(), Reason.STALE_ROUND),
         (_meta(base_version=5), set(), Reason.STALE_ROUND),
         (_meta(edge_id="e9"), set(), Reason.UNKNOWN_EDGE),
-        (_meta(edge_id="e1"), {"e1"}, Reason.DUPLICATE_UPDATE),
+        (_meta(edge_id="e1"), {("e1", 4)}, Reason.DUPLICATE_UPDATE),
     ],
     ids=["stale-round-id", "stale-base", "future-base", "unselected-edge", "duplicate"],
 )
-def test_check_update_rejects(meta: UpdateMeta, counted: set[str], reason: Reason) -> None:
+def test_check_update_rejects(meta: UpdateMeta, counted: set[tuple[str, int]],
+                              reason: Reason) -> None:
     """An update for another round or base, from an unselected edge, or twice, is refused."""
     # Prepare
     state = _open()
@@ -281,3 +283,150 @@ def test_select_edges_with_nobody_online_is_no_edges() -> None:
 
     # Assert
     assert caught.value.reason is Reason.NO_EDGES
+
+
+def _session(buffer: int = 2, max_staleness: int = 1) -> RoundState:
+    """Async session r1 opened at t=100 on v4 with e1, e2 online and a 10 s deadline."""
+    return rounds.open_session(round_id="r1", model="mlp", base_version=4, now=100.0,
+                               deadline_s=10.0, train=_TRAIN, codec="f32", codec_params={},
+                               online=("e2", "e1"), buffer=buffer, max_staleness=max_staleness)
+
+
+def test_open_session_is_collecting_async_with_its_buffer() -> None:
+    """A new session collects at once, in async mode, with its buffer and staleness bound."""
+    # Prepare / Execute
+    state = _session(buffer=3, max_staleness=2)
+
+    # Assert
+    assert (state.status, state.mode, state.is_async) == ("collecting", "async", True)
+    assert (state.buffer, state.max_staleness, state.base_version) == (3, 2, 4)
+    assert state.selection == ("e1", "e2") and state.deadline == 110.0
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({"online": ()}, Reason.NO_EDGES),
+    ({"buffer": 0}, Reason.BAD_CONFIG),
+    ({"max_staleness": -1}, Reason.BAD_CONFIG),
+])
+def test_open_session_refuses(kwargs: dict[str, object], reason: Reason) -> None:
+    """Nobody online is no_edges; a buffer below 1 or a negative staleness is bad_config."""
+    # Prepare
+    args: dict[str, object] = {"round_id": "r1", "model": "mlp", "base_version": 0, "now": 0.0,
+                               "deadline_s": 1.0, "train": _TRAIN, "codec": "f32",
+                               "codec_params": {}, "online": ("e1",), "buffer": 1,
+                               "max_staleness": 0, **kwargs}
+
+    # Execute
+    with pytest.raises(FedstreamError) as caught:
+        rounds.open_session(**args)  # type: ignore[arg-type]
+
+    # Assert
+    assert caught.value.reason is reason
+
+
+@pytest.mark.parametrize(("max_staleness", "base", "counted"), [
+    (1, 4, set()),
+    (1, 3, set()),
+    (2, 2, set()),
+    (0, 4, set()),
+    (1, 4, {("e1", 3)}),
+    (1, 3, {("e1", 4), ("e2", 3)}),
+])
+def test_async_check_update_accepts_within_staleness(max_staleness: int, base: int,
+                                                     counted: set[tuple[str, int]]) -> None:
+    """On v4, a session takes e1's update on any base in [4 - max_staleness, 4] that e1 has
+    not already contributed on, even though other bases of e1 were counted."""
+    # Prepare
+    state = _session(max_staleness=max_staleness)
+
+    # Execute / Assert
+    rounds.check_update(state, _meta("e1", base_version=base), counted)
+
+
+@pytest.mark.parametrize(("max_staleness", "base", "counted", "reason"), [
+    (1, 2, set(), Reason.STALE_ROUND),
+    (0, 3, set(), Reason.STALE_ROUND),
+    (1, 5, set(), Reason.STALE_ROUND),
+    (1, 3, {("e1", 3)}, Reason.DUPLICATE_UPDATE),
+], ids=["two-behind", "one-behind-no-staleness", "future-base", "same-edge-same-base"])
+def test_async_check_update_rejects_beyond_staleness_or_twice(
+        max_staleness: int, base: int, counted: set[tuple[str, int]], reason: Reason) -> None:
+    """On v4, a base older than 4 - max_staleness or newer than 4 is stale_round, and a
+    second update of one edge on one base is duplicate_update."""
+    # Prepare
+    state = _session(max_staleness=max_staleness)
+
+    # Execute
+    with pytest.raises(ProtocolError) as caught:
+        rounds.check_update(state, _meta("e1", base_version=base), counted)
+
+    # Assert
+    assert caught.value.reason is reason
+
+
+def test_async_session_takes_an_edge_that_was_not_online_at_open() -> None:
+    """Any edge may join an async session: e9 (not online at open) is accepted."""
+    # Prepare
+    state = _session()
+
+    # Execute / Assert
+    rounds.check_update(state, _meta("e9"), set())
+
+
+@pytest.mark.parametrize(("samples", "staleness", "expected"), [
+    (10, 0, 10.0),
+    (10, 3, 5.0),
+    (8, 1, 8 / math.sqrt(2)),
+    (6, 8, 2.0),
+    (1, 99, 0.1),
+])
+def test_staleness_weight(samples: int, staleness: int, expected: float) -> None:
+    """samples / sqrt(1 + staleness): 10 fresh is 10, 10 three behind is 10/2, 6 eight behind
+    is 6/3, 1 ninety-nine behind is 1/10."""
+    # Execute
+    got = rounds.staleness_weight(samples, staleness)
+
+    # Assert
+    assert got == pytest.approx(expected)
+
+
+def test_staleness_weight_refuses_negative_staleness() -> None:
+    """An update from the future has no staleness weight: ValueError."""
+    # Execute / Assert
+    with pytest.raises(ValueError, match="staleness"):
+        rounds.staleness_weight(10, -1)
+
+
+@pytest.mark.parametrize(("received", "pending", "now", "aggregate", "close"), [
+    (5, 1, 101.0, False, False),
+    (5, 2, 101.0, True, False),
+    (5, 3, 101.0, True, False),
+    (50, 0, 109.9, False, False),
+    (0, 0, 110.0, False, True),
+])
+def test_async_session_aggregates_on_a_full_buffer_and_closes_only_at_its_deadline(
+        received: int, pending: int, now: float, aggregate: bool, close: bool) -> None:
+    """With buffer 2 a session aggregates at 2 or more pending updates, and closes at its
+    deadline (t=110) however many updates it has received."""
+    # Prepare
+    state = dataclasses.replace(_session(buffer=2), received=received)
+
+    # Execute
+    got = (rounds.should_aggregate(state, pending), rounds.should_close(state, now))
+
+    # Assert
+    assert got == (aggregate, close)
+
+
+def test_to_next_version_moves_the_base_and_keeps_collecting() -> None:
+    """Publishing v5 moves the session's base to 5 with the new result; it still collects."""
+    # Prepare
+    state = rounds.record_update(_session())
+
+    # Execute
+    moved = rounds.to_next_version(state, 5, {"version": 5, "versions": 1})
+
+    # Assert
+    assert (moved.status, moved.base_version, moved.received) == ("collecting", 5, 1)
+    assert dict(moved.result) == {"version": 5, "versions": 1}
+    assert not rounds.should_aggregate(rounds.to_failed(moved, Reason.ROUND_STOPPED), 9)

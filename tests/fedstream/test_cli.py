@@ -66,8 +66,9 @@ def test_status_without_a_cloud_is_no_reply(broker: Mosquitto) -> None:
 def test_round_start_with_no_edges_online_is_no_edges(
     broker: Mosquitto, federation: str, tmp_path: Path
 ) -> None:
-    """The cloud refuses a round when no edge is online; the CLI shows why and exits no_edges,
-    and `fedstream status` shows the initial model."""
+    """The cloud refuses a round or async session when no edge is online; the CLI shows why
+    and exits no_edges; a buffer without --async is bad_config; `round stop` with nothing
+    open says so and exits 0; and `fedstream status` shows the initial model."""
     # Prepare
     cloud_cfg, _ = write_configs(tmp_path, port=broker.port, federation=federation, edges=0,
                                  dirichlet_alpha=0.5)
@@ -81,6 +82,9 @@ def test_round_start_with_no_edges_online_is_no_edges(
         # Execute
         status = _run("status", *env_args)
         refused = _run("round", "start", *env_args)
+        refused_async = _run("round", "start", "--async", *env_args)
+        misplaced = _run("round", "start", "--buffer", "2", *env_args)
+        stopped = _run("round", "stop", *env_args)
     finally:
         procs.stop()
 
@@ -89,3 +93,7 @@ def test_round_start_with_no_edges_online_is_no_edges(
     assert "model version: v0" in status.stdout and "0 online of 0 seen" in status.stdout
     assert refused.returncode == REASONS[Reason.NO_EDGES].exit_code
     assert "no_edges" in refused.stderr
+    assert refused_async.returncode == REASONS[Reason.NO_EDGES].exit_code
+    assert misplaced.returncode == REASONS[Reason.BAD_CONFIG].exit_code
+    assert "buffer" in misplaced.stderr
+    assert (stopped.returncode, stopped.stdout) == (0, "no round to stop\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -270,6 +271,9 @@ def test_rejects_missing_field(kind: str, key: str) -> None:
         ("round", "st", "closing"),
         ("round", "sel", ["e1", 2]),
         ("round", "q", True),
+        ("round", "mode", "eventually"),
+        ("round", "buf", -1),
+        ("round", "ms", True),
         ("status", "on", 1),
         ("status", "ver", True),
         ("status", "ver", -1),
@@ -466,3 +470,33 @@ def test_expect_rejects_another_kind() -> None:
     # Assert
     assert info.value.reason is Reason.UNKNOWN_KIND
     assert "update" in info.value.detail and "cmd" in info.value.detail
+
+
+def test_async_session_state_round_trips() -> None:
+    """An async session's mode, buffer and staleness bound survive the trip (keys `mode`,
+    `buf`, `ms`), and the frame's kind stays `round`."""
+    # Prepare
+    msg = dataclasses.replace(_ROUND, mode="async", buffer=3, max_staleness=2)
+
+    # Execute
+    raw = _raw(msg)
+    back = wire.unpack(wire.pack(msg))
+
+    # Assert
+    assert back == msg
+    assert (raw["k"], raw["mode"], raw["buf"], raw["ms"]) == ("round", "async", 3, 2)
+
+
+def test_round_frame_from_before_async_sessions_is_a_sync_round() -> None:
+    """A round frame without `mode`, `buf` and `ms` (an older cloud's) parses as a sync round
+    with buffer and staleness 0 (P2: a missing optional key reads as its default)."""
+    # Prepare
+    buf = _repack(_ROUND, lambda d: [d.pop(k) for k in ("mode", "buf", "ms")])
+
+    # Execute
+    back = wire.unpack(buf)
+
+    # Assert
+    assert back == _ROUND
+    assert isinstance(back, RoundState) and (back.mode, back.buffer, back.max_staleness) == (
+        "sync", 0, 0)
