@@ -24,6 +24,7 @@ from fedstream.shared.logs import configure_logging
 CODECS: list[tuple[str, dict[str, float | int]]] = [
     ("f32", {}), ("f16", {}), ("bf16", {}), ("int8", {"block_size": 256}),
     ("topk", {"density": 0.05}), ("topk", {"density": 0.02}), ("topk", {"density": 0.01}),
+    ("topk16", {"density": 0.05}),
 ]
 
 

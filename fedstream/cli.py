@@ -159,7 +159,8 @@ def _add_round_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     start.add_argument("--fraction", type=float,
                        help="select a seeded random share of the online edges (0-1]")
     start.add_argument("--edges", help="select these edges (comma-separated ids)")
-    start.add_argument("--codec", help="update codec for this round (f32, f16, bf16, int8, topk)")
+    start.add_argument("--codec",
+                       help="update codec for this round (f32, f16, bf16, int8, topk, topk16)")
     start.add_argument("--codec-param", type=_key_value, action="append", default=[],
                        metavar="KEY=VALUE", help="codec parameter, e.g. density=0.02")
     start.set_defaults(handler=_round_start)

@@ -6,6 +6,7 @@ from fedstream.shared.codecs import f16 as _f16  # noqa: F401
 from fedstream.shared.codecs import f32 as _f32  # noqa: F401
 from fedstream.shared.codecs import int8 as _int8  # noqa: F401
 from fedstream.shared.codecs import topk as _topk  # noqa: F401
+from fedstream.shared.codecs import topk16 as _topk16  # noqa: F401
 from fedstream.shared.codecs.base import CODECS, Codec
 
 __all__ = ["CODECS", "Codec"]

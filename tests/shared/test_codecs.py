@@ -62,9 +62,9 @@ def test_every_codec_builds_with_defaults(name: str) -> None:
 
 
 def test_all_units_are_registered() -> None:
-    """Importing the package registers all five codecs."""
+    """Importing the package registers all six codecs."""
     # Prepare / Execute / Assert
-    assert set(NAMES) >= {"f32", "f16", "bf16", "int8", "topk"}
+    assert set(NAMES) >= {"f32", "f16", "bf16", "int8", "topk", "topk16"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -187,6 +187,9 @@ def test_hostile_spec_is_refused_before_allocating(name: str) -> None:
         # density 0.5 of 4 -> k=2: indices 1, 2 ascending, values -3.0, 2.0
         ("topk", {"density": 0.5}, [0.1, -3.0, 2.0, 0.5],
          "02000000" "0100000002000000" "000040c000000040"),
+        # same k=2 in one block: count 2, u16 offsets 1, 2, f16 values -3.0 (0xc200), 2.0
+        ("topk16", {"density": 0.5}, [0.1, -3.0, 2.0, 0.5],
+         "02000000" "02000000" "01000200" "00c20040"),
     ],
 )
 def test_known_bytes(name: str, params: dict[str, object], values: list[float],
@@ -225,7 +228,8 @@ def test_half_formats_relative_error(name: str, lo: float, hi: float, bound: flo
 
 @pytest.mark.parametrize(("name", "value", "ok"),
                          [("f16", 65504.0, True), ("f16", -65505.0, False),
-                          ("f16", 1e6, False), ("bf16", 3.3e38, True), ("bf16", 3.4e38, False)])
+                          ("f16", 1e6, False), ("bf16", 3.3e38, True), ("bf16", 3.4e38, False),
+                          ("topk16", -65504.0, True), ("topk16", 65505.0, False)])
 def test_half_formats_refuse_overflow(name: str, value: float, ok: bool) -> None:
     """Values beyond the largest finite value are a ValueError; the maximum itself encodes."""
     # Prepare
@@ -368,13 +372,182 @@ def test_topk_size_at_one_percent() -> None:
     assert size <= 4 * x.numel() / 12
 
 
+# --- topk16 ---------------------------------------------------------------------------------
+
+
+_BLOCK = 65536
+
+
+def _topk16_size(spec: Spec, density: float) -> int:
+    """The documented topk16 size: per tensor 4 + 4 * nblocks + 4k bytes."""
+    return sum(4 + 4 * math.ceil(t.numel / _BLOCK) + 4 * max(1, math.ceil(density * t.numel))
+               for t in spec)
+
+
+def _topk16_blob(k: int, blocks: list[tuple[int, list[int], list[float]]], extra: int = 0) -> bytes:
+    """A hand-built topk16 tensor: u32 k, per block (count, u16 offsets, f16 values); `extra`
+    zero bytes appended (or, if negative, bytes cut off the end)."""
+    buf = struct.pack("<I", k) + b"".join(
+        struct.pack(f"<I{len(offsets)}H{len(values)}e", count, *offsets, *values)
+        for count, offsets, values in blocks)
+    return buf + b"\x00" * extra if extra >= 0 else buf[:extra]
+
+
+@pytest.mark.parametrize(("density", "n"), [(0.01, 1000), (0.05, 1000), (0.5, 7), (1.0, 9),
+                                            (0.01, 5), (0.05, 70_000)])
+def test_topk16_keeps_exactly_the_k_largest(density: float, n: int) -> None:
+    """topk16 keeps the k = max(1, ceil(density * n)) largest |x| and zeroes the rest."""
+    # Prepare
+    x = torch.randn(n, generator=torch.Generator().manual_seed(13))
+    k = max(1, math.ceil(density * n))
+    largest = set(np.argsort(-x.abs().numpy())[:k].tolist())  # seeded normals: no ties
+    codec = CODECS.build("topk16", density=density)
+
+    # Execute
+    back = codec.decode(codec.encode([x]), _vec(n))[0]
+
+    # Assert
+    assert set(torch.nonzero(back).reshape(-1).tolist()) == largest
+
+
+@pytest.mark.parametrize("density", [0.05, 1.0])
+def test_topk16_kept_values_within_f16_rounding(density: float) -> None:
+    """Kept normal-range values come back within f16's relative error 2^-11 of the input."""
+    # Prepare
+    rng = np.random.default_rng(14)
+    mags = np.exp(rng.uniform(math.log(2.0**-14), math.log(65504.0), 20_000))
+    x = torch.from_numpy((mags * rng.choice([-1.0, 1.0], mags.size)).astype(np.float32))
+    codec = CODECS.build("topk16", density=density)
+
+    # Execute
+    back = codec.decode(codec.encode([x]), _vec(x.numel()))[0]
+
+    # Assert
+    kept = back != 0
+    assert int(kept.sum()) == math.ceil(density * x.numel())
+    rel = ((back[kept].double() - x[kept].double()).abs() / x[kept].double().abs()).max()
+    assert float(rel) <= 2.0**-11
+
+
+@pytest.mark.parametrize(("spec", "density"),
+                         [(_SPEC, 0.05), (_SPEC, 1.0), (_vec(200_000), 0.05),
+                          ((TensorSpec(name="a", shape=(300, 500)), *_SPEC), 0.02)])
+def test_topk16_size_is_four_bytes_per_kept_weight(spec: Spec, density: float) -> None:
+    """A topk16 blob has sum over tensors of 4 + 4 * nblocks + 4k bytes."""
+    # Prepare
+    codec = CODECS.build("topk16", density=density)
+
+    # Execute
+    size = len(codec.encode(_tensors(spec, seed=15)))
+
+    # Assert
+    assert size == _topk16_size(spec, density)
+
+
+def test_topk16_size_at_five_percent() -> None:
+    """At density 0.05 a 100k tensor takes 4 + 2 * 4 + 4 * 5000 bytes, under 1/19.5 of f32."""
+    # Prepare
+    x = torch.randn(100_000, generator=torch.Generator().manual_seed(16))
+
+    # Execute
+    size = len(CODECS.build("topk16").encode([x]))
+
+    # Assert
+    assert size == 4 + 2 * 4 + 4 * 5000
+    assert size <= 4 * x.numel() / 19.5
+
+
+def test_topk16_round_trips_a_tensor_of_several_blocks() -> None:
+    """A 200k-weight tensor (4 blocks, the last partial) decodes to its f16-rounded top k."""
+    # Prepare
+    spec = (TensorSpec(name="w", shape=(500, 400)),)
+    x = _tensors(spec, seed=17)[0]
+    flat = x.reshape(-1)
+    kept = torch.topk(flat.abs(), 10_000).indices.sort().values
+    codec = CODECS.build("topk16")
+
+    # Execute
+    back = codec.decode(codec.encode([x]), spec)[0].reshape(-1)
+
+    # Assert
+    assert torch.nonzero(back).reshape(-1).tolist() == kept.tolist()
+    assert _bits(back[kept]) == _bits(flat[kept].half().float())
+    assert torch.bincount(kept // _BLOCK).tolist() == [
+        int((back[b * _BLOCK:(b + 1) * _BLOCK] != 0).sum()) for b in range(4)]
+    assert all(int((back[b * _BLOCK:(b + 1) * _BLOCK] != 0).sum()) > 0 for b in range(4))
+
+
+def test_topk16_decoder_reads_k_from_the_blob() -> None:
+    """A blob encoded at density 0.3 decodes the same with a default-built decoder."""
+    # Prepare
+    tensors = _tensors(seed=18)
+    buf = CODECS.build("topk16", density=0.3).encode(tensors)
+
+    # Execute
+    back = CODECS.build("topk16").decode(buf, _SPEC)
+
+    # Assert
+    assert [_bits(t) for t in back] == [
+        _bits(t) for t in CODECS.build("topk16", density=0.3).decode(buf, _SPEC)]
+    assert sum(int((t != 0).sum()) for t in back) == sum(
+        math.ceil(0.3 * t.numel) for t in _SPEC)
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "blocks", "extra", "reason"),
+    [(4, 4, [(5, [0, 1, 2, 3], [1.0] * 4)], 0, Reason.BAD_FRAME),
+     (65540, 4, [(0, [], []), (5, [0, 1, 2, 3], [1.0] * 4)], 0, Reason.BAD_FRAME),
+     (4, 1, [(0xFFFFFFFF, [0], [1.0])], 0, Reason.BAD_FRAME),
+     (4, 2, [(2, [2, 1], [1.0, 2.0])], 0, Reason.BAD_FRAME),
+     (4, 2, [(2, [1, 1], [1.0, 2.0])], 0, Reason.BAD_FRAME),
+     (65540, 1, [(0, [], []), (1, [4], [1.0])], 0, Reason.BAD_FRAME),
+     (65540, 1, [(1, [0], [1.0]), (1, [0], [1.0])], 0, Reason.BAD_FRAME),
+     (65540, 2, [(1, [0], [1.0]), (0, [], [])], 4, Reason.BAD_FRAME),
+     (4, 0, [(0, [], [])], 0, Reason.BAD_FRAME),
+     (4, 5, [(5, [0, 1, 2, 3, 4], [1.0] * 5)], 0, Reason.SIZE_MISMATCH),
+     (65540, 2, [(1, [0], [1.0]), (1, [0], [2.0])], -1, Reason.SIZE_MISMATCH),
+     (65540, 2, [(1, [0], [1.0]), (1, [0], [2.0])], 2, Reason.SIZE_MISMATCH),
+     (65540, 2, [(2, [0, 1], [1.0, 2.0])], 0, Reason.SIZE_MISMATCH),
+     (4, 2, [(2, [0, 1], [1.0, float("nan")])], 0, Reason.NON_FINITE),
+     (4, 1, [(1, [3], [float("-inf")])], 0, Reason.NON_FINITE)],
+    ids=["count_over_block", "count_over_last_block", "huge_count", "descending", "duplicate",
+         "offset_past_last_block", "counts_over_k", "counts_under_k", "k0", "k_over_numel",
+         "truncated", "trailing_bytes", "block_missing", "nan", "inf"],
+)
+def test_topk16_decode_rejects_bad_content(n: int, k: int,
+                                           blocks: list[tuple[int, list[int], list[float]]],
+                                           extra: int, reason: Reason) -> None:
+    """Bad counts, unsorted or out-of-block offsets, bad lengths and NaN/Inf are each refused."""
+    # Prepare
+    buf = _topk16_blob(k, blocks, extra)
+
+    # Execute / Assert
+    assert _reason(buf, _vec(n), "topk16") is reason
+
+
+@pytest.mark.parametrize("cut", [1, 3, 6, 10, "half", "first", "last"])
+def test_topk16_truncated_multi_block_blob_is_size_mismatch(cut: int | str) -> None:
+    """A multi-block, multi-tensor blob cut anywhere (in k, a count, offsets, values) is refused."""
+    # Prepare
+    spec = (*_vec(200_000), *_SPEC)
+    buf = CODECS.build("topk16").encode(_tensors(spec, seed=19))
+    first = _topk16_size(spec[:1], 0.05)
+    ends = {"half": len(buf) // 2, "first": first, "last": len(buf) - 1}
+    end = ends[cut] if isinstance(cut, str) else cut
+
+    # Execute / Assert
+    assert _reason(buf[:end], spec, "topk16") is Reason.SIZE_MISMATCH
+
+
 @pytest.mark.parametrize(
     ("name", "params"),
     [("int8", {"block_size": 0}), ("int8", {"block_size": 7}), ("int8", {"block_size": 65537}),
      ("int8", {"block_size": 256.0}), ("int8", {"block_size": True}),
      ("topk", {"density": 0}), ("topk", {"density": -0.1}), ("topk", {"density": 1.01}),
      ("topk", {"density": float("nan")}), ("topk", {"density": "0.1"}),
-     ("topk", {"density": True})],
+     ("topk", {"density": True}), ("topk16", {"density": 0}), ("topk16", {"density": 1.5}),
+     ("topk16", {"density": float("nan")}), ("topk16", {"density": "0.05"}),
+     ("topk16", {"density": True})],
 )
 def test_bad_params_are_config_errors(name: str, params: dict[str, object]) -> None:
     """Out-of-range or mistyped codec params raise bad_config."""
@@ -435,6 +608,24 @@ def test_feedback_recovers_the_sum_that_topk_alone_loses() -> None:
     target = rounds * delta[0]
     assert float((total[0] - target).norm() / target.norm()) < 0.05
     assert float((rounds * plain - target).norm() / target.norm()) > 0.9
+
+
+def test_feedback_recovers_the_sum_that_topk16_alone_loses() -> None:
+    """With topk16 at 5% the fed-back sum converges to rounds x delta despite f16 rounding."""
+    # Prepare
+    rounds = 2000
+    delta = [torch.randn(1000, generator=torch.Generator().manual_seed(20))]
+    codec = CODECS.build("topk16")
+    plain = codec.decode(codec.encode(delta), shapes_spec(delta))[0]
+
+    # Execute
+    _, total, norms = _run_rounds("topk16", delta, rounds)
+
+    # Assert
+    target = rounds * delta[0]
+    assert float((total[0] - target).norm() / target.norm()) < 0.02
+    assert float((rounds * plain - target).norm() / target.norm()) > 0.8
+    assert max(norms[rounds // 2:]) <= 1.1 * max(norms[: rounds // 2])
 
 
 def test_feedback_residual_stays_bounded() -> None:
