@@ -14,9 +14,6 @@ each mode runs in a fresh `--child MODE` process so its peak RSS is its own:
   float64 over the list. `load_s_per_update` and `sum_s_per_update` split its time.
 - `numpy_streaming` (baseline): the same sum reading one file at a time: our path minus our
   codec, aggregator and torch.
-- `fedstream_sliced` (information): folds each spool file in slices straight into float64
-  sums, never holding a whole update, and frees each sum once its float32 result is made: what
-  an `Aggregator` that takes an update in pieces would cost (2x + the largest tensor's float32).
 
 Prints one JSON line per mode, then a summary. `s_per_update` is the mode's wall time (reads
 included, from a warm page cache) / updates. `peak_rss_mb` is `ru_maxrss` in MiB (the parent
@@ -48,12 +45,10 @@ SHAPES = {"l0.w": (2500, 2000), "l1.w": (2500, 1999), "l1.b": (2500,)}  # 10,000
 PARAMS = sum(math.prod(s) for s in SHAPES.values())
 MODEL_BYTES = 4 * PARAMS
 ROUND = "r-bench"
-SLICE = 1 << 14  # elements per slice in the fixed and sliced modes: 128 KiB of float64.
 # Below torch's 32K-element grain size, so each slice op runs on this thread: 64K slices ran
 # 5-40x slower when other jobs held the cores (every op waited for a descheduled OpenMP
 # thread), and 1M slices cost 1.5x the model in RSS (glibc kept the 8 MiB temporaries).
-MODES = ("fedstream", "numpy_inmemory", "numpy_streaming", "fedstream_sliced")
-INFO_MODES = ("fedstream_sliced",)
+MODES = ("fedstream", "numpy_inmemory", "numpy_streaming")
 
 
 def samples(i: int) -> int:
@@ -126,31 +121,6 @@ def agg_coordinator(spool_root: Path, rows: list[tuple[str, float]]) -> list[Any
     return result
 
 
-def agg_sliced(spool_root: Path, rows: list[tuple[str, float]]) -> list[Any]:
-    """Fold each file slice by slice into float64 sums; never a whole update in memory."""
-    import torch  # noqa: PLC0415
-
-    sums = [torch.zeros(t.numel, dtype=torch.float64) for t in make_spec()]
-    buf = np.empty(SLICE, dtype="<f4")
-    total = 0.0
-    for rel, weight in rows:
-        with (spool_root / rel).open("rb", buffering=0) as fh:
-            for a in (a for acc in sums for a in torch.split(acc, SLICE)):
-                part = buf[:a.numel()]
-                got = fh.readinto(part.data.cast("B"))
-                assert got == part.nbytes and np.isfinite(part).all()
-                a.add_(torch.from_numpy(part), alpha=weight)
-        total += weight
-    result = []
-    for k in range(len(sums)):  # each sum is freed once converted: 2x + one float32 tensor
-        res = torch.empty(sums[k].shape, dtype=torch.float32)
-        for o, a in zip(torch.split(res, SLICE), torch.split(sums[k], SLICE), strict=True):
-            o.copy_(a / total)
-        result.append(res)
-        sums[k] = torch.empty(0, dtype=torch.float64)
-    return result
-
-
 def make_spec() -> Any:
     """The model's `Spec`."""
     from fedstream.shared.messages import TensorSpec  # noqa: PLC0415
@@ -160,7 +130,7 @@ def make_spec() -> Any:
 
 def run_fedstream(spool_root: Path, n: int, mode: str, out: Path) -> dict[str, Any]:
     """Aggregate as the coordinator does (or with the proposed fixes), timed and RSS-measured."""
-    aggregate = {"fedstream": agg_coordinator, "fedstream_sliced": agg_sliced}[mode]
+    aggregate = agg_coordinator
     rows = [(f"{ROUND}/{update_id(i)}.blob", float(samples(i))) for i in range(n)]
     base = rss_bytes()
     start = time.perf_counter()
@@ -288,8 +258,6 @@ def main() -> None:
             if "load_s" in raw:
                 row["load_s_per_update"] = round(raw["load_s"] / n, 5)
                 row["sum_s_per_update"] = round(raw["sum_s"] / n, 5)
-            if mode in INFO_MODES:
-                row["info"] = True
             rows[mode] = row
             print(json.dumps(row), flush=True)
         ours = rows["fedstream"]
@@ -302,7 +270,6 @@ def main() -> None:
                 rows["numpy_streaming"]["s_per_update"] / ours["s_per_update"], 3),
             "fedstream_rss_over_model": ours["rss_over_model"],
             "goal_rss_under_3x": ours["rss_over_model"] < 3,
-            "sliced_rss_over_model": rows["fedstream_sliced"]["rss_over_model"],
             "agree": all(r["agree"] for r in rows.values())}), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -24,7 +24,7 @@ from fedstream.shared.logs import configure_logging
 CODECS: list[tuple[str, dict[str, float | int]]] = [
     ("f32", {}), ("f16", {}), ("bf16", {}), ("int8", {"block_size": 256}),
     ("topk", {"density": 0.05}), ("topk", {"density": 0.02}), ("topk", {"density": 0.01}),
-    ("topk16", {"density": 0.05}),
+    ("topk16", {"density": 0.05}), ("topk16", {"density": 0.045}),
 ]
 
 
@@ -33,11 +33,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--edges", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated codecs (f32 always runs)")
     args = parser.parse_args()
     configure_logging(json=False, level="warning", stream=sys.stderr)
     baseline: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        wanted = {"f32", *args.only.split(",")} if args.only else None
         for codec, codec_params in CODECS:
+            if wanted is not None and codec not in wanted:
+                continue
             overrides = {"codec": codec, **{f"codec.{k}": v for k, v in codec_params.items()}}
             results = run_federation(
                 DemoParams(rounds=args.rounds, edges=args.edges, workdir=Path(tmp) / codec,

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from fedstream.shared.errors import REASONS, FedstreamError
 from fedstream.shared.logs import configure_logging
 
+if TYPE_CHECKING:
+    from fedstream.shared.config import ServiceConfig
+
 Handler = Callable[[argparse.Namespace], int]
+C = TypeVar("C", bound="ServiceConfig")
+
+
+class Runnable(Protocol):
+    """A service: runs until the stop event is set."""
+
+    def run(self, stop: threading.Event) -> None: ...
 
 
 def _broker_run(args: argparse.Namespace) -> int:
@@ -22,37 +34,32 @@ def _broker_run(args: argparse.Namespace) -> int:
 def _cloud_run(args: argparse.Namespace) -> int:
     from fedstream.cloud.config import CloudConfig
     from fedstream.cloud.service import CloudService
-    from fedstream.shared.config import load_config
-    from fedstream.shared.lifecycle import stop_on_signals
 
-    cfg = load_config(CloudConfig, args.config)
-    configure_logging(json=cfg.log.json_lines, level=cfg.log.level)
-    _set_threads(cfg.threads)
-    with stop_on_signals() as stop:
-        CloudService(cfg).run(stop)
-    return 0
+    return _serve(args.config, CloudConfig, CloudService)
 
 
 def _edge_run(args: argparse.Namespace) -> int:
     from fedstream.edge_node.config import EdgeConfig
     from fedstream.edge_node.daemon import EdgeDaemon
+
+    return _serve(args.config, EdgeConfig, EdgeDaemon)
+
+
+def _serve(config: Path, config_cls: type[C], service: Callable[[C], Runnable]) -> int:
+    """Load a service's config, set up logging and threads, run it until SIGINT/SIGTERM."""
     from fedstream.shared.config import load_config
     from fedstream.shared.lifecycle import stop_on_signals
 
-    cfg = load_config(EdgeConfig, args.config)
+    cfg = load_config(config_cls, config)
     configure_logging(json=cfg.log.json_lines, level=cfg.log.level)
-    _set_threads(cfg.threads)
-    with stop_on_signals() as stop:
-        EdgeDaemon(cfg).run(stop)
-    return 0
-
-
-def _set_threads(threads: int | None) -> None:
-    # Several services on one small host oversubscribe the cores with torch's default pool.
-    if threads is not None:
+    if cfg.threads is not None:
+        # Several services on one small host oversubscribe the cores with torch's default pool.
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(cfg.threads)
+    with stop_on_signals() as stop:
+        service(cfg).run(stop)
+    return 0
 
 
 def _round_start(args: argparse.Namespace) -> int:
