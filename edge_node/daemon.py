@@ -134,7 +134,13 @@ class EdgeDaemon:
         self._next_resend = time.monotonic() + self.cfg.resend_after_s
         for item in self.outbox.pending():
             self.log.info("update_resent", update_id=item.update_id, chunks=len(item.frames))
-            self._publish_frames(item.frames)
+            try:
+                self._publish_frames(item.frames)
+            except TransportError as err:
+                # Still in the outbox: the next pass tries again; the daemon keeps serving.
+                self.log.warning("update_resend_failed", update_id=item.update_id,
+                                 reason=str(err.reason), detail=err.detail)
+                return
 
     @tenacity.retry(retry=tenacity.retry_if_exception_type(TransportError), reraise=True,
                     wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=10),
