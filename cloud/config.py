@@ -51,6 +51,17 @@ class IntakeConfig(Section):
     partial_timeout_s: float = Field(default=120.0, gt=0)
 
 
+class ContinualConfig(Section):
+    """The cloud's own data: a replay buffer and evaluation windows (off by default)."""
+
+    enabled: bool = False
+    replay_capacity: int = Field(default=5000, ge=1, le=10_000_000)
+    window_s: float = Field(default=3600.0, gt=0, description="length of an evaluation window")
+    max_rows_per_window: int = Field(default=2000, ge=1)
+    data_dir: Path | None = Field(default=None,
+                                  description="CSV/NPZ files loaded once; file stem = window")
+
+
 class CloudConfig(ServiceConfig):
     """Everything `fedstream cloud run` needs."""
 
@@ -67,3 +78,4 @@ class CloudConfig(ServiceConfig):
     eval_source: SourceConfig = SourceConfig(params={"split": "test"})
     rounds: RoundConfig = RoundConfig()
     intake: IntakeConfig = IntakeConfig()
+    continual: ContinualConfig = ContinualConfig()

@@ -13,6 +13,7 @@ import torch
 
 from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.coordinator import Coordinator, ModelVersion
+from fedstream.cloud.data_intake import DataIntake
 from fedstream.cloud.intake import Intake
 from fedstream.cloud.journal import VersionRow
 from fedstream.cloud.publisher import ModelPublisher
@@ -72,6 +73,8 @@ class CloudService:
             "status": self.topics.status_all(),
             "command": self.topics.command_all(),
         }
+        if cfg.continual.enabled:
+            self._subs["data"] = self.topics.data(cfg.model)
         self.mqtt = MqttClient(
             client_id=f"fedstream-cloud-{cfg.federation}-{cfg.model}", host=cfg.broker.host,
             port=cfg.broker.port, on_message=self._inbox.put,
@@ -86,6 +89,7 @@ class CloudService:
                                        coordinator=self.coordinator,
                                        send_receipt=self._send_receipt)
         self.rejections: Counter[str] = Counter()
+        self.data = DataIntake.open(cfg, self.store) if cfg.continual.enabled else None
         self.publisher = ModelPublisher(mqtt=self.mqtt, topics=self.topics, model=cfg.model,
                                         spec=self.coordinator.spec, layers=cfg.layers,
                                         chunk_size=cfg.chunk_size)
@@ -123,6 +127,8 @@ class CloudService:
                 self._on_status(msg)
             elif self._subs["command"].matches(msg.topic):
                 self._on_command(msg)
+            elif self.data is not None and self._subs["data"].matches(msg.topic):
+                self.data.take(msg.payload, time.time())
         except StoreError as err:
             ack = False
             log.error("message_deferred", topic=msg.topic, reason=str(err.reason),
@@ -217,3 +223,4 @@ def model_info(row: VersionRow) -> ModelInfo:
             flat[key] = value
     return ModelInfo(version=row.version, parent=row.parent, round_id=row.round_id,
                      lineage=flat)
+

@@ -6,6 +6,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from fedstream.shared._fields import (
     Scalar,
     Wire,
@@ -23,6 +26,9 @@ ROUND_STATUSES = ("open", "collecting", "aggregating", "published", "failed")
 TERMINAL_STATUSES = ("published", "failed")
 ROUND_MODES = ("sync", "async")
 MAX_BUFFER = 1 << 20
+MAX_ROWS = 1 << 16
+MAX_COLS = 1 << 12
+MAX_WINDOW_NAME = 128
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -273,6 +279,67 @@ class CommandReply:
                    rejections=req_scalars(d, "rej") if "rej" in d else {},
                    versions=_list_of(d, "vers", ModelInfo.from_wire),
                    intake_bytes=opt_int(d, "ib") or 0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataBatch:
+    """Labelled samples sent to the cloud on `{p}/data/{model}`: its replay and eval data.
+
+    `features` is float32 little-endian, row-major [rows, cols]; `labels` int64 little-endian
+    [rows]; `window` names the evaluation window, "" lets the receiver's clock decide.
+    """
+
+    KIND: ClassVar[str] = "data"
+    VERSION: ClassVar[int] = 1
+    features: bytes
+    rows: int
+    cols: int
+    labels: bytes
+    window: str = ""
+
+    @classmethod
+    def of(cls, features: npt.ArrayLike, labels: npt.ArrayLike, window: str = "") -> Self:
+        """Build a batch from arrays of shape [N, D] and [N] (cast to float32 and int64)."""
+        x = np.ascontiguousarray(features, dtype="<f4")
+        y = np.ascontiguousarray(labels, dtype="<i8")
+        if x.ndim != 2 or y.shape != (x.shape[0],):
+            raise ValueError(f"shapes {x.shape} and {y.shape} are not [N, D] and [N]")
+        return cls(features=x.tobytes(), rows=x.shape[0], cols=x.shape[1], labels=y.tobytes(),
+                   window=window)
+
+    def arrays(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Read-only views of the features [rows, cols] and labels [rows].
+
+        Raises:
+            ProtocolError: NON_FINITE for NaN or Inf features, BAD_FRAME for a negative label.
+        """
+        x = np.frombuffer(self.features, dtype="<f4").reshape(self.rows, self.cols)
+        y = np.frombuffer(self.labels, dtype="<i8")
+        if not np.isfinite(x).all():
+            raise ProtocolError(Reason.NON_FINITE, "data batch features hold NaN or Inf")
+        if (y < 0).any():
+            raise ProtocolError(Reason.BAD_FRAME, "data batch holds a negative label")
+        return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
+
+    def to_wire(self) -> Wire:
+        """Short stable keys; the arrays stay msgpack bin."""
+        return {"x": self.features, "r": self.rows, "c": self.cols, "y": self.labels,
+                "w": self.window}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse; the byte lengths must match rows and cols exactly."""
+        rows, cols = req_range(d, "r", 1, MAX_ROWS), req_range(d, "c", 1, MAX_COLS)
+        features: bytes = req(d, "x", bytes)
+        labels: bytes = req(d, "y", bytes)
+        window: str = req(d, "w", str) if "w" in d else ""
+        if len(window) > MAX_WINDOW_NAME:
+            raise ProtocolError(Reason.BAD_FRAME, f"window name longer than {MAX_WINDOW_NAME}")
+        if len(features) != rows * cols * 4 or len(labels) != rows * 8:
+            raise ProtocolError(Reason.SIZE_MISMATCH,
+                                f"{len(features)} feature and {len(labels)} label bytes "
+                                f"for {rows}x{cols} samples")
+        return cls(features=features, rows=rows, cols=cols, labels=labels, window=window)
 
 
 def _list_of(d: Mapping[str, Any], key: str,

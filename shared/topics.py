@@ -80,6 +80,10 @@ class Topics:
         """Update chunks from one edge."""
         return Topic(f"{self.prefix}/update/{model}/{edge_id}")
 
+    def data(self, model: str) -> Topic:
+        """Labelled samples for the cloud's own continual learning."""
+        return Topic(f"{self.prefix}/data/{model}")
+
     def update_all(self, model: str) -> Topic:
         """Filter for every edge's update chunks."""
         return Topic(f"{self.prefix}/update/{model}/+")

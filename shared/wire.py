@@ -13,6 +13,7 @@ import msgpack
 from fedstream.shared.control import (
     CommandReply,
     CommandRequest,
+    DataBatch,
     EdgeStatus,
     Receipt,
     RoundState,
@@ -21,12 +22,12 @@ from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.messages import Manifest, ModelChunk, UpdateChunk
 
 Message = (UpdateChunk | ModelChunk | Manifest | RoundState | EdgeStatus | CommandRequest
-           | CommandReply | Receipt)
+           | CommandReply | Receipt | DataBatch)
 
 KINDS: dict[str, type[Message]] = {
     cls.KIND: cls
     for cls in (UpdateChunk, ModelChunk, Manifest, RoundState, EdgeStatus, CommandRequest,
-                CommandReply, Receipt)
+                CommandReply, Receipt, DataBatch)
 }
 
 # A frame is at most one chunk plus headers; anything larger is refused before parsing.

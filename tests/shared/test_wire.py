@@ -14,6 +14,7 @@ from fedstream.shared import wire
 from fedstream.shared.control import (
     CommandReply,
     CommandRequest,
+    DataBatch,
     EdgeStatus,
     Receipt,
     RoundState,
@@ -55,6 +56,7 @@ EXAMPLES: dict[str, wire.Message] = {
     "receipt": Receipt(update_id="u1", round_id="r1", status="rejected", reason="stale_round",
                        detail="round r0 is closed"),
     "reply": CommandReply(ok=True, round=_ROUND, edges=(_STATUS,), model_version=3),
+    "data": DataBatch.of([[0.5, 1.0], [2.0, -3.0]], [1, 0], window="day1"),
 }
 
 

@@ -1,0 +1,83 @@
+"""The cloud's own labelled data: batches from the data topic and files from a directory land in
+the replay buffer and in evaluation windows."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import structlog
+
+from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.data_dir import load_data_dir
+from fedstream.cloud.replay import ReplayBuffer
+from fedstream.cloud.store import CloudStore
+from fedstream.cloud.windows import EvalWindows
+from fedstream.shared import wire
+from fedstream.shared.control import DataBatch
+from fedstream.shared.errors import ProtocolError, Reason
+
+log = structlog.get_logger(__name__)
+
+
+class DataIntake:
+    """Validates labelled samples against the model and stores them durably.
+
+    Args:
+        replay: Bounded reservoir of training samples.
+        windows: Time-stamped evaluation windows.
+        features: Input width of the model.
+        classes: Number of classes of the model.
+    """
+
+    def __init__(self, *, replay: ReplayBuffer, windows: EvalWindows, features: int,
+                 classes: int) -> None:
+        self.replay, self.windows = replay, windows
+        self.features, self.classes = features, classes
+
+    @classmethod
+    def open(cls, cfg: CloudConfig, store: CloudStore) -> DataIntake:
+        """The replay buffer and evaluation windows under the cloud's `data_dir`, with the
+        configured data directory's files loaded once (the journal remembers which)."""
+        cont = cfg.continual
+        intake = cls(
+            replay=ReplayBuffer(cfg.data_dir / "replay.db", capacity=cont.replay_capacity,
+                                cols=cfg.layers[0], seed=cfg.seed),
+            windows=EvalWindows(cfg.data_dir / "windows.db", window_s=cont.window_s,
+                                max_rows_per_window=cont.max_rows_per_window),
+            features=cfg.layers[0], classes=cfg.layers[-1])
+        if cont.data_dir is not None:
+            loaded = set(json.loads(store.journal.meta("data_files_loaded") or "[]"))
+            for name, x, y in load_data_dir(cont.data_dir, cols=cfg.layers[0]):
+                if name not in loaded:
+                    intake.add(x, y, time.time(), window=name)
+                    loaded.add(name)
+                    store.journal.set_meta("data_files_loaded", json.dumps(sorted(loaded)))
+        return intake
+
+    def take(self, payload: bytes, now: float) -> int:
+        """Store one `DataBatch` frame; returns its row count.
+
+        Raises:
+            ProtocolError: malformed frame, wrong width, NaN/Inf, or labels out of range.
+        """
+        batch: DataBatch = wire.expect(payload, DataBatch)
+        x, y = batch.arrays()
+        self.add(x, y, now, window=batch.window)
+        return batch.rows
+
+    def add(self, x: np.ndarray, y: np.ndarray, now: float, *, window: str = "") -> None:
+        """Store samples (from a frame or a file) after checking they fit the model."""
+        if x.shape[1] != self.features:
+            raise ProtocolError(Reason.SPEC_MISMATCH,
+                                f"{x.shape[1]} features; the model takes {self.features}")
+        if len(y) and int(y.max()) >= self.classes:
+            raise ProtocolError(Reason.BAD_FRAME,
+                                f"label {int(y.max())} >= the model's {self.classes} classes")
+        # Windows first: evaluation data is what a restart must never lose; the reservoir
+        # only samples from the stream anyway.
+        self.windows.add(x, y, now, name=window)
+        stored = self.replay.add(x, y)
+        log.info("data_received", rows=len(y), window=window or None, replay=len(self.replay),
+                 stored=stored)

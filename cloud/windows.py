@@ -1,0 +1,109 @@
+"""Time-stamped evaluation windows persisted in SQLite; the newest is held out from training.
+
+A sample without a window name lands in `w{int(now // window_s)}`, the window of the clock
+time it arrived at; a named one (a data file's stem, a batch's `window`) lands in that window.
+Windows are ordered by the time they were first written to.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from fedstream.cloud.replay import Arrays, check_batch, open_wal, transact
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS windows (
+    name TEXT PRIMARY KEY, seq INTEGER NOT NULL, created REAL NOT NULL, cols INTEGER NOT NULL,
+    kept INTEGER NOT NULL DEFAULT 0, dropped INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS batches (
+    name TEXT NOT NULL, seq INTEGER NOT NULL, x BLOB NOT NULL, y BLOB NOT NULL,
+    PRIMARY KEY (name, seq));
+"""
+
+
+class EvalWindows:
+    """Evaluation windows of at most `max_rows_per_window` samples each.
+
+    Args:
+        path: Its own SQLite file; created on first use.
+        window_s: Length in seconds of a clock-named window.
+        max_rows_per_window: Rows kept per window; later rows beyond it are dropped and counted.
+
+    Raises:
+        StoreError: STORE_FAILED when the file cannot be opened or written.
+    """
+
+    def __init__(self, path: Path, *, window_s: float, max_rows_per_window: int) -> None:
+        if not window_s > 0 or max_rows_per_window < 1:
+            raise ValueError(f"window_s must be > 0 and max_rows_per_window >= 1, got "
+                             f"{window_s}, {max_rows_per_window}")
+        self.path, self.window_s, self.cap = path, window_s, max_rows_per_window
+        self._db = open_wal(path, SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def window_of(self, now: float) -> str:
+        """The clock-named window for time `now`."""
+        return f"w{int(now // self.window_s)}"
+
+    def add(self, features: np.ndarray, labels: np.ndarray, now: float, name: str = "") -> int:
+        """Append samples to window `name` (or the clock's); returns how many were kept.
+
+        Raises:
+            ValueError: wrong shapes, or a feature count other than the window's.
+        """
+        name = name or self.window_of(now)
+        x, y = check_batch(features, labels, None)
+
+        def work(db: sqlite3.Connection) -> int:
+            db.execute("INSERT OR IGNORE INTO windows (name, seq, created, cols) VALUES "
+                       "(?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM windows), ?, ?)",
+                       (name, now, x.shape[1]))
+            cols, kept = db.execute("SELECT cols, kept FROM windows WHERE name = ?",
+                                    (name,)).fetchone()
+            if cols != x.shape[1]:
+                raise ValueError(f"window {name!r} holds {cols} features, got {x.shape[1]}")
+            take = max(0, min(len(y), self.cap - int(kept)))
+            if take:
+                db.execute("INSERT INTO batches VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 "
+                           "FROM batches WHERE name = ?), ?, ?)",
+                           (name, name, x[:take].tobytes(), y[:take].tobytes()))
+            db.execute("UPDATE windows SET kept = kept + ?, dropped = dropped + ? "
+                       "WHERE name = ?", (take, len(y) - take, name))
+            return take
+        return transact(self._db, work)
+
+    def names(self) -> list[str]:
+        """Every window, oldest first."""
+        rows = self._db.execute("SELECT name FROM windows ORDER BY created, seq").fetchall()
+        return [r[0] for r in rows]
+
+    def get(self, name: str) -> Arrays:
+        """The samples of window `name`, in arrival order; KeyError for an unknown window."""
+        row = self._db.execute("SELECT cols FROM windows WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise KeyError(name)
+        parts = self._db.execute("SELECT x, y FROM batches WHERE name = ? ORDER BY seq",
+                                 (name,)).fetchall()
+        x = np.frombuffer(b"".join(p[0] for p in parts), dtype=np.float32)
+        y = np.frombuffer(b"".join(p[1] for p in parts), dtype=np.int64)
+        return x.reshape(len(y), row[0]), y
+
+    def dropped(self, name: str) -> int:
+        """Rows offered to window `name` beyond its cap (0 for an unknown window)."""
+        row = self._db.execute("SELECT dropped FROM windows WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def newest(self) -> str | None:
+        """The most recent window, held out from training; None before any sample."""
+        names = self.names()
+        return names[-1] if names else None
+
+    def training_windows(self) -> list[str]:
+        """Every window but the newest, oldest first."""
+        return self.names()[:-1]

@@ -1,0 +1,98 @@
+"""The cloud's own data: frames from the data topic and files from the data directory land in
+the replay buffer and evaluation windows; bad input is refused and stores nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.data_intake import DataIntake
+from fedstream.cloud.store import CloudStore
+from fedstream.shared import wire
+from fedstream.shared.control import DataBatch
+from fedstream.shared.errors import ProtocolError, Reason
+
+LAYERS = (4, 3, 2)
+
+
+def _cloud_cfg(tmp_path: Path, **continual: object) -> CloudConfig:
+    return CloudConfig(layers=LAYERS, data_dir=tmp_path / "cloud",
+                       continual={"enabled": True, "replay_capacity": 5, "window_s": 60.0,
+                                  **continual})  # type: ignore[arg-type]
+
+
+def _intake(tmp_path: Path, **continual: object) -> tuple[DataIntake, CloudStore]:
+    cfg = _cloud_cfg(tmp_path, **continual)
+    store = CloudStore.open(cfg.data_dir)
+    return DataIntake.open(cfg, store), store
+
+
+def test_batch_lands_in_its_window_and_the_bounded_replay(tmp_path: Path) -> None:
+    """Eight rows at t=61 s go to window w1 whole, and the replay keeps its capacity of 5."""
+    # Prepare
+    intake, _ = _intake(tmp_path)
+    x = np.arange(32, dtype=np.float32).reshape(8, 4) / 32
+    y = np.array([0, 1] * 4)
+
+    # Execute
+    rows = intake.take(wire.pack(DataBatch.of(x, y)), now=61.0)
+
+    # Assert
+    assert rows == 8
+    assert intake.windows.names() == ["w1"]
+    kept_x, kept_y = intake.windows.get("w1")
+    assert np.array_equal(kept_x, x) and np.array_equal(kept_y, y)
+    assert len(intake.replay) == 5 and intake.replay.seen == 8
+
+
+def _bad_frames() -> list[tuple[bytes, Reason]]:
+    good = DataBatch.of(np.zeros((2, 4)), [0, 1]).to_wire()
+    nan = DataBatch.of([[np.nan, 0, 0, 0]], [0])
+    return [
+        (wire.pack(DataBatch.of(np.zeros((2, 3)), [0, 1])), Reason.SPEC_MISMATCH),
+        (wire.pack(DataBatch.of(np.zeros((2, 4)), [0, 2])), Reason.BAD_FRAME),
+        (wire.pack(nan), Reason.NON_FINITE),
+        (msgpack.packb({"v": 1, "k": "data", **good, "r": 3}), Reason.SIZE_MISMATCH),
+        (b"\xc1", Reason.NOT_MSGPACK),
+    ]
+
+
+@pytest.mark.parametrize(("frame", "reason"), _bad_frames())
+def test_bad_batches_are_refused_and_store_nothing(tmp_path: Path, frame: bytes,
+                                                   reason: Reason) -> None:
+    """Wrong width, a label the model cannot output, NaN, a wrong row count or garbage: a
+    ProtocolError with its reason, and neither store changes."""
+    # Prepare
+    intake, _ = _intake(tmp_path)
+
+    # Execute
+    with pytest.raises(ProtocolError) as caught:
+        intake.take(frame, now=0.0)
+
+    # Assert
+    assert caught.value.reason is reason
+    assert intake.windows.names() == [] and len(intake.replay) == 0
+
+
+def test_data_directory_is_loaded_once_across_restarts(tmp_path: Path) -> None:
+    """Files of the configured directory become windows named by their stem, once: a restarted
+    cloud does not load them again."""
+    # Prepare
+    files = tmp_path / "files"
+    files.mkdir()
+    np.savez(files / "day1.npz", x=np.ones((3, 4), dtype=np.float32), y=np.array([0, 1, 0]))
+    (files / "day2.csv").write_text("a,b,c,d,label\n1,2,3,4,1\n")
+
+    # Execute
+    _, store = _intake(tmp_path, data_dir=files)
+    store.journal.close()
+    again, _ = _intake(tmp_path, data_dir=files)
+
+    # Assert
+    assert again.windows.names() == ["day1", "day2"]
+    assert len(again.windows.get("day1")[1]) == 3 and len(again.windows.get("day2")[1]) == 1
+    assert again.replay.seen == 4
