@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
-import tenacity
 
+from fedstream.cloud._sqlite import open_wal, transact
 from fedstream.shared import wire
 from fedstream.shared.control import RoundState
 from fedstream.shared.errors import Reason, StoreError
@@ -79,10 +79,6 @@ class VersionRow:
     lineage: dict[str, Any]
 
 
-def _is_busy(err: BaseException) -> bool:
-    return isinstance(err, sqlite3.OperationalError) and "locked" in str(err)
-
-
 class Journal:
     """All durable state of one cloud service, in one SQLite file.
 
@@ -92,43 +88,17 @@ class Journal:
     """
 
     def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
-            self._db.executescript(SCHEMA)
-            self._run(_migrate)
-        except (sqlite3.Error, OSError) as err:
-            raise StoreError(Reason.STORE_FAILED, f"{path}: {err}") from err
+        self._db = open_wal(path, SCHEMA, synchronous=synchronous)
+        self._run(_migrate)
         self.path = path
 
     def close(self) -> None:
         """Close the database."""
         self._db.close()
 
-    @tenacity.retry(retry=tenacity.retry_if_exception(_is_busy), reraise=True,
-                    wait=tenacity.wait_exponential_jitter(multiplier=0.01, max=0.5, jitter=0.01),
-                    stop=tenacity.stop_after_delay(10),
-                    before_sleep=lambda rs: log.warning("retry_scheduled", op="sqlite",
-                                                        attempt=rs.attempt_number))
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` in one transaction, retrying while another process holds the lock."""
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return result
-        except sqlite3.OperationalError as err:
-            if _is_busy(err):
-                raise
-            raise StoreError(Reason.STORE_FAILED, str(err)) from err
-        except sqlite3.Error as err:
-            raise StoreError(Reason.STORE_FAILED, str(err)) from err
+        """Run `work` in one transaction (retried while another process holds the lock)."""
+        return transact(self._db, work)
 
     # -- chunks of updates still arriving --------------------------------------------------
     def put_chunk(self, blob_id: str, index: int, edge_id: str, frame: bytes) -> None:

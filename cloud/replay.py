@@ -9,66 +9,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import structlog
-import tenacity
 
+from fedstream.cloud._sqlite import open_wal, transact
 from fedstream.shared.errors import Reason, StoreError
 
-log = structlog.get_logger(__name__)
-T = TypeVar("T")
 Arrays = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slots (slot INTEGER PRIMARY KEY, x BLOB NOT NULL, y INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-def open_wal(path: Path, schema: str) -> sqlite3.Connection:
-    """Open (creating its directory) an SQLite file in WAL mode with `schema` applied."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(schema)
-    except (sqlite3.Error, OSError) as err:
-        raise StoreError(Reason.STORE_FAILED, f"{path}: {err}") from err
-    return db
-
-
-def _is_busy(err: BaseException) -> bool:
-    return isinstance(err, sqlite3.OperationalError) and "locked" in str(err)
-
-
-@tenacity.retry(retry=tenacity.retry_if_exception(_is_busy), reraise=True,
-                wait=tenacity.wait_exponential_jitter(multiplier=0.01, max=0.5, jitter=0.01),
-                stop=tenacity.stop_after_delay(10),
-                before_sleep=lambda rs: log.warning("retry_scheduled", op="sqlite",
-                                                    attempt=rs.attempt_number))
-def transact(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    """Run `work` in one transaction, retrying while another process holds the lock."""
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
-    except sqlite3.OperationalError as err:
-        if _is_busy(err):
-            raise
-        raise StoreError(Reason.STORE_FAILED, str(err)) from err
-    except sqlite3.Error as err:
-        raise StoreError(Reason.STORE_FAILED, str(err)) from err
 
 
 def check_batch(features: np.ndarray, labels: np.ndarray, cols: int | None) -> Arrays:

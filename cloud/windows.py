@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedstream.cloud.replay import Arrays, check_batch, open_wal, transact
+from fedstream.cloud._sqlite import open_wal, transact
+from fedstream.cloud.replay import Arrays, check_batch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS windows (
