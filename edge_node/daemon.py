@@ -82,12 +82,13 @@ class EdgeDaemon:
             self._publish_status(online=True)
             self.log.info("edge_started", samples=len(self.data),
                           classes=self.data.class_counts(), source=self.cfg.source.name)
-            self._next_resend = time.monotonic()  # whatever a previous run left goes out now
+            self._resend(min_age_s=0.0)  # whatever a previous run left goes out now
             while not stop.is_set():
                 with contextlib.suppress(queue.Empty):
                     self._handle(self._inbox.get(timeout=0.5))
                 if time.monotonic() >= self._next_resend:
-                    self._resend()
+                    # Only updates that had a full interval to get their receipt.
+                    self._resend(min_age_s=self.cfg.resend_after_s)
             self._publish_status(online=False)
         finally:
             self.mqtt.close()
@@ -129,10 +130,10 @@ class EdgeDaemon:
                           round_id=receipt.round_id, status=receipt.status,
                           reason=receipt.reason or None, outbox=len(self.outbox))
 
-    def _resend(self) -> None:
-        """Publish again every update still waiting for its receipt (the cloud dedupes)."""
+    def _resend(self, *, min_age_s: float) -> None:
+        """Publish again the updates still waiting for their receipt (the cloud dedupes)."""
         self._next_resend = time.monotonic() + self.cfg.resend_after_s
-        for item in self.outbox.pending():
+        for item in self.outbox.pending(min_age_s=min_age_s):
             self.log.info("update_resent", update_id=item.update_id, chunks=len(item.frames))
             try:
                 self._publish_frames(item.frames)

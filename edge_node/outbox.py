@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +42,14 @@ class Outbox:
             return False
         return True
 
-    def pending(self) -> list[Pending]:
-        """Every kept update, oldest first; unreadable files are logged and set aside."""
+    def pending(self, *, min_age_s: float = 0.0) -> list[Pending]:
+        """Kept updates written at least `min_age_s` ago, oldest first; unreadable files are
+        logged and set aside."""
+        cutoff = time.time() - min_age_s
         items = []
         for path in sorted(self.root.glob("*.out"), key=lambda p: p.stat().st_mtime):
+            if path.stat().st_mtime > cutoff:
+                continue
             try:
                 items.append(Pending(update_id=path.stem,
                                      frames=wire.unpack_frames(path.read_bytes())))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from structlog.testing import capture_logs
@@ -105,3 +106,21 @@ def test_len_counts_kept_updates(tmp_path: Path) -> None:
     # Assert
     assert sizes == [0, 2, 2, 1]
     assert outbox.pending() == [Pending(update_id="u2", frames=[b"c"])]
+
+
+def test_pending_skips_entries_younger_than_the_minimum_age(tmp_path: Path) -> None:
+    """A re-send pass leaves alone an update written moments ago (its receipt may be on the
+    way) and takes one that waited longer."""
+    # Prepare
+    box = Outbox(tmp_path)
+    box.put("old", [b"a"])
+    box.put("new", [b"b"])
+    ten_minutes_ago = time.time() - 600
+    os.utime(tmp_path / "old.out", (ten_minutes_ago, ten_minutes_ago))
+
+    # Execute
+    due = box.pending(min_age_s=30.0)
+
+    # Assert
+    assert [p.update_id for p in due] == ["old"]
+    assert [p.update_id for p in box.pending()] == ["old", "new"]
