@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from fedstream.shared import wire
 from fedstream.shared.blobs import encode_blob
 from fedstream.shared.messages import BlobHeader, Manifest, ModelChunk, Spec
@@ -20,7 +22,7 @@ class ModelPublisher:
         self._spec, self._layers, self._chunk_size = spec, tuple(layers), chunk_size
         self._previous: tuple[int, BlobHeader] | None = None
 
-    def publish(self, *, version: int, parent: int | None, tensors: Sequence[object],
+    def publish(self, *, version: int, parent: int | None, tensors: Sequence[torch.Tensor],
                 metrics: dict[str, float | int | str]) -> int:
         """Publish chunks, then the manifest, then clear the previous version's chunks.
 
@@ -30,11 +32,11 @@ class ModelPublisher:
         Returns:
             The size of the model blob in bytes.
         """
-        enc = encode_blob(tensors, self._spec, codec="f32", chunk_size=self._chunk_size)  # type: ignore[arg-type]
+        enc = encode_blob(tensors, self._spec, codec="f32", chunk_size=self._chunk_size)
         self._mqtt.publish_many(
             ((self._topics.model_chunk(self._model, version, i),
               wire.pack(ModelChunk(header=enc.header, model=self._model, version=version,
-                                   index=i, data=bytes(view))))
+                                   index=i, data=view)))
              for i, view in enumerate(enc.chunks)),
             retain=True)
         manifest = Manifest(model=self._model, version=version, parent=parent,
