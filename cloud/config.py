@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -51,8 +51,35 @@ class IntakeConfig(Section):
     partial_timeout_s: float = Field(default=120.0, gt=0)
 
 
+class FinetuneConfig(Section):
+    """Cloud fine-tuning of each aggregate on fresh cloud data mixed with replay."""
+
+    steps: int = Field(default=0, ge=0, le=1_000_000, description="0 turns fine-tuning off")
+    batch_size: int = Field(default=64, ge=1, le=65536)
+    lr: float = Field(default=0.01, gt=0, le=10)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    replay_ratio: float = Field(default=0.5, ge=0, le=1,
+                                description="share of each batch drawn from the replay buffer")
+    anchor: Literal["none", "l2sp", "ewc"] = Field(
+        default="none", description="penalty pulling the weights toward the aggregate's")
+    anchor_weight: float = Field(default=1.0, ge=0)
+    backend: str = Field(default="auto", description="auto, torch or ipex")
+    precision: str = Field(default="auto", description="auto (measured), fp32 or bf16")
+
+
+class GateConfig(Section):
+    """When a candidate may replace the serving model (accuracy on the evaluation windows)."""
+
+    enabled: bool = True
+    tolerance_newest: float = Field(default=0.02, ge=0, le=1,
+                                    description="allowed accuracy drop on the newest window")
+    tolerance_past: float = Field(default=0.02, ge=0, le=1,
+                                  description="allowed drop of the mean over past windows")
+
+
 class ContinualConfig(Section):
-    """The cloud's own data: a replay buffer and evaluation windows (off by default)."""
+    """The cloud's own data: replay buffer, evaluation windows, fine-tuning and the promotion
+    gate (off by default: the cloud then publishes every aggregate as before)."""
 
     enabled: bool = False
     replay_capacity: int = Field(default=5000, ge=1, le=10_000_000)
@@ -60,6 +87,25 @@ class ContinualConfig(Section):
     max_rows_per_window: int = Field(default=2000, ge=1)
     data_dir: Path | None = Field(default=None,
                                   description="CSV/NPZ files loaded once; file stem = window")
+    finetune: FinetuneConfig = FinetuneConfig()
+    gate: GateConfig = GateConfig()
+
+
+class InferenceConfig(Section):
+    """Predictions from the current promoted model over MQTT v5 and HTTP (off by default)."""
+
+    enabled: bool = False
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port")
+    max_batch: int = Field(default=64, ge=1, le=65536,
+                           description="rows one forward pass may take from queued requests")
+    max_wait_ms: float = Field(default=2.0, ge=0, le=1000,
+                               description="how long a batch waits to fill up")
+    max_rows: int = Field(default=1024, ge=1, le=1 << 20, description="rows per request")
+    max_queue: int = Field(default=10_000, ge=1, description="queued rows before refusing")
+    backend: str = Field(default="auto", description="auto, torch or ipex")
+    precision: str = Field(default="auto",
+                           description="auto: bf16 when within 0.5 point of fp32 and faster")
 
 
 class CloudConfig(ServiceConfig):
@@ -79,3 +125,4 @@ class CloudConfig(ServiceConfig):
     rounds: RoundConfig = RoundConfig()
     intake: IntakeConfig = IntakeConfig()
     continual: ContinualConfig = ContinualConfig()
+    inference: InferenceConfig = InferenceConfig()

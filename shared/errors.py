@@ -35,7 +35,7 @@ class Reason(StrEnum):
     PUBLISH_FAILED = "publish_failed"
     NO_REPLY = "no_reply"
     BROKER_FAILED = "broker_failed"
-    # round lifecycle and store (80-99)
+    # round lifecycle, store and serving (80-99)
     ROUND_IN_PROGRESS = "round_in_progress"
     NO_EDGES = "no_edges"
     ROUND_FAILED = "round_failed"
@@ -43,6 +43,11 @@ class Reason(StrEnum):
     STORE_FAILED = "store_failed"
     BACKEND_UNAVAILABLE = "backend_unavailable"
     ROUND_STOPPED = "round_stopped"
+    REGRESSED_NEWEST = "regressed_newest"
+    REGRESSED_PAST = "regressed_past"
+    NOT_CANDIDATE = "not_candidate"
+    OVERLOADED = "overloaded"
+    NO_MODEL = "no_model"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,13 @@ REASONS: dict[Reason, ReasonInfo] = {
     Reason.STORE_FAILED: ReasonInfo("the journal or spool could not be read or written", 84),
     Reason.BACKEND_UNAVAILABLE: ReasonInfo("the requested training backend cannot run here", 85),
     Reason.ROUND_STOPPED: ReasonInfo("the operator stopped the round before it ended", 86),
+    Reason.REGRESSED_NEWEST: ReasonInfo(
+        "the candidate lost more than the tolerance on the newest evaluation window", 87),
+    Reason.REGRESSED_PAST: ReasonInfo(
+        "the candidate lost more than the tolerance on the past evaluation windows", 88),
+    Reason.NOT_CANDIDATE: ReasonInfo("that version is not a rejected candidate", 89),
+    Reason.OVERLOADED: ReasonInfo("the inference queue is full; retry later", 90),
+    Reason.NO_MODEL: ReasonInfo("no promoted model is being served yet", 91),
 }
 
 
