@@ -1,4 +1,5 @@
-"""The global model and its rounds: open, count updates, aggregate, blend, evaluate, publish.
+"""The global model and its rounds: open, count updates, aggregate, blend, refine, judge,
+publish.
 
 Two modes. A sync round aggregates once, when every selected edge answered or the deadline
 passed. An async session (FedBuff, Nguyen et al. 2022) aggregates every `buffer` accepted
@@ -10,42 +11,32 @@ open round where it was and, aggregating the same accepted updates in the same o
 update id), reaches the same model bit for bit; an async session's pending updates (accepted,
 not yet in a version) stay pending. No MQTT here: the service hands in accepted updates and
 the clock, and gets model versions and round states out through two callables.
+
+With continual learning on, every aggregate becomes a candidate: fine-tuned on the cloud's
+data, scored on the evaluation windows and promoted only if the gate lets it; a rejected
+candidate is kept in the registry and the served model stays.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import structlog
 import torch
 
 from fedstream.cloud import rounds
 from fedstream.cloud.config import CloudConfig
-from fedstream.cloud.continual import apply_delta, blend
-from fedstream.cloud.journal import UpdateRow, VersionRow
-from fedstream.cloud.registry_store import ServerState
+from fedstream.cloud.continual_stage import ContinualStage
+from fedstream.cloud.journal import UpdateRow
+from fedstream.cloud.model_keeper import ModelKeeper
 from fedstream.cloud.store import CloudStore
-from fedstream.cloud.strategies import STRATEGIES
-from fedstream.shared.blobs import decode_with
+from fedstream.cloud.versions import ModelVersion
 from fedstream.shared.codecs import CODECS
 from fedstream.shared.control import ROUND_MODES, EdgeStatus, RoundState, TrainParams
 from fedstream.shared.errors import FedstreamError, Reason
-from fedstream.shared.model import build_mlp, spec_of, tensors_of
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ModelVersion:
-    """One global model version."""
-
-    version: int
-    parent: int | None
-    tensors: list[torch.Tensor]
-    metrics: Mapping[str, float | int | str]
 
 
 class Coordinator:
@@ -58,22 +49,21 @@ class Coordinator:
         publish_model: Makes a version the current global model (retained on the broker) and
             returns the bytes of its blob.
         publish_round: Announces a round state (retained on the broker).
+        stage: Fine-tunes and judges candidates; None publishes every aggregate.
     """
 
     def __init__(self, *, cfg: CloudConfig, store: CloudStore,
                  evaluate: Callable[[list[torch.Tensor]], float],
                  publish_model: Callable[[ModelVersion], int],
-                 publish_round: Callable[[RoundState], None]) -> None:
+                 publish_round: Callable[[RoundState], None],
+                 stage: ContinualStage | None = None) -> None:
         self.cfg, self.store = cfg, store
-        self._evaluate = evaluate
-        self._publish_model = publish_model
         self._publish_round = publish_round
         # A bad codec or strategy in the config fails at start, not at the first round.
         CODECS.build(cfg.rounds.codec, **cfg.rounds.codec_params)
-        self.strategy = STRATEGIES.build(cfg.strategy, **cfg.strategy_params)
-        initial = build_mlp(cfg.layers, seed=cfg.seed)
-        self.spec = spec_of(initial)
-        self.current, self.server_state = self._load_current(tensors_of(initial))
+        self.keeper = ModelKeeper(cfg=cfg, store=store, evaluate=evaluate,
+                                  publish_model=publish_model, stage=stage)
+        self.spec = self.keeper.spec
         self.round: RoundState | None = store.journal.last_round()
         self.edges: dict[str, EdgeStatus] = {}
         # (edge id, base version) of each update the current round accepted, rebuilt from the
@@ -82,32 +72,14 @@ class Coordinator:
             self.round, {(row.edge_id, row.base)
                          for row in store.journal.accepted(self.round.round_id)})
 
-    def _load_current(self, initial: list[torch.Tensor]) -> tuple[ModelVersion,
-                                                                  ServerState | None]:
-        versions = self.store.journal.versions()
-        if not versions:
-            first = ModelVersion(version=0, parent=None, tensors=initial,
-                                 metrics={"accuracy": round(self._evaluate(initial), 4)})
-            self._save_version(first, None, round_id="", lineage={"origin": "initial",
-                                                                 "seed": self.cfg.seed})
-            return first, None
-        row = versions[-1]
-        tensors, state = self.store.models.load(row.path, self.spec)
-        return ModelVersion(version=row.version, parent=row.parent, tensors=tensors,
-                            metrics=row.lineage.get("metrics", {})), state
-
-    def _save_version(self, version: ModelVersion, state: ServerState | None, *,
-                      round_id: str, lineage: dict[str, object],
-                      applied: Sequence[str] = ()) -> None:
-        path = self.store.models.save(version.version, self.spec, version.tensors, state)
-        self.store.journal.add_version(VersionRow(
-            version=version.version, parent=version.parent, round_id=round_id, path=path,
-            lineage={**lineage, "metrics": dict(version.metrics), "created": time.time()}),
-            applied=applied)
+    @property
+    def current(self) -> ModelVersion:
+        """The served model."""
+        return self.keeper.current
 
     def start(self, now: float) -> None:
         """Republish the current model and resume a round that was cut off by a restart."""
-        model_bytes = self._publish_model(self.current)
+        model_bytes = self.keeper.publish_model(self.current)
         log.info("model_published", version=self.current.version, **self.current.metrics)
         if self.round is not None and not self.round.terminal:
             log.info("round_resumed", round_id=self.round.round_id, status=self.round.status,
@@ -141,8 +113,7 @@ class Coordinator:
             FedstreamError: round_in_progress, no_edges when none is online, bad_config or
                 unknown_name for a bad override or codec.
         """
-        if self.round is not None and not self.round.terminal:
-            raise FedstreamError(Reason.ROUND_IN_PROGRESS, self.round.round_id)
+        self._refuse_during_round()
         defaults = self.cfg.rounds
         mode = str(overrides.get("mode", "sync"))
         misplaced = overrides.keys() & ({"fraction", "edges"} if mode == "async"
@@ -250,41 +221,14 @@ class Coordinator:
         rows = self.store.journal.accepted(state.round_id)
         result = {"seconds": round(now - state.opened, 3), "updates": len(rows),
                   "bytes_in": sum(r.bytes for r in rows)}
-        saved = self.store.journal.versions()[-1]
-        if saved.round_id == state.round_id:
-            # The version was saved but the cloud died before announcing it: announce it.
-            model_bytes = self._publish_model(self.current)
-            return rounds.to_published(state, {**result, "version": self.current.version,
-                                               "model_bytes": model_bytes,
-                                               **self.current.metrics})
-        model_bytes = self._fold(state, rows, [float(r.samples) for r in rows], lineage={})
-        return rounds.to_published(state, {**result, "version": self.current.version,
-                                           **self.current.metrics, "model_bytes": model_bytes})
-
-    def _fold(self, state: RoundState, rows: Sequence[UpdateRow], weights: Sequence[float], *,
-              lineage: Mapping[str, object]) -> int:
-        """Aggregate `rows` with `weights` into the next version: server step, blend, evaluate,
-        save (marking `rows` applied in the same transaction), publish. Returns its bytes."""
-        agg = self.strategy.new_round()
-        for row, weight in zip(rows, weights, strict=True):  # update-id order, on every replay
-            agg.add(decode_with(row.codec, self.store.spool.get(row.spool), self.spec), weight)
-        aggregate = agg.result()
-        del agg  # its float64 sums are twice the model: free them before the next steps
-        delta, state_after = self.strategy.step(aggregate, self.server_state)
-        candidate = apply_delta(self.current.tensors, delta)
-        tensors = blend(self.current.tensors, candidate, self.cfg.blend_alpha)
-        acc = round(self._evaluate(tensors), 4)
-        new = ModelVersion(version=self.current.version + 1, parent=self.current.version,
-                           tensors=tensors, metrics={"accuracy": acc})
-        self._save_version(new, state_after, round_id=state.round_id, lineage={
-            "round": state.round_id, "strategy": self.cfg.strategy, "codec": state.codec,
-            "blend_alpha": self.cfg.blend_alpha, "edges": sorted(r.edge_id for r in rows),
-            **lineage}, applied=[r.update_id for r in rows])
-        self.current, self.server_state = new, state_after
-        model_bytes = self._publish_model(new)
-        log.info("model_published", version=new.version, accuracy=acc, parent=new.parent,
-                 round_id=state.round_id, updates=len(rows))
-        return model_bytes
+        folded = self.keeper.announce_saved(state.round_id) or self.keeper.fold(
+            round_id=state.round_id, codec=state.codec, rows=rows,
+            weights=[float(r.samples) for r in rows], lineage={})
+        result.update({"version": self.current.version, **self.current.metrics,
+                       "model_bytes": folded.model_bytes, "candidate": folded.candidate})
+        if folded.rejected is not None:
+            return rounds.to_failed(state, folded.rejected, folded.detail, result=result)
+        return rounds.to_published(state, result)
 
     # -- async sessions ---------------------------------------------------------------------
     def _advance_session(self, now: float) -> None:
@@ -303,10 +247,13 @@ class Coordinator:
         staleness = [self.current.version - r.base for r in pending]
         weights = [rounds.staleness_weight(r.samples, s)
                    for r, s in zip(pending, staleness, strict=True)]
-        model_bytes = self._fold(state, pending, weights, lineage={
-            "mode": "async", "buffer": state.buffer, "staleness_max": max(staleness)})
+        folded = self.keeper.fold(round_id=state.round_id, codec=state.codec, rows=pending,
+                                  weights=weights, lineage={"mode": "async",
+                                                            "buffer": state.buffer,
+                                                            "staleness_max": max(staleness)})
+        # A rejected candidate leaves the session on the served version.
         moved = rounds.to_next_version(state, self.current.version,
-                                       self._session_result(state, now, model_bytes))
+                                       self._session_result(state, now, folded.model_bytes))
         self.counted = _recent(moved, self.counted)
         self._set_round(moved)
 
@@ -355,19 +302,21 @@ class Coordinator:
         Raises:
             FedstreamError: round_in_progress, or bad_config for an unknown version.
         """
+        self._refuse_during_round()
+        return self.keeper.rollback(version)
+
+    def promote(self, version: int) -> ModelVersion:
+        """Serve a candidate the gate rejected (see `ModelKeeper.promote`).
+
+        Raises:
+            FedstreamError: round_in_progress, bad_config or not_candidate.
+        """
+        self._refuse_during_round()
+        return self.keeper.promote(version)
+
+    def _refuse_during_round(self) -> None:
         if self.round is not None and not self.round.terminal:
             raise FedstreamError(Reason.ROUND_IN_PROGRESS, self.round.round_id)
-        rows = {r.version: r for r in self.store.journal.versions()}
-        if version not in rows:
-            raise FedstreamError(Reason.BAD_CONFIG, f"no version {version}; have {sorted(rows)}")
-        tensors, state = self.store.models.load(rows[version].path, self.spec)
-        new = ModelVersion(version=self.current.version + 1, parent=version, tensors=tensors,
-                           metrics=rows[version].lineage.get("metrics", {}))
-        self._save_version(new, state, round_id="", lineage={"rollback_of": version})
-        self.current, self.server_state = new, state
-        self._publish_model(new)
-        log.info("model_rolled_back", version=new.version, restored=version)
-        return new
 
     def _set_round(self, state: RoundState) -> None:
         self.round = state

@@ -75,9 +75,10 @@ class DataIntake:
         if len(y) and int(y.max()) >= self.classes:
             raise ProtocolError(Reason.BAD_FRAME,
                                 f"label {int(y.max())} >= the model's {self.classes} classes")
+        name = window or self.windows.window_of(now)
         # Windows first: evaluation data is what a restart must never lose; the reservoir
         # only samples from the stream anyway.
-        self.windows.add(x, y, now, name=window)
-        stored = self.replay.add(x, y)
-        log.info("data_received", rows=len(y), window=window or None, replay=len(self.replay),
+        self.windows.add(x, y, now, name=name)
+        stored = self.replay.add(x, y, name)
+        log.info("data_received", rows=len(y), window=name, replay=len(self.replay),
                  stored=stored)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,12 +41,19 @@ CREATE TABLE IF NOT EXISTS rounds (
     round_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, status TEXT NOT NULL, state BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS versions (
     version INTEGER PRIMARY KEY, parent INTEGER, round_id TEXT NOT NULL, path TEXT NOT NULL,
-    lineage TEXT NOT NULL);
+    lineage TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'promoted',
+    reason TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS evals (
+    version INTEGER NOT NULL, window TEXT NOT NULL, accuracy REAL NOT NULL,
+    PRIMARY KEY (version, window));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns added after the first release, with their definitions, for journals created before.
 ADDED_COLUMNS = (("updates", "base", "INTEGER NOT NULL DEFAULT 0"),
-                 ("updates", "applied", "INTEGER"))
+                 ("updates", "applied", "INTEGER"),
+                 ("versions", "status", "TEXT NOT NULL DEFAULT 'promoted'"),
+                 ("versions", "reason", "TEXT NOT NULL DEFAULT ''"))
+VERSION_COLUMNS = "version, parent, round_id, path, lineage, status, reason"
 UPDATE_COLUMNS = ("update_id, round_id, edge_id, status, reason, samples, bytes, codec, spool, "
                   "base, applied")
 
@@ -70,13 +77,24 @@ class UpdateRow:
 
 @dataclass(frozen=True, slots=True)
 class VersionRow:
-    """One published model version and where its weights are."""
+    """One model version in the registry and where its weights are.
+
+    `status` is "promoted" (it was, or is, the served model) or "rejected" (a candidate the
+    promotion gate refused, with the gate's `reason`).
+    """
 
     version: int
     parent: int | None
     round_id: str
     path: str
     lineage: dict[str, Any]
+    status: str = "promoted"
+    reason: str = ""
+
+    @property
+    def promoted(self) -> bool:
+        """Whether this version was served."""
+        return self.status == "promoted"
 
 
 class Journal:
@@ -160,18 +178,22 @@ class Journal:
         return wire.expect(row[0], RoundState) if row else None
 
     # -- versions --------------------------------------------------------------------------
-    def add_version(self, row: VersionRow, *, applied: Sequence[str] = ()) -> None:
-        """Record a model version (its file must already be durable) and, in the same
-        transaction, mark the updates it folded in as applied to it.
+    def add_version(self, row: VersionRow, *, applied: Sequence[str] = (),
+                    evals: Mapping[str, float] | None = None) -> None:
+        """Record a model version (its file must already be durable) with its accuracy per
+        evaluation window and, in the same transaction, mark the updates it folded in as
+        applied to it.
 
         Raises:
             StoreError: store_failed for a version recorded before, or an update in `applied`
                 that is unknown, not accepted or already applied (nothing is written then).
         """
         def work(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?)",
+            db.execute(f"INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (row.version, row.parent, row.round_id, row.path,
-                        json.dumps(row.lineage)))
+                        json.dumps(row.lineage), row.status, row.reason))
+            db.executemany("INSERT INTO evals VALUES (?, ?, ?)",
+                           [(row.version, w, acc) for w, acc in (evals or {}).items()])
             marked = db.executemany(
                 "UPDATE updates SET applied = ? WHERE update_id = ? AND status = 'accepted' "
                 "AND applied IS NULL", [(row.version, u) for u in applied]).rowcount
@@ -183,8 +205,23 @@ class Journal:
 
     def versions(self) -> list[VersionRow]:
         """Every version, oldest first."""
-        rows = self._db.execute("SELECT * FROM versions ORDER BY version")
-        return [VersionRow(v, p, r, path, json.loads(lin)) for v, p, r, path, lin in rows]
+        rows = self._db.execute(f"SELECT {VERSION_COLUMNS} FROM versions ORDER BY version")
+        return [VersionRow(v, p, r, path, json.loads(lin), status, reason)
+                for v, p, r, path, lin, status, reason in rows]
+
+    def set_status(self, version: int, status: str, reason: str = "") -> None:
+        """Change a version's status (a candidate promoted by hand)."""
+        self._run(lambda db: db.execute(
+            "UPDATE versions SET status = ?, reason = ? WHERE version = ?",
+            (status, reason, version)))
+
+    def evals(self) -> dict[int, dict[str, float]]:
+        """Accuracy per evaluation window of every version that was scored on any."""
+        table: dict[int, dict[str, float]] = {}
+        for version, window, acc in self._db.execute(
+                "SELECT version, window, accuracy FROM evals ORDER BY version, rowid"):
+            table.setdefault(version, {})[window] = acc
+        return table
 
     def set_meta(self, key: str, value: str) -> None:
         """Store a small named value (e.g. the current version after a rollback)."""

@@ -2,7 +2,8 @@
 
 Every sample ever offered has the same chance, `capacity / seen`, of being in the buffer. The
 slots, the `seen` count and the generator state are written in one transaction per `add`, so a
-reopened buffer holds the same rows and continues the same reservoir.
+reopened buffer holds the same rows and continues the same reservoir. Each slot remembers its
+evaluation window, so training can leave out the held-out newest one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from fedstream.shared.errors import Reason, StoreError
 Arrays = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS slots (slot INTEGER PRIMARY KEY, x BLOB NOT NULL, y INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS slots (slot INTEGER PRIMARY KEY, x BLOB NOT NULL, y INTEGER NOT NULL,
+                                  w TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -53,6 +55,9 @@ class ReplayBuffer:
             raise ValueError(f"capacity and cols must be >= 1, got {capacity}, {cols}")
         self.path, self.capacity, self.cols = path, capacity, cols
         self._db = open_wal(path, SCHEMA)
+        if "w" not in {r[1] for r in self._db.execute("PRAGMA table_info(slots)")}:
+            # Buffers written before slots remembered their window.
+            self._db.execute("ALTER TABLE slots ADD COLUMN w TEXT NOT NULL DEFAULT ''")
         self._rng = np.random.default_rng(seed)
         fresh = {"capacity": str(capacity), "cols": str(cols), "seen": "0",
                  "rng": json.dumps(self._rng.bit_generator.state)}
@@ -76,8 +81,9 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return min(self._seen, self.capacity)
 
-    def add(self, features: np.ndarray, labels: np.ndarray) -> int:
-        """Offer samples in order; returns how many slots were written (one transaction)."""
+    def add(self, features: np.ndarray, labels: np.ndarray, window: str = "") -> int:
+        """Offer samples of evaluation window `window` in order; returns how many slots were
+        written (one transaction)."""
         x, y = check_batch(features, labels, self.cols)
         state = self._rng.bit_generator.state
         # One uniform draw per sample, so the stream does not depend on how it is batched.
@@ -89,8 +95,9 @@ class ReplayBuffer:
                 "rng": json.dumps(self._rng.bit_generator.state)}
 
         def work(db: sqlite3.Connection) -> None:
-            db.executemany("INSERT OR REPLACE INTO slots VALUES (?, ?, ?)",
-                           [(s, x[i].tobytes(), int(y[i])) for s, i in written.items()])
+            db.executemany("INSERT OR REPLACE INTO slots VALUES (?, ?, ?, ?)",
+                           [(s, x[i].tobytes(), int(y[i]), window)
+                            for s, i in written.items()])
             db.executemany("UPDATE meta SET value = ? WHERE key = ?",
                            [(v, k) for k, v in meta.items()])
         try:
@@ -101,17 +108,19 @@ class ReplayBuffer:
         self._seen += len(y)
         return len(written)
 
-    def arrays(self) -> Arrays:
-        """Every kept sample, in slot order."""
-        rows = self._db.execute("SELECT x, y FROM slots ORDER BY slot").fetchall()
+    def arrays(self, *, exclude: str | None = None) -> Arrays:
+        """Every kept sample, in slot order, but those of window `exclude`."""
+        rows = self._db.execute("SELECT x, y FROM slots WHERE w IS NOT ? ORDER BY slot",
+                                (exclude,)).fetchall()
         x = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32)
         return x.reshape(len(rows), self.cols), np.array([r[1] for r in rows], dtype=np.int64)
 
-    def sample(self, n: int, rng_seed: int) -> Arrays:
-        """Up to `n` distinct kept samples, chosen uniformly by a generator seeded `rng_seed`."""
+    def sample(self, n: int, rng_seed: int, *, exclude: str | None = None) -> Arrays:
+        """Up to `n` distinct kept samples outside window `exclude`, chosen uniformly by a
+        generator seeded `rng_seed`."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        x, y = self.arrays()
+        x, y = self.arrays(exclude=exclude)
         pick = np.sort(np.random.default_rng(rng_seed).choice(len(y), min(n, len(y)),
                                                                replace=False))
         return x[pick], y[pick]

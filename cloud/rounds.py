@@ -162,7 +162,10 @@ def to_published(state: RoundState, result: dict[str, float | int | str]) -> Rou
     return dataclasses.replace(state, status="published", result=result)
 
 
-def to_failed(state: RoundState, reason: Reason, detail: str = "") -> RoundState:
-    """The round ended without a new model."""
+def to_failed(state: RoundState, reason: Reason, detail: str = "",
+              result: Mapping[str, float | int | str] | None = None) -> RoundState:
+    """The round ended without a new model (`result` says what it did produce, e.g. a
+    candidate the gate rejected)."""
     return dataclasses.replace(state, status="failed", reason=str(reason),
-                               result={"detail": detail} if detail else {})
+                               result={**(result or {}), **({"detail": detail} if detail
+                                                            else {})})

@@ -201,10 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_options(status)
     status.set_defaults(handler=_status)
 
-    model = sub.add_parser("model", help="the model registry: versions and their lineage")
+    model = sub.add_parser("model", help="the model registry: versions, lineage, promotion")
     model_actions = model.add_subparsers(dest="action", required=True)
-    for action, text in (("list", "every version"), ("show", "one version's lineage"),
-                         ("rollback", "republish an earlier version as a new current one")):
+    for action, text in (("list", "every version"),
+                         ("show", "one version's lineage, forgetting metrics and accuracy "
+                                  "matrix"),
+                         ("rollback", "republish an earlier version as a new current one"),
+                         ("promote", "serve a candidate the promotion gate rejected")):
         p = model_actions.add_parser(action, help=text)
         _add_client_options(p)
         if action == "list":

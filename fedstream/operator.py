@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from pydantic_settings import SettingsConfigDict
 
 from fedstream.client import FleetClient
 from fedstream.shared.config import ServiceConfig
-from fedstream.shared.control import CommandReply, RoundState
+from fedstream.shared.control import CommandReply, ModelInfo, RoundState
 from fedstream.shared.errors import FedstreamError, Reason
 
 
@@ -17,6 +18,10 @@ class CliConfig(ServiceConfig):
     config file and ignores that service's own keys."""
 
     model_config = SettingsConfigDict(**{**ServiceConfig.model_config, "extra": "ignore"})
+
+
+# Round failures whose reason is its own exit code; the rest exit as round_failed.
+_OWN_EXIT_CODES = {Reason.ROUND_STOPPED, Reason.REGRESSED_NEWEST, Reason.REGRESSED_PAST}
 
 
 def start_round(conn: dict[str, Any], *, wait: bool,
@@ -61,8 +66,7 @@ def start_round(conn: dict[str, Any], *, wait: bool,
 
         final = fleet.wait_round(state.round_id, on_change=progress)
     if final.status == "failed":
-        reason = (Reason.ROUND_STOPPED if final.reason == Reason.ROUND_STOPPED
-                  else Reason.ROUND_FAILED)
+        reason = Reason(final.reason) if final.reason in _OWN_EXIT_CODES else Reason.ROUND_FAILED
         raise FedstreamError(reason, f"{final.reason} {dict(final.result)}")
     r = final.result
     if final.is_async:
@@ -129,30 +133,63 @@ def show_status(conn: dict[str, Any], *, out: TextIO) -> CommandReply:
 
 def model_command(conn: dict[str, Any], *, action: str, version: int | None,
                   out: TextIO) -> CommandReply:
-    """`fedstream model list|show V|rollback V`.
+    """`fedstream model list|show V|rollback V|promote V`.
 
     Raises:
-        FedstreamError: an unknown version (bad_config), or round_in_progress on rollback.
+        FedstreamError: an unknown version (bad_config), round_in_progress on rollback or
+            promote, not_candidate when promoting a version the gate did not reject.
     """
     with FleetClient(**conn) as fleet:
-        if action == "rollback":
-            reply = fleet.command("model_rollback", version=int(version or 0))
-            print(f"v{version} republished as v{reply.model_version}", file=out)
+        if action in ("rollback", "promote"):
+            reply = fleet.command(f"model_{action}", version=int(version or 0))
+            done = ("republished as" if action == "rollback" or reply.model_version != version
+                    else "promoted: now serving")
+            print(f"v{version} {done} v{reply.model_version}", file=out)
             return reply
         reply = fleet.command("model_list")
     rows = [v for v in reply.versions if action == "list" or v.version == version]
     if action == "show" and not rows:
         raise FedstreamError(Reason.BAD_CONFIG, f"no version {version}")
     for v in rows:
-        mark = "*" if v.version == reply.model_version else " "
-        acc = v.lineage.get("metrics.accuracy", "-")
-        origin = v.lineage.get("rollback_of")
-        how = f"rollback of v{origin}" if origin is not None else (
-            f"round {v.round_id} {v.lineage.get('strategy', '')} {v.lineage.get('codec', '')}"
-            if v.round_id else "initial")
-        print(f"{mark} v{v.version:<4} parent {'-' if v.parent is None else v.parent:<4} "
-              f"accuracy {acc:<7} {how}", file=out)
+        print(_summary_line(v, serving=reply.model_version), file=out)
         if action == "show":
-            for key, value in sorted(v.lineage.items()):
-                print(f"    {key}: {value}", file=out)
+            _print_detail(v, reply.versions, out)
     return reply
+
+
+def _summary_line(v: ModelInfo, *, serving: int | None) -> str:
+    mark = "*" if v.version == serving else " "
+    acc = v.lineage.get("metrics.accuracy", "-")
+    origin = next((f"{how} v{v.lineage[key]}" for key, how in _ORIGINS if key in v.lineage),
+                  None)
+    how = origin or (
+        f"round {v.round_id} {v.lineage.get('strategy', '')} {v.lineage.get('codec', '')}"
+        if v.round_id else "initial")
+    state = "" if v.status == "promoted" else f"  [{v.status}: {v.reason}]"
+    return (f"{mark} v{v.version:<4} parent {'-' if v.parent is None else v.parent:<4} "
+            f"accuracy {acc:<7} {how}{state}")
+
+
+_ORIGINS = (("rollback_of", "rollback of"), ("promoted_from", "promoted by hand from"))
+
+
+def _print_detail(v: ModelInfo, versions: Sequence[ModelInfo], out: TextIO) -> None:
+    """Continual-learning metrics, the accuracy matrix up to `v`, then the lineage."""
+    lin = v.lineage
+    if "metrics.avg_accuracy" in lin:
+        print(f"    average accuracy {lin['metrics.avg_accuracy']}, forgetting "
+              f"{lin.get('metrics.forgetting')}, backward transfer {lin.get('metrics.bwt')} "
+              f"over {lin.get('metrics.windows')} window(s)", file=out)
+    windows = list(v.evals)
+    if windows:
+        # Rows: every served version up to this one (the history it is measured against).
+        matrix = [w for w in versions if w.evals and w.version <= v.version
+                  and (w.status == "promoted" or w.version == v.version)]
+        print("    accuracy matrix (rows: versions, columns: evaluation windows)", file=out)
+        print("          " + "".join(f"{name:>9}" for name in windows), file=out)
+        for row in matrix:
+            cells = "".join(f"{row.evals[n]:>9.4f}" if n in row.evals else f"{'-':>9}"
+                            for n in windows)
+            print(f"    v{row.version:<5}{cells}", file=out)
+    for key, value in sorted(lin.items()):
+        print(f"    {key}: {value}", file=out)

@@ -222,23 +222,31 @@ class CommandRequest:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelInfo:
-    """One registered model version and its lineage, as the CLI shows it."""
+    """One registered model version, as the CLI shows it: lineage, whether it was promoted
+    (or why the gate rejected it), and its accuracy per evaluation window."""
 
     version: int
     parent: int | None
     round_id: str
     lineage: Mapping[str, Scalar] = field(default_factory=dict)
+    status: str = "promoted"
+    reason: str = ""
+    evals: Mapping[str, Scalar] = field(default_factory=dict)
 
     def to_wire(self) -> Wire:
-        """Short stable keys."""
+        """Short stable keys; status, reason and evals were added without a version bump."""
         return {"ver": self.version, "parent": self.parent, "round": self.round_id,
-                "lin": dict(self.lineage)}
+                "lin": dict(self.lineage), "st": self.status, "why": self.reason,
+                "ev": dict(self.evals)}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Parse."""
+        """Parse; a sender from before the gate omits status (promoted), reason and evals."""
         return cls(version=req_range(d, "ver", 0, 1 << 53), parent=opt_int(d, "parent"),
-                   round_id=req(d, "round", str), lineage=req_scalars(d, "lin"))
+                   round_id=req(d, "round", str), lineage=req_scalars(d, "lin"),
+                   status=req(d, "st", str) if "st" in d else "promoted",
+                   reason=req(d, "why", str) if "why" in d else "",
+                   evals=req_scalars(d, "ev") if "ev" in d else {})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -53,7 +53,7 @@ def test_new_journal_creates_its_tables_in_wal_mode(journal: Journal) -> None:
 
     # Assert
     assert mode == "wal"
-    assert tables == {"chunks", "updates", "rounds", "versions", "meta"}
+    assert tables == {"chunks", "updates", "rounds", "versions", "evals", "meta"}
 
 
 def test_put_chunk_is_idempotent_by_blob_and_index(journal: Journal) -> None:
@@ -208,6 +208,50 @@ def test_journal_from_before_async_sessions_gains_base_and_applied(tmp_path: Pat
     # Assert
     assert [(r.base, r.applied) for r in rows if r] == [(3, 4), (3, None)]
     assert pending == []
+
+
+def test_journal_from_before_the_gate_has_every_version_promoted(tmp_path: Path) -> None:
+    """Versions written before the promotion gate existed were all served: they read back as
+    promoted, and the evals table is created empty."""
+    # Prepare
+    path = tmp_path / "journal.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE versions (version INTEGER PRIMARY KEY, parent INTEGER, "
+                   "round_id TEXT NOT NULL, path TEXT NOT NULL, lineage TEXT NOT NULL)")
+        db.execute("INSERT INTO versions VALUES (0, NULL, '', 'v0.safetensors', '{}')")
+        db.commit()
+
+    # Execute
+    opened = Journal(path)
+    try:
+        versions, evals = opened.versions(), opened.evals()
+    finally:
+        opened.close()
+
+    # Assert
+    assert [(v.version, v.status, v.reason, v.promoted) for v in versions] == [
+        (0, "promoted", "", True)]
+    assert evals == {}
+
+
+def test_version_evals_and_status_round_trip(journal: Journal) -> None:
+    """Per-window accuracies are stored with their version in one transaction; a rejected
+    candidate keeps its reason until it is promoted by hand."""
+    # Prepare
+    rejected = VersionRow(version=1, parent=0, round_id="r1", path="v1.safetensors",
+                          lineage={}, status="rejected", reason="regressed_past")
+
+    # Execute
+    journal.add_version(rejected, evals={"w1": 0.5, "w0": 0.25})
+    before = journal.versions()
+    journal.set_status(1, "promoted")
+    after = journal.versions()
+
+    # Assert
+    assert journal.evals() == {1: {"w1": 0.5, "w0": 0.25}}
+    assert [(v.status, v.reason, v.promoted) for v in before] == [
+        ("rejected", "regressed_past", False)]
+    assert [(v.status, v.reason) for v in after] == [("promoted", "")]
 
 
 def test_save_round_upserts_and_last_round_is_the_latest_opened(journal: Journal) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +145,40 @@ def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
     # Execute / Assert
     with pytest.raises(StoreError):
         ReplayBuffer(tmp_path / "dir.db", capacity=10, cols=1)
+
+
+def test_samples_remember_their_window_and_can_be_left_out(buffer: ReplayBuffer) -> None:
+    """Training leaves out the held-out newest window: `exclude` drops exactly its rows."""
+    # Prepare
+    buffer.add(*_stream(0, 30), "w1")
+    buffer.add(*_stream(30, 50), "w2")
+
+    # Execute
+    without_w2 = buffer.arrays(exclude="w2")[0][:, 0]
+    sampled = buffer.sample(100, rng_seed=1, exclude="w1")[0][:, 0]
+
+    # Assert
+    assert without_w2.tolist() == list(range(30))
+    assert sorted(sampled.tolist()) == list(range(30, 50))
+    assert len(buffer.arrays()[1]) == 50
+
+
+def test_buffer_from_before_window_tags_opens_with_untagged_rows(tmp_path: Path) -> None:
+    """A buffer file written before slots had a window column gains it; old rows are kept."""
+    # Prepare
+    path = tmp_path / "replay.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE slots (slot INTEGER PRIMARY KEY, x BLOB NOT NULL, "
+                   "y INTEGER NOT NULL)")
+        db.execute("INSERT INTO slots VALUES (0, ?, 3)", (np.float32([7.0]).tobytes(),))
+        db.commit()
+
+    # Execute
+    opened = ReplayBuffer(path, capacity=100, cols=1)
+    try:
+        kept = opened.arrays(exclude="w9")
+    finally:
+        opened.close()
+
+    # Assert
+    assert kept[0].tolist() == [[7.0]] and kept[1].tolist() == [3]

@@ -16,6 +16,7 @@ from fedstream.shared.control import (
     CommandRequest,
     DataBatch,
     EdgeStatus,
+    ModelInfo,
     Receipt,
     RoundState,
     TrainParams,
@@ -502,3 +503,21 @@ def test_round_frame_from_before_async_sessions_is_a_sync_round() -> None:
     assert back == _ROUND
     assert isinstance(back, RoundState) and (back.mode, back.buffer, back.max_staleness) == (
         "sync", 0, 0)
+
+
+def test_model_info_carries_status_reason_and_evals() -> None:
+    """A rejected candidate's status, gate reason and per-window accuracies survive the trip
+    inside a reply; an older cloud's entry without them reads as a promoted version."""
+    # Prepare
+    info = ModelInfo(version=4, parent=3, round_id="r4", lineage={"metrics.accuracy": 0.5},
+                     status="rejected", reason="regressed_past", evals={"w1": 0.5, "w2": 0.75})
+    reply = CommandReply(ok=True, versions=(info,))
+    old = {"ver": 4, "parent": 3, "round": "r4", "lin": {}}
+
+    # Execute
+    back = wire.unpack(wire.pack(reply))
+    from_old = ModelInfo.from_wire(old)
+
+    # Assert
+    assert isinstance(back, CommandReply) and back.versions == (info,)
+    assert (from_old.status, from_old.reason, dict(from_old.evals)) == ("promoted", "", {})

@@ -1,0 +1,92 @@
+"""What happens to an aggregate before it may be served: cloud fine-tuning on the newest
+training window mixed with replay, then scoring on every evaluation window, the forgetting
+metrics and the promotion gate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import structlog
+import torch
+
+from fedstream.cloud.config import ContinualConfig
+from fedstream.cloud.data_intake import DataIntake
+from fedstream.cloud.forgetting import Evals, ForgettingMetrics, metrics_of
+from fedstream.cloud.gate import Verdict, judge
+from fedstream.cloud.replay import Arrays
+from fedstream.shared.model import accuracy, build_mlp, load_tensors
+
+if TYPE_CHECKING:  # the tuner is built by the service; this module only calls it
+    from fedstream.cloud.finetune import FineTuner
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Assessment:
+    """A candidate scored against the serving model on the same windows."""
+
+    evals: dict[str, float]
+    serving_evals: dict[str, float]
+    metrics: ForgettingMetrics
+    verdict: Verdict
+
+
+class ContinualStage:
+    """Fine-tunes and judges candidates with the cloud's own data.
+
+    Args:
+        data: The replay buffer and evaluation windows.
+        layers: The model's layer sizes.
+        cfg: The `continual` config (fine-tuning and gate tolerances).
+        tuner: Runs the fine-tuning; None when `finetune.steps` is 0.
+    """
+
+    def __init__(self, *, data: DataIntake, layers: Sequence[int], cfg: ContinualConfig,
+                 tuner: FineTuner | None) -> None:
+        self.data, self.cfg, self.tuner = data, cfg, tuner
+        self._model = build_mlp(layers)
+        self._cols = layers[0]
+
+    def refine(self, tensors: list[torch.Tensor], *,
+               seed: int) -> tuple[list[torch.Tensor], dict[str, str | int | float]]:
+        """Fine-tune `tensors` on the newest training window plus replay; the newest window is
+        held out of both. Returns the tensors and what the fine-tuning did (for the registry)."""
+        if self.tuner is None:
+            return tensors, {}
+        windows = self.data.windows
+        training, newest = windows.training_windows(), windows.newest()
+        fresh: Arrays = windows.get(training[-1]) if training else (
+            np.zeros((0, self._cols), np.float32), np.zeros(0, np.int64))
+        replay = self.data.replay.arrays(exclude=newest)
+        result = self.tuner.run(tensors, fresh, replay, seed)
+        info = {**result.info(), "fresh_window": training[-1] if training else ""}
+        log.info("model_finetuned", **info)
+        return result.tensors, info
+
+    def score(self, tensors: Sequence[torch.Tensor]) -> dict[str, float]:
+        """Accuracy on every non-empty evaluation window, oldest first."""
+        load_tensors(self._model, list(tensors))
+        scores: dict[str, float] = {}
+        for name in self.data.windows.names():
+            x, y = self.data.windows.get(name)
+            if len(y):
+                scores[name] = round(accuracy(self._model, torch.from_numpy(x.copy()),
+                                              torch.from_numpy(y.copy())), 4)
+        return scores
+
+    def assess(self, candidate: Sequence[torch.Tensor], serving: Sequence[torch.Tensor],
+               history: Sequence[Evals]) -> Assessment:
+        """Score both models on the windows, the candidate's forgetting metrics against the
+        served versions' rows, and the gate's verdict (always promote when it is off)."""
+        evals, serving_evals = self.score(candidate), self.score(serving)
+        order = list(evals)
+        gate = self.cfg.gate
+        verdict = judge(evals, serving_evals, order, tolerance_newest=gate.tolerance_newest,
+                        tolerance_past=gate.tolerance_past) if gate.enabled else Verdict(
+            promote=True, reason=None, detail="gate disabled")
+        return Assessment(evals=evals, serving_evals=serving_evals,
+                          metrics=metrics_of(history, evals, order), verdict=verdict)

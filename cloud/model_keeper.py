@@ -1,0 +1,197 @@
+"""The served model and how a candidate becomes it: fold updates into an aggregate, step the
+strategy, blend, refine and judge with the cloud's data, save, publish if promoted; and the
+operator's overrides (rollback, promote).
+
+Every version is saved before it is announced, so a restart serves the newest promoted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+import torch
+
+from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.continual import apply_delta, blend
+from fedstream.cloud.continual_stage import ContinualStage
+from fedstream.cloud.journal import UpdateRow
+from fedstream.cloud.registry_store import ServerState
+from fedstream.cloud.store import CloudStore
+from fedstream.cloud.strategies import STRATEGIES
+from fedstream.cloud.versions import ModelVersion, VersionRegistry
+from fedstream.shared.blobs import decode_with
+from fedstream.shared.errors import FedstreamError, Reason
+from fedstream.shared.model import build_mlp, spec_of, tensors_of
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """What folding updates produced: the candidate's number and, if the gate refused it,
+    why (the served model then stayed)."""
+
+    candidate: int
+    model_bytes: int
+    rejected: Reason | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """A refined candidate with its metrics, scores per window and the gate's verdict."""
+
+    tensors: list[torch.Tensor]
+    metrics: dict[str, float | int | str]
+    evals: dict[str, float] = field(default_factory=dict)
+    rejected: Reason | None = None
+    detail: str = ""
+    lineage: dict[str, object] = field(default_factory=dict)
+
+
+class ModelKeeper:
+    """Owns the served model, the strategy's server state and the registry.
+
+    Args:
+        cfg: Cloud configuration.
+        store: Journal, spool and model files.
+        evaluate: Accuracy of a set of model tensors on the held-out split.
+        publish_model: Makes a version the served model (retained on the broker) and returns
+            the bytes of its blob.
+        stage: Fine-tunes and judges candidates; None promotes every aggregate.
+    """
+
+    def __init__(self, *, cfg: CloudConfig, store: CloudStore,
+                 evaluate: Callable[[list[torch.Tensor]], float],
+                 publish_model: Callable[[ModelVersion], int],
+                 stage: ContinualStage | None = None) -> None:
+        self.cfg, self.store, self.stage = cfg, store, stage
+        self._evaluate = evaluate
+        self.publish_model = publish_model
+        self.strategy = STRATEGIES.build(cfg.strategy, **cfg.strategy_params)
+        initial = build_mlp(cfg.layers, seed=cfg.seed)
+        self.spec = spec_of(initial)
+        self.registry = VersionRegistry(store, self.spec)
+        self.current, self.server_state = self._load_current(tensors_of(initial))
+
+    def _load_current(self, initial: list[torch.Tensor]) -> tuple[ModelVersion,
+                                                                  ServerState | None]:
+        served = self.registry.served()
+        if served is not None:
+            return served
+        scores = self.stage.score(initial) if self.stage is not None else {}
+        first = ModelVersion(version=0, parent=None, tensors=initial,
+                             metrics={"accuracy": round(self._evaluate(initial), 4)})
+        self.registry.save(first, None, round_id="", evals=scores,
+                           lineage={"origin": "initial", "seed": self.cfg.seed})
+        return first, None
+
+    def fold(self, *, round_id: str, codec: str, rows: Sequence[UpdateRow],
+             weights: Sequence[float], lineage: Mapping[str, object]) -> Folded:
+        """Aggregate `rows` with `weights` into the next candidate: server step, blend, refine,
+        evaluate, judge, save (marking `rows` applied in the same transaction) and, if the
+        gate lets it, publish it as the served model."""
+        agg = self.strategy.new_round()
+        for row, weight in zip(rows, weights, strict=True):  # update-id order, on every replay
+            agg.add(decode_with(row.codec, self.store.spool.get(row.spool), self.spec), weight)
+        aggregate = agg.result()
+        del agg  # its float64 sums are twice the model: free them before the next steps
+        delta, state_after = self.strategy.step(aggregate, self.server_state)
+        candidate = apply_delta(self.current.tensors, delta)
+        tensors = blend(self.current.tensors, candidate, self.cfg.blend_alpha)
+        number = self.registry.next_number()
+        judged = self._judge(number, tensors)
+        new = ModelVersion(version=number, parent=self.current.version,
+                           tensors=judged.tensors, metrics=judged.metrics)
+        self.registry.save(new, state_after, round_id=round_id, lineage={
+            "round": round_id, "strategy": self.cfg.strategy, "codec": codec,
+            "blend_alpha": self.cfg.blend_alpha, "edges": sorted(r.edge_id for r in rows),
+            **judged.lineage, **lineage}, applied=[r.update_id for r in rows],
+            evals=judged.evals, reason=judged.rejected)
+        if judged.rejected is not None:
+            log.warning("candidate_rejected", version=number, reason=str(judged.rejected),
+                        detail=judged.detail, serving=self.current.version,
+                        round_id=round_id, **new.metrics)
+            return Folded(candidate=number, model_bytes=0, rejected=judged.rejected,
+                          detail=judged.detail)
+        self.current, self.server_state = new, state_after
+        model_bytes = self.publish_model(new)
+        log.info("model_published", version=new.version, parent=new.parent,
+                 round_id=round_id, updates=len(rows), **new.metrics)
+        return Folded(candidate=number, model_bytes=model_bytes)
+
+    def announce_saved(self, round_id: str) -> Folded | None:
+        """If the newest saved version came from `round_id` (the cloud died between saving
+        and announcing it), announce the served model again and say what the round made."""
+        saved = self.registry.rows()[-1]
+        if saved.round_id != round_id:
+            return None
+        return Folded(candidate=saved.version, model_bytes=self.publish_model(self.current),
+                      rejected=None if saved.promoted else Reason(saved.reason),
+                      detail=str(saved.lineage.get("gate", "")))
+
+    def _judge(self, number: int, tensors: list[torch.Tensor]) -> Judged:
+        """Refine a candidate with the cloud's data and score it; without a continual stage
+        it is only evaluated on the held-out set."""
+        if self.stage is not None:
+            tensors, tuned = self.stage.refine(tensors, seed=self.cfg.seed * 100_003 + number)
+        metrics: dict[str, float | int | str] = {"accuracy": round(self._evaluate(tensors), 4)}
+        if self.stage is None:
+            return Judged(tensors=tensors, metrics=metrics)
+        assessed = self.stage.assess(tensors, self.current.tensors,
+                                     self.registry.history(number))
+        verdict = assessed.verdict
+        return Judged(tensors=tensors, metrics={**metrics, **assessed.metrics.to_dict()},
+                      evals=assessed.evals, rejected=verdict.reason, detail=verdict.detail,
+                      lineage={"finetune": tuned, "gate": verdict.detail,
+                               "serving_evals": assessed.serving_evals})
+
+    def rollback(self, version: int) -> ModelVersion:
+        """Serve the weights of an earlier version as a new version.
+
+        Raises:
+            FedstreamError: bad_config for an unknown version.
+        """
+        new = self._republish(version, {"rollback_of": version})
+        log.info("model_rolled_back", version=new.version, restored=version)
+        return new
+
+    def promote(self, version: int) -> ModelVersion:
+        """Serve a candidate the gate rejected, by hand. A candidate newer than the served
+        model becomes the served model itself; an older one is republished as a new version.
+
+        Raises:
+            FedstreamError: bad_config for an unknown version; not_candidate for a version
+                that is not a rejected candidate.
+        """
+        row = self.registry.row(version)
+        if row.promoted:
+            raise FedstreamError(Reason.NOT_CANDIDATE, f"v{version} is already promoted")
+        if version < self.current.version:
+            new = self._republish(version, {"promoted_from": version})
+        else:
+            self.store.journal.set_status(version, "promoted")
+            new, self.server_state = self.registry.load(row)
+            self.current = new
+            self.publish_model(new)
+        log.info("model_promoted", version=new.version, candidate=version, by="hand",
+                 gate_reason=row.reason)
+        return new
+
+    def _republish(self, version: int, lineage: dict[str, object]) -> ModelVersion:
+        """Serve an earlier version's weights as a new version, scored like any other."""
+        old, state = self.registry.load(self.registry.row(version))
+        number = self.registry.next_number()
+        metrics, scores = dict(old.metrics), {}
+        if self.stage is not None:
+            assessed = self.stage.assess(old.tensors, self.current.tensors,
+                                         self.registry.history(number))
+            metrics.update(assessed.metrics.to_dict())
+            scores = assessed.evals
+        new = ModelVersion(version=number, parent=version, tensors=old.tensors, metrics=metrics)
+        self.registry.save(new, state, round_id="", lineage=lineage, evals=scores)
+        self.current, self.server_state = new, state
+        self.publish_model(new)
+        return new
