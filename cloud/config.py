@@ -62,7 +62,9 @@ class FinetuneConfig(Section):
                                 description="share of each batch drawn from the replay buffer")
     anchor: Literal["none", "l2sp", "ewc"] = Field(
         default="none", description="penalty pulling the weights toward the aggregate's")
-    anchor_weight: float = Field(default=1.0, ge=0)
+    anchor_weight: float = Field(default=0.1, ge=0,
+                                 description="strength of the pull (a decay of lr x weight "
+                                             "per step for l2sp)")
     backend: str = Field(default="auto", description="auto, torch or ipex")
     precision: str = Field(default="auto", description="auto (measured), fp32 or bf16")
 
@@ -99,8 +101,9 @@ class InferenceConfig(Section):
     http_port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port")
     max_batch: int = Field(default=64, ge=1, le=65536,
                            description="rows one forward pass may take from queued requests")
-    max_wait_ms: float = Field(default=2.0, ge=0, le=1000,
-                               description="how long a batch waits to fill up")
+    max_wait_ms: float = Field(default=0.0, ge=0, le=1000,
+                               description="extra wait for a batch to fill; 0 batches what "
+                                           "queued during the previous forward pass")
     max_rows: int = Field(default=1024, ge=1, le=1 << 20, description="rows per request")
     max_queue: int = Field(default=10_000, ge=1, description="queued rows before refusing")
     backend: str = Field(default="auto", description="auto, torch or ipex")

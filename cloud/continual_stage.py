@@ -64,7 +64,10 @@ class ContinualStage:
         replay = self.data.replay.arrays(exclude=newest)
         result = self.tuner.run(tensors, fresh, replay, seed)
         info = {**result.info(), "fresh_window": training[-1] if training else ""}
-        log.info("model_finetuned", **info)
+        if not all(bool(torch.isfinite(t).all()) for t in result.tensors):
+            # A diverging fine-tune (lr too high) must not even become a candidate.
+            log.warning("finetune_diverged", **info)
+            return tensors, {**info, "diverged": True}
         return result.tensors, info
 
     def score(self, tensors: Sequence[torch.Tensor]) -> dict[str, float]:

@@ -219,8 +219,9 @@ class Coordinator:
 
     def _aggregate(self, state: RoundState, now: float) -> RoundState:
         rows = self.store.journal.accepted(state.round_id)
-        result = {"seconds": round(now - state.opened, 3), "updates": len(rows),
-                  "bytes_in": sum(r.bytes for r in rows)}
+        result: dict[str, float | int | str] = {
+            "seconds": round(now - state.opened, 3), "updates": len(rows),
+            "bytes_in": sum(r.bytes for r in rows)}
         folded = self.keeper.announce_saved(state.round_id) or self.keeper.fold(
             round_id=state.round_id, codec=state.codec, rows=rows,
             weights=[float(r.samples) for r in rows], lineage={})

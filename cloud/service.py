@@ -6,19 +6,23 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 import torch
 
 from fedstream.cloud.config import CloudConfig
-from fedstream.cloud.coordinator import Coordinator, ModelVersion
+from fedstream.cloud.continual_stage import ContinualStage
+from fedstream.cloud.coordinator import Coordinator
 from fedstream.cloud.data_intake import DataIntake
+from fedstream.cloud.finetune import FineTuner
+from fedstream.cloud.inference import InferenceServer
 from fedstream.cloud.intake import Intake
 from fedstream.cloud.journal import VersionRow
 from fedstream.cloud.publisher import ModelPublisher
 from fedstream.cloud.receiver import UpdateReceiver
 from fedstream.cloud.store import CloudStore
+from fedstream.cloud.versions import ModelVersion
 from fedstream.shared import wire
 from fedstream.shared.control import (
     CommandReply,
@@ -31,7 +35,7 @@ from fedstream.shared.control import (
 from fedstream.shared.errors import ConfigError, FedstreamError, Reason, StoreError
 from fedstream.shared.model import accuracy, build_mlp, load_tensors
 from fedstream.shared.mqtt import Inbound, MqttClient
-from fedstream.shared.sources import SOURCES
+from fedstream.shared.sources import SOURCES, Dataset
 from fedstream.shared.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -39,14 +43,19 @@ log = structlog.get_logger(__name__)
 TICK_S = 0.5
 
 
-def make_evaluator(cfg: CloudConfig) -> Callable[[list[torch.Tensor]], float]:
-    """Accuracy on the configured held-out source (loaded once)."""
+def load_eval(cfg: CloudConfig) -> Dataset:
+    """The configured held-out source, checked against the model's shape."""
     data = SOURCES.build(cfg.eval_source.name, **cfg.eval_source.params).load()
     if data.features.shape[1] != cfg.layers[0] or data.num_classes > cfg.layers[-1]:
         raise ConfigError(
             Reason.BAD_CONFIG,
             f"eval data has {data.features.shape[1]} features and {data.num_classes} classes; "
             f"layers are {list(cfg.layers)}")
+    return data
+
+
+def make_evaluator(cfg: CloudConfig, data: Dataset) -> Callable[[list[torch.Tensor]], float]:
+    """Accuracy on the held-out `data`."""
     features, labels = torch.tensor(data.features), torch.tensor(data.labels)
     model = build_mlp(cfg.layers)
 
@@ -81,15 +90,23 @@ class CloudService:
             subscriptions=self._subs.values(), persistent=True, manual_ack=True,
             keepalive_s=cfg.broker.keepalive_s)
         self.store = CloudStore.open(cfg.data_dir, synchronous=cfg.synchronous)
-        self.coordinator = Coordinator(cfg=cfg, store=self.store, evaluate=make_evaluator(cfg),
+        self.data = DataIntake.open(cfg, self.store) if cfg.continual.enabled else None
+        held_out = load_eval(cfg)
+        self.inference = InferenceServer(
+            cfg=cfg.inference, layers=cfg.layers, topics=self.topics, model=cfg.model,
+            broker_host=cfg.broker.host, broker_port=cfg.broker.port,
+            evaluation=(held_out.features, held_out.labels),
+            keepalive_s=cfg.broker.keepalive_s) if cfg.inference.enabled else None
+        self.coordinator = Coordinator(cfg=cfg, store=self.store,
+                                       evaluate=make_evaluator(cfg, held_out),
                                        publish_model=self._publish_model,
-                                       publish_round=self._publish_round)
+                                       publish_round=self._publish_round,
+                                       stage=make_stage(cfg, self.data))
         self.intake = Intake(spec=self.coordinator.spec, params=cfg.intake)
         self.receiver = UpdateReceiver(intake=self.intake, store=self.store,
                                        coordinator=self.coordinator,
                                        send_receipt=self._send_receipt)
         self.rejections: Counter[str] = Counter()
-        self.data = DataIntake.open(cfg, self.store) if cfg.continual.enabled else None
         self.publisher = ModelPublisher(mqtt=self.mqtt, topics=self.topics, model=cfg.model,
                                         spec=self.coordinator.spec, layers=cfg.layers,
                                         chunk_size=cfg.chunk_size)
@@ -99,6 +116,8 @@ class CloudService:
         replayed = self.receiver.replay(time.time())
         self.mqtt.connect(self.cfg.broker.connect_timeout_s)
         try:
+            if self.inference is not None:
+                self.inference.start(self.cfg.broker.connect_timeout_s)
             self.coordinator.start(time.time())
             log.info("service_started", federation=self.cfg.federation, model=self.cfg.model,
                      port=self.cfg.broker.port, version=self.coordinator.current.version,
@@ -112,6 +131,8 @@ class CloudService:
                     self._handle(msg)
                 self._tick(time.time())
         finally:
+            if self.inference is not None:
+                self.inference.stop()
             self.mqtt.close()
             self.store.journal.close()
             log.info("service_stopped")
@@ -128,7 +149,7 @@ class CloudService:
             elif self._subs["command"].matches(msg.topic):
                 self._on_command(msg)
             elif self.data is not None and self._subs["data"].matches(msg.topic):
-                self.data.take(msg.payload, time.time())
+                self._on_data(msg)
         except StoreError as err:
             ack = False
             log.error("message_deferred", topic=msg.topic, reason=str(err.reason),
@@ -137,6 +158,11 @@ class CloudService:
             self.rejections[str(err.reason)] += 1
             log.warning("message_rejected", topic=msg.topic, reason=str(err.reason),
                         detail=err.detail)
+            if msg.response_topic is not None and not self._subs["command"].matches(msg.topic):
+                # A sender that asked for an answer (a data batch, say) learns why it was
+                # refused; commands answer for themselves.
+                self.mqtt.reply(msg, wire.pack(CommandReply(ok=False, reason=str(err.reason),
+                                                            detail=err.detail)))
         except Exception as err:
             self.rejections["internal"] += 1
             log.exception("message_rejected", topic=msg.topic, reason="internal",
@@ -147,6 +173,12 @@ class CloudService:
 
     def _on_update(self, msg: Inbound) -> None:
         self.receiver.on_frame(msg.payload, self.topics.last_but(msg.topic, 0), time.time())
+
+    def _on_data(self, msg: Inbound) -> None:
+        assert self.data is not None
+        rows = self.data.take(msg.payload, time.time())
+        if msg.response_topic is not None:
+            self.mqtt.reply(msg, wire.pack(CommandReply(ok=True, detail=f"{rows} rows stored")))
 
     def _on_status(self, msg: Inbound) -> None:
         if not msg.payload:  # a cleared retained status
@@ -178,17 +210,19 @@ class CloudService:
                                 model_version=coord.current.version,
                                 model_metrics=coord.current.metrics,
                                 rejections=dict(self.rejections),
-                                intake_bytes=self.intake.held_bytes)
+                                intake_bytes=self.intake.held_bytes,
+                                serving=self.inference.status() if self.inference else {})
         if req.verb == "model_list":
+            evals = self.store.journal.evals()
             return CommandReply(ok=True, model_version=coord.current.version,
-                                versions=tuple(model_info(r) for r in
-                                               self.store.journal.versions()))
-        if req.verb == "model_rollback":
+                                versions=tuple(model_info(r, evals.get(r.version, {}))
+                                               for r in self.store.journal.versions()))
+        if req.verb in ("model_rollback", "model_promote"):
             target = req.args.get("version")
             if not isinstance(target, int) or isinstance(target, bool):
-                raise FedstreamError(Reason.BAD_CONFIG, "model_rollback needs an int version")
-            restored = coord.rollback(target)
-            return CommandReply(ok=True, model_version=restored.version)
+                raise FedstreamError(Reason.BAD_CONFIG, f"{req.verb} needs an int version")
+            act = coord.rollback if req.verb == "model_rollback" else coord.promote
+            return CommandReply(ok=True, model_version=act(target).version)
         raise FedstreamError(Reason.UNKNOWN_NAME, f"unknown verb {req.verb!r}")
 
     def _tick(self, now: float) -> None:
@@ -198,8 +232,13 @@ class CloudService:
         self.coordinator.tick(now)
 
     def _publish_model(self, version: ModelVersion) -> int:
-        return self.publisher.publish(version=version.version, parent=version.parent,
+        sent = self.publisher.publish(version=version.version, parent=version.parent,
                                       tensors=version.tensors, metrics=dict(version.metrics))
+        if self.inference is not None:
+            # On this (the coordinator's) thread: preparing a model with IPEX must not overlap
+            # another preparation (see cloud/inference/serving.py).
+            self.inference.swap(version.version, version.tensors)
+        return sent
 
     def _send_receipt(self, edge_id: str, receipt: Receipt) -> None:
         self.mqtt.publish(self.topics.receipt(edge_id), wire.pack(receipt))
@@ -210,7 +249,17 @@ class CloudService:
         self.mqtt.publish(self.topics.round(self.cfg.model), wire.pack(state), retain=True)
 
 
-def model_info(row: VersionRow) -> ModelInfo:
+def make_stage(cfg: CloudConfig, data: DataIntake | None) -> ContinualStage | None:
+    """The fine-tune-and-judge stage when continual learning is on (with fine-tuning only
+    when it has steps to run)."""
+    if data is None:
+        return None
+    tune = cfg.continual.finetune
+    tuner = FineTuner(cfg.layers, tune, cfg.seed) if tune.steps else None
+    return ContinualStage(data=data, layers=cfg.layers, cfg=cfg.continual, tuner=tuner)
+
+
+def model_info(row: VersionRow, evals: Mapping[str, float]) -> ModelInfo:
     """A registry row as the CLI shows it (lineage flattened to scalars)."""
     flat: dict[str, int | float | str | bool] = {}
     for key, value in row.lineage.items():
@@ -222,5 +271,5 @@ def model_info(row: VersionRow) -> ModelInfo:
         elif isinstance(value, int | float | str | bool):
             flat[key] = value
     return ModelInfo(version=row.version, parent=row.parent, round_id=row.round_id,
-                     lineage=flat)
+                     lineage=flat, status=row.status, reason=row.reason, evals=evals)
 

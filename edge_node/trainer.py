@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from fedstream.shared.backends import Backend
 from fedstream.shared.control import TrainParams
-from fedstream.shared.model import build_mlp, load_tensors, tensors_of
+from fedstream.shared.model import tensors_of
 from fedstream.shared.sources import Dataset
+from fedstream.shared.training import Batch, StepStats, prepare_sgd, train_steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,28 +38,23 @@ def train_round(*, layers: Sequence[int], base: Sequence[torch.Tensor], data: Da
     if data.features.shape[1] != layers[0] or data.num_classes > layers[-1]:
         raise ValueError(f"data has {data.features.shape[1]} features, {data.num_classes} "
                          f"classes; model layers are {list(layers)}")
-    plain = build_mlp(layers)
-    load_tensors(plain, [t.clone() for t in base])
-    plain.train()
-    sgd = torch.optim.SGD(plain.parameters(), lr=params.lr, momentum=params.momentum)
-    model, optimizer = backend.prepare_training(plain, sgd)
+    model, optimizer = prepare_sgd(layers, base, backend, lr=params.lr,
+                                   momentum=params.momentum)
     features, labels = torch.tensor(data.features), torch.tensor(data.labels)
     gen = torch.Generator().manual_seed(seed)
-    loss_fn = nn.CrossEntropyLoss()
-    last_epoch_loss = 0.0
+    last_epoch = StepStats(steps=0, loss=0.0)
     for _ in range(params.epochs):
         order = torch.randperm(len(labels), generator=gen)
-        total, batches = 0.0, 0
-        for start in range(0, len(order), params.batch_size):
-            idx = order[start:start + params.batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            with backend.autocast():
-                loss = loss_fn(model(features[idx]), labels[idx])
-            loss.backward()
-            optimizer.step()
-            total, batches = total + float(loss.detach()), batches + 1
-        last_epoch_loss = total / max(1, batches)
+        last_epoch = train_steps(model, optimizer, backend,
+                                 _minibatches(features, labels, order, params.batch_size))
     # state_dict() gives fp32 master weights even when IPEX trains in bf16.
     trained = tensors_of(model)
     delta = [t - b for t, b in zip(trained, base, strict=True)]
-    return TrainResult(delta=delta, samples=len(labels), loss=last_epoch_loss)
+    return TrainResult(delta=delta, samples=len(labels), loss=last_epoch.loss)
+
+
+def _minibatches(features: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
+                 size: int) -> Iterator[Batch]:
+    for start in range(0, len(order), size):
+        idx = order[start:start + size]
+        yield features[idx], labels[idx]

@@ -100,6 +100,13 @@ def _model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from fedstream.operator import predict
+
+    predict(_client_args(args), csv=args.csv, batch_rows=args.batch_rows, out=sys.stdout)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from fedstream.demo import DemoParams, run_demo
 
@@ -215,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("version", type=int)
         p.set_defaults(handler=_model)
+
+    pred = sub.add_parser("predict", help="predictions from the served model for a CSV's rows")
+    _add_client_options(pred)
+    pred.add_argument("--csv", type=Path, required=True,
+                      help="rows of float features (a header line is skipped)")
+    pred.add_argument("--batch-rows", type=int, default=256, help="rows per request")
+    pred.set_defaults(handler=_predict)
 
     demo = sub.add_parser("demo", help="broker + cloud + edges on the digits data, N rounds")
     demo.add_argument("--rounds", type=int, default=5)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic_settings import SettingsConfigDict
 
 from fedstream.client import FleetClient
+from fedstream.predict import predict_csv
 from fedstream.shared.config import ServiceConfig
 from fedstream.shared.control import CommandReply, ModelInfo, RoundState
 from fedstream.shared.errors import FedstreamError, Reason
@@ -119,6 +121,11 @@ def show_status(conn: dict[str, Any], *, out: TextIO) -> CommandReply:
     if reply.rejections:
         rejected = ", ".join(f"{k} {v}" for k, v in sorted(reply.rejections.items()))
         print(f"rejected messages: {rejected}", file=out)
+    if reply.serving:
+        srv = reply.serving
+        print(f"serving: v{srv.get('version')} {srv.get('backend')}/{srv.get('precision')}, "
+              f"http port {srv.get('http_port')}, {srv.get('served')} requests answered, "
+              f"{srv.get('rejected')} refused", file=out)
     r = reply.round
     if r is None:
         print("last round: none", file=out)
@@ -193,3 +200,9 @@ def _print_detail(v: ModelInfo, versions: Sequence[ModelInfo], out: TextIO) -> N
             print(f"    v{row.version:<5}{cells}", file=out)
     for key, value in sorted(lin.items()):
         print(f"    {key}: {value}", file=out)
+
+
+def predict(conn: dict[str, Any], *, csv: Path, batch_rows: int, out: TextIO) -> None:
+    """`fedstream predict --csv FILE`: one line per row, with the version that answered."""
+    for row in predict_csv(csv, batch_rows=batch_rows, **conn):
+        print(f"{row.row}\t{row.prediction}\tv{row.version}", file=out)

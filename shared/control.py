@@ -265,14 +265,17 @@ class CommandReply:
     rejections: Mapping[str, Scalar] = field(default_factory=dict)
     versions: tuple[ModelInfo, ...] = ()
     intake_bytes: int = 0
+    serving: Mapping[str, Scalar] = field(default_factory=dict)
 
     def to_wire(self) -> Wire:
-        """Nested messages use their own wire forms."""
+        """Nested messages use their own wire forms; `srv` (the inference service's counters)
+        was added without a version bump."""
         return {"ok": self.ok, "why": self.reason, "detail": self.detail,
                 "round": self.round.to_wire() if self.round else None,
                 "edges": [e.to_wire() for e in self.edges], "ver": self.model_version,
                 "metrics": dict(self.model_metrics), "rej": dict(self.rejections),
-                "vers": [v.to_wire() for v in self.versions], "ib": self.intake_bytes}
+                "vers": [v.to_wire() for v in self.versions], "ib": self.intake_bytes,
+                "srv": dict(self.serving)}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
@@ -286,7 +289,8 @@ class CommandReply:
                    model_metrics=req_scalars(d, "metrics") if "metrics" in d else {},
                    rejections=req_scalars(d, "rej") if "rej" in d else {},
                    versions=_list_of(d, "vers", ModelInfo.from_wire),
-                   intake_bytes=opt_int(d, "ib") or 0)
+                   intake_bytes=opt_int(d, "ib") or 0,
+                   serving=req_scalars(d, "srv") if "srv" in d else {})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,6 +3,7 @@ confirmed by PUBACK reason code, manual ack, and MQTT v5 request/response."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -124,6 +125,7 @@ class MqttClient:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
+        self._client.on_socket_open = _no_delay
 
     def connect(self, timeout_s: float = 30.0) -> None:
         """Connect (retrying while the broker is unreachable) and start the network thread.
@@ -330,3 +332,10 @@ class MqttClient:
             self._on_inbound(msg)
         else:
             self.ack(msg)
+
+
+def _no_delay(_c: paho.Client, _u: object, sock: object) -> None:
+    """Send small frames (commands, replies, inference) at once: with Nagle's algorithm on,
+    each waits for the broker's delayed ACK (~40 ms a hop)."""
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -84,6 +84,10 @@ class Topics:
         """Labelled samples for the cloud's own continual learning."""
         return Topic(f"{self.prefix}/data/{model}")
 
+    def infer(self, model: str) -> Topic:
+        """MQTT v5 inference requests for the served version of `model`."""
+        return Topic(f"{self.prefix}/infer/{model}")
+
     def update_all(self, model: str) -> Topic:
         """Filter for every edge's update chunks."""
         return Topic(f"{self.prefix}/update/{model}/+")

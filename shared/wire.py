@@ -19,15 +19,16 @@ from fedstream.shared.control import (
     RoundState,
 )
 from fedstream.shared.errors import ProtocolError, Reason
+from fedstream.shared.infer import InferReply, InferRequest
 from fedstream.shared.messages import Manifest, ModelChunk, UpdateChunk
 
 Message = (UpdateChunk | ModelChunk | Manifest | RoundState | EdgeStatus | CommandRequest
-           | CommandReply | Receipt | DataBatch)
+           | CommandReply | Receipt | DataBatch | InferRequest | InferReply)
 
 KINDS: dict[str, type[Message]] = {
     cls.KIND: cls
     for cls in (UpdateChunk, ModelChunk, Manifest, RoundState, EdgeStatus, CommandRequest,
-                CommandReply, Receipt, DataBatch)
+                CommandReply, Receipt, DataBatch, InferRequest, InferReply)
 }
 
 # A frame is at most one chunk plus headers; anything larger is refused before parsing.

@@ -15,7 +15,8 @@ FORBIDDEN = {
     "broker": ("fedstream.cloud", "fedstream.edge_node"),
 }
 PURE = ["shared/chunks.py", "shared/codecs", "shared/messages.py", "shared/control.py",
-        "cloud/rounds.py", "cloud/strategies", "cloud/continual.py"]
+        "shared/infer.py", "cloud/rounds.py", "cloud/strategies", "cloud/continual.py",
+        "cloud/forgetting.py", "cloud/gate.py"]
 IO_MODULES = ("paho", "sqlite3", "socket", "subprocess", "msgpack")
 
 

@@ -26,9 +26,10 @@ _LAB = Topics("lab")
         (lambda t: t.command("round_start"), "fedstream/v1/lab/cmd/round_start"),
         (lambda t: t.command_all(), "fedstream/v1/lab/cmd/+"),
         (lambda t: t.reply("cli-42"), "fedstream/v1/lab/reply/cli-42"),
+        (lambda t: t.infer("mlp"), "fedstream/v1/lab/infer/mlp"),
     ],
     ids=["manifest", "model_chunk", "model_all", "round", "update", "update_all", "status",
-         "status_all", "command", "command_all", "reply"],
+         "status_all", "command", "command_all", "reply", "infer"],
 )
 def test_builders(build: Callable[[Topics], Topic], expected: str) -> None:
     """Each builder yields the documented topic under `fedstream/v1/{federation}`."""

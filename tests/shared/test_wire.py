@@ -22,6 +22,7 @@ from fedstream.shared.control import (
     TrainParams,
 )
 from fedstream.shared.errors import ProtocolError, Reason
+from fedstream.shared.infer import InferReply, InferRequest
 from fedstream.shared.messages import (
     BlobHeader,
     Manifest,
@@ -58,6 +59,8 @@ EXAMPLES: dict[str, wire.Message] = {
                        detail="round r0 is closed"),
     "reply": CommandReply(ok=True, round=_ROUND, edges=(_STATUS,), model_version=3),
     "data": DataBatch.of([[0.5, 1.0], [2.0, -3.0]], [1, 0], window="day1"),
+    "infer": InferRequest.of([[0.5, 1.0], [2.0, -3.0]]),
+    "infer_reply": InferReply.answer(3, [1, 0], [0.75, 0.5]),
 }
 
 

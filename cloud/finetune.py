@@ -1,0 +1,325 @@
+"""Cloud fine-tuning: a few SGD steps on the aggregate with fresh cloud data mixed with replay.
+
+An optional anchor pulls the weights back toward the aggregate (L2-SP, or EWC weighted by the
+aggregate's Fisher information), so the cloud's small data set adapts the federated model
+without overwriting what the edges taught it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import structlog
+import torch
+from torch import nn
+from torch.nn import functional
+
+from fedstream.cloud.config import FinetuneConfig
+from fedstream.cloud.replay import Arrays, check_batch
+from fedstream.shared.backends import Backend, select_backend
+from fedstream.shared.isa import bf16_isa, onednn_isa
+from fedstream.shared.model import build_mlp, load_tensors, tensors_of
+from fedstream.shared.training import Batch, Penalty, prepare_sgd, train_steps
+
+log = structlog.get_logger(__name__)
+
+# Enough samples for a stable per-weight ranking; the estimate is one batched backward pass.
+FISHER_SAMPLES = 256
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinetuneResult:
+    """Fine-tuned weights and how they were made.
+
+    Attributes:
+        tensors: fp32 weights in spec order; copies of `start` when nothing ran.
+        steps: Optimizer steps taken; 0 when fine-tuning is off or there is no data.
+        samples: Rows drawn over all steps (with replacement, so a row can recur).
+        loss: Mean cross-entropy over the steps, anchor excluded; 0.0 when no step ran.
+        seconds: Wall time of `run`, anchor setup included.
+        backend: Backend that trained ("torch", "ipex").
+        precision: "fp32" or "bf16".
+        isa: The bf16 instruction set the CPU flags offer (`shared.isa.bf16_isa`).
+        onednn_isa: oneDNN's own ISA line, "not_probed" or "unknown".
+        onednn_impl: oneDNN's bf16 matmul kernels, "not_probed" or "unknown".
+        anchor: "none", "l2sp" or "ewc".
+    """
+
+    tensors: list[torch.Tensor]
+    steps: int
+    samples: int
+    loss: float
+    seconds: float
+    backend: str
+    precision: str
+    isa: str
+    onednn_isa: str
+    onednn_impl: str
+    anchor: str
+
+    def info(self) -> dict[str, str | int | float]:
+        """Flat scalar fields for the model registry and the `model_finetuned` log line."""
+        return {"backend": self.backend, "precision": self.precision, "isa": self.isa,
+                "onednn_isa": self.onednn_isa, "onednn_impl": self.onednn_impl,
+                "steps": self.steps, "samples": self.samples, "loss": self.loss,
+                "seconds": self.seconds, "anchor": self.anchor}
+
+
+def batch_split(batch_size: int, replay_ratio: float, fresh_rows: int,
+                replay_rows: int) -> tuple[int, int]:
+    """Rows each batch takes from fresh data and from replay.
+
+    Args:
+        batch_size: Rows per batch.
+        replay_ratio: Share of a batch drawn from replay, in [0, 1].
+        fresh_rows: Rows of fresh data available.
+        replay_rows: Rows in the replay buffer.
+
+    Returns:
+        (fresh, replay) counts: `round(batch_size * (1 - replay_ratio))` fresh and the rest
+        replay; the whole batch from one source when the other is empty; (0, 0) when both are.
+    """
+    if fresh_rows == 0:
+        return 0, batch_size if replay_rows else 0
+    if replay_rows == 0:
+        return batch_size, 0
+    fresh = round(batch_size * (1 - replay_ratio))
+    return fresh, batch_size - fresh
+
+
+def mixed_batches(fresh: Batch, replay: Batch, *, batch_size: int, replay_ratio: float,
+                  steps: int, generator: torch.Generator) -> Iterator[Batch]:
+    """`steps` batches mixing the two sources as `batch_split` says, fresh rows first.
+
+    Rows are drawn uniformly with replacement, so a small fresh set still fills its share.
+
+    Raises:
+        ValueError: Both sources are empty (on the first batch).
+    """
+    if len(fresh[1]) + len(replay[1]) == 0:
+        raise ValueError("mixed_batches needs rows in fresh or replay")
+    counts = batch_split(batch_size, replay_ratio, len(fresh[1]), len(replay[1]))
+    sources = [(x, y, n) for (x, y), n in zip((fresh, replay), counts, strict=True) if n]
+    for _ in range(steps):
+        picks = [(x, y, torch.randint(len(y), (n,), generator=generator)) for x, y, n in sources]
+        yield torch.cat([x[i] for x, _, i in picks]), torch.cat([y[i] for _, y, i in picks])
+
+
+def fisher_diagonal(model: nn.Module, features: torch.Tensor,
+                    labels: torch.Tensor) -> list[torch.Tensor]:
+    """Diagonal empirical Fisher of an MLP's parameters, scaled so its largest entry is 1.
+
+    F is the mean over samples of each sample's squared gradient of log p(label | x). Per
+    sample, not per mini-batch: squaring a batch's mean gradient lets samples cancel and
+    shrinks F by up to the batch size. The per-sample squares come exactly from one backward
+    pass: a Linear layer's gradient for sample i is the outer product of δᵢ (the gradient at
+    its output) and aᵢ (its input), so Σᵢ (δᵢ aᵢᵀ)² = (δ²)ᵀ a².
+
+    Scaled to max 1, not mean 1: entries span three orders of magnitude (the output bias
+    dominates), and at mean 1 the top ones made `lr · anchor_weight · F` exceed SGD's
+    stability bound and the weights diverge. At max 1, `anchor_weight` is the L2-SP strength
+    of the most important weight and every other weight gets its Fisher share of it, so EWC
+    is stable wherever L2-SP with the same weight is.
+
+    Args:
+        model: An MLP whose parameters all sit in `nn.Linear` layers and require grad (as a
+            freshly built one's do); not modified. Call it with grad enabled.
+        features: Inputs [N, D], N >= 1.
+        labels: Class labels [N].
+
+    Returns:
+        One tensor per parameter, in `model.parameters()` order (spec order for an MLP).
+
+    Raises:
+        ValueError: No samples, or parameters outside `nn.Linear` layers.
+    """
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if len(list(model.parameters())) != sum(len(list(m.parameters())) for m in linears):
+        raise ValueError("fisher_diagonal needs every parameter in an nn.Linear layer")
+    if len(labels) == 0:
+        raise ValueError("fisher_diagonal needs at least one sample")
+    seen: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def keep(layer: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        seen[layer] = (args[0].detach(), out)
+
+    hooks = [m.register_forward_hook(keep) for m in linears]
+    try:
+        logits = model(features)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # Summed, not averaged: then the gradient at a layer's output row i is sample i's own.
+    loss = functional.cross_entropy(logits, labels, reduction="sum")
+    deltas = torch.autograd.grad(loss, [seen[m][1] for m in linears])
+    squares: dict[torch.Tensor, torch.Tensor] = {}
+    for layer, delta in zip(linears, deltas, strict=True):
+        d2 = delta.square()
+        squares[layer.weight] = d2.T @ seen[layer][0].square()
+        if layer.bias is not None:
+            squares[layer.bias] = d2.sum(dim=0)
+    fisher = [squares[p] for p in model.parameters()]
+    top = max(float(f.max()) for f in fisher)
+    return [f / top for f in fisher] if top > 0 else fisher
+
+
+def anchor_penalty(weight: float, centre: Sequence[torch.Tensor],
+                   importance: Sequence[torch.Tensor] | None = None) -> Penalty:
+    """`(weight / 2) · Σ importance · (θ - θ₀)²`, plain L2-SP when `importance` is None.
+
+    Computed in fp32 whatever dtype the parameters train in. Under IPEX bf16 the parameters
+    it sees are the bf16 halves of the fp32 master weights, so the pull is as exact as bf16,
+    like the forward pass.
+
+    Args:
+        weight: Strength of the pull toward `centre`.
+        centre: θ₀, laid out like the trained model's parameters (see `trained_layout`).
+        importance: Per-weight factors in the same layout, e.g. a Fisher diagonal.
+
+    Returns:
+        A function of the model, for `train_steps(penalty=...)`.
+    """
+
+    def penalty(model: nn.Module) -> torch.Tensor:
+        terms = [(p.float() - c).square()
+                 for p, c in zip(model.parameters(), centre, strict=True)]
+        if importance is not None:
+            terms = [t * f for t, f in zip(terms, importance, strict=True)]
+        return 0.5 * weight * torch.stack([t.sum() for t in terms]).sum()
+
+    return penalty
+
+
+def trained_layout(layers: Sequence[int], tensors: Sequence[torch.Tensor],
+                   backend: Backend) -> list[torch.Tensor]:
+    """Spec-order `tensors` as fp32 copies laid out like the backend's trained parameters.
+
+    IPEX bf16 packs each Linear weight into a blocked, zero-padded bf16 layout, so the trained
+    parameters cannot be paired with spec-order tensors. Preparing a model that holds `tensors`
+    the same way lines them up element by element, padding included (zero in both); θ₀ is
+    then rounded to bf16 exactly as the trained copy of it is, so the anchor is zero at start.
+    """
+    model, _ = prepare_sgd(layers, tensors, backend, lr=1.0, momentum=0.0)
+    return [p.detach().to(torch.float32) for p in model.parameters()]
+
+
+def _probe(layers: Sequence[int], batch_size: int,
+           seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, layers[0], generator=gen)
+    y = torch.randint(layers[-1], (batch_size,), generator=gen)
+    return build_mlp(layers, seed=seed), x, y
+
+
+class FineTuner:
+    """Fine-tunes aggregates on the cloud's own data; built once per cloud service.
+
+    Construction picks the backend and precision once: "auto" precision times bf16 against
+    fp32 on the cloud model at the configured batch size. oneDNN is asked which bf16 kernel
+    it runs only when training in bf16, where that kernel (AMX tiles, AVX-512 bf16 or a
+    fallback) decides the speed; the answer costs a child process of 2-3 s.
+
+    Args:
+        layers: MLP layer sizes.
+        params: The `continual.finetune` config section.
+        seed: Seeds the probe model and inputs that backends are timed on.
+        probe_onednn: Ask oneDNN for its ISA in fp32 too.
+
+    Raises:
+        ConfigError: BACKEND_UNAVAILABLE, UNKNOWN_NAME or BAD_CONFIG from `select_backend`.
+    """
+
+    def __init__(self, layers: Sequence[int], params: FinetuneConfig, seed: int, *,
+                 probe_onednn: bool = False) -> None:
+        self.layers, self.params = tuple(layers), params
+        choice = select_backend(preference=params.backend, precision=params.precision,
+                                probe=lambda: _probe(self.layers, params.batch_size, seed))
+        self.backend: Backend = choice.backend
+        self.reason = choice.reason
+        self.isa = bf16_isa(choice.cpu)
+        self.onednn: dict[str, str]
+        if probe_onednn or self.backend.precision == "bf16":
+            self.onednn = onednn_isa()
+        else:
+            self.onednn = {"isa": "not_probed", "bf16_impl": "not_probed"}
+        log.info("finetune_backend_selected", backend=self.backend.name,
+                 precision=self.backend.precision, isa=self.isa,
+                 onednn_isa=self.onednn["isa"], onednn_impl=self._onednn_impl(),
+                 reason=self.reason)
+
+    def run(self, start: Sequence[torch.Tensor], fresh: Arrays, replay: Arrays,
+            seed: int) -> FinetuneResult:
+        """Fine-tune `start` for `params.steps` steps on batches of fresh and replay rows.
+
+        Args:
+            start: The aggregate's tensors in spec order; also the anchor's centre. Not modified.
+            fresh: Recent cloud data (features [N, D], labels [N]); may be empty.
+            replay: Replay-buffer rows in the same form; may be empty.
+            seed: Seeds batch sampling and the Fisher sample; same inputs and seed give
+                identical tensors on the same backend and precision.
+
+        Returns:
+            The result; `start` unchanged (copied) when steps is 0 or both sources are empty.
+
+        Raises:
+            ValueError: Data that does not fit the model's inputs or classes.
+        """
+        began = time.perf_counter()
+        p = self.params
+        fresh_t, replay_t = self._tensors(fresh), self._tensors(replay)
+        if p.steps == 0 or len(fresh_t[1]) + len(replay_t[1]) == 0:
+            log.info("finetune_skipped", steps=p.steps, fresh=len(fresh_t[1]),
+                     replay=len(replay_t[1]))
+            return self._result([t.detach().to(torch.float32).clone() for t in start],
+                                steps=0, loss=0.0, began=began)
+        gen = torch.Generator().manual_seed(seed)
+        penalty = self._anchor(start, fresh_t, replay_t, gen)
+        model, optimizer = prepare_sgd(self.layers, start, self.backend, lr=p.lr,
+                                       momentum=p.momentum)
+        batches = mixed_batches(fresh_t, replay_t, batch_size=p.batch_size,
+                                replay_ratio=p.replay_ratio, steps=p.steps, generator=gen)
+        stats = train_steps(model, optimizer, self.backend, batches, penalty=penalty)
+        # state_dict() gives fp32 master weights even when IPEX trains in bf16.
+        result = self._result(tensors_of(model), steps=stats.steps, loss=stats.loss,
+                              began=began)
+        log.info("model_finetuned", **result.info())
+        return result
+
+    def _tensors(self, arrays: Arrays) -> Batch:
+        x, y = check_batch(*arrays, cols=self.layers[0])
+        if len(y) and (y.min() < 0 or y.max() >= self.layers[-1]):
+            raise ValueError(f"labels must lie in [0, {self.layers[-1]}), "
+                             f"got [{y.min()}, {y.max()}]")
+        # Copies: the arrays may be read-only views, which torch cannot share.
+        return torch.tensor(x), torch.tensor(y)
+
+    def _anchor(self, start: Sequence[torch.Tensor], fresh: Batch, replay: Batch,
+                gen: torch.Generator) -> Penalty | None:
+        kind, weight = self.params.anchor, self.params.anchor_weight
+        if kind == "none" or weight == 0:
+            return None
+        importance = None
+        if kind == "ewc":
+            # The Fisher of the start model itself, so it is estimated in fp32 on the plain
+            # MLP whatever the training backend: a property of the aggregate, not of kernels.
+            x, y = torch.cat((fresh[0], replay[0])), torch.cat((fresh[1], replay[1]))
+            pick = torch.randperm(len(y), generator=gen)[:FISHER_SAMPLES]
+            plain = build_mlp(self.layers)
+            load_tensors(plain, start)
+            fisher = fisher_diagonal(plain, x[pick], y[pick])
+            importance = trained_layout(self.layers, fisher, self.backend)
+        return anchor_penalty(weight, trained_layout(self.layers, start, self.backend),
+                              importance)
+
+    def _onednn_impl(self) -> str:
+        return self.onednn.get("bf16_impl", "unknown")
+
+    def _result(self, tensors: list[torch.Tensor], *, steps: int, loss: float,
+                began: float) -> FinetuneResult:
+        return FinetuneResult(
+            tensors=tensors, steps=steps, samples=steps * self.params.batch_size, loss=loss,
+            seconds=time.perf_counter() - began, backend=self.backend.name,
+            precision=self.backend.precision, isa=self.isa, onednn_isa=self.onednn["isa"],
+            onednn_impl=self._onednn_impl(), anchor=self.params.anchor)

@@ -1,0 +1,8 @@
+"""The cloud's inference service: the latest model version answering over HTTP and MQTT v5."""
+
+from fedstream.cloud.inference.batcher import Answer, BatcherParams, MicroBatcher
+from fedstream.cloud.inference.server import InferenceServer
+from fedstream.cloud.inference.serving import EvalSet, ModelPreparer, ServedModel
+
+__all__ = ["Answer", "BatcherParams", "EvalSet", "InferenceServer", "MicroBatcher",
+           "ModelPreparer", "ServedModel"]

@@ -1,0 +1,173 @@
+"""The HTTP JSON front door of the inference service: aiohttp on its own thread and loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+from aiohttp import web
+
+from fedstream.cloud.inference._tally import Tally
+from fedstream.cloud.inference.batcher import MicroBatcher
+from fedstream.shared.errors import ConfigError, FedstreamError, ProtocolError, Reason
+
+log = structlog.get_logger(__name__)
+
+VIA = "http"
+# Bad input is the client's to fix (400); a full queue or no model yet is worth a retry (503).
+_STATUS = {Reason.OVERLOADED: 503, Reason.NO_MODEL: 503, Reason.OVERSIZED: 413}
+_BYTES_PER_FEATURE = 32  # generous for a JSON number with its separator
+_SHUTDOWN_S = 5.0
+
+
+def parse_inputs(body: bytes) -> npt.NDArray[np.float32]:
+    """The rows of a `{"inputs": [[number, ...], ...]}` request body as float32 [N, D].
+
+    Raises:
+        ProtocolError: BAD_FRAME for a body that is not JSON, not that shape, or holds
+            anything but numbers (booleans and numeric strings included); NON_FINITE for a
+            number too large for float32.
+    """
+    try:
+        doc: Any = json.loads(body)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError both derive from it
+        raise ProtocolError(Reason.BAD_FRAME, f"body is not JSON: {err}") from err
+    inputs = doc.get("inputs") if isinstance(doc, dict) else None
+    if not (isinstance(inputs, list) and inputs and all(isinstance(r, list) for r in inputs)):
+        raise ProtocolError(Reason.BAD_FRAME, 'expected {"inputs": [[number, ...], ...]}')
+    if any(len(row) != len(inputs[0]) for row in inputs):
+        raise ProtocolError(Reason.BAD_FRAME, "rows of different lengths")
+    # numpy would quietly turn "1.5" and true into numbers; the API takes numbers only.
+    if not all(type(v) is float or type(v) is int for row in inputs for v in row):
+        raise ProtocolError(Reason.BAD_FRAME, "every feature must be a number")
+    try:
+        with np.errstate(over="ignore"):  # float32 overflow becomes inf, refused downstream
+            return np.array(inputs, dtype=np.float32)
+    except OverflowError as err:
+        raise ProtocolError(Reason.NON_FINITE, "a feature does not fit a float") from err
+
+
+class HttpApi:
+    """`POST /v1/predict`, `GET /v1/model` and `GET /healthz` over the micro-batcher.
+
+    Args:
+        batcher: Answers the requests.
+        tally: Counts served and rejected requests.
+        host: Bind address.
+        port: Bind port; 0 picks a free one, read it from `port` after `start`.
+    """
+
+    def __init__(self, *, batcher: MicroBatcher, tally: Tally, host: str, port: int) -> None:
+        self._batcher, self._tally = batcher, tally
+        self._host, self._port = host, port
+        # Room for the largest request the batcher takes, and never below aiohttp's 1 MiB.
+        self._max_body = max(1 << 20, batcher.params.max_rows * batcher.params.cols
+                             * _BYTES_PER_FEATURE)
+        self._ready = threading.Event()
+        self._failure: FedstreamError | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port once started (the configured one before)."""
+        return self._port
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Bind and serve on a new thread; returns once the socket listens.
+
+        Raises:
+            ConfigError: BAD_CONFIG when the address cannot be bound.
+        """
+        self._thread = threading.Thread(target=self._main, name="infer-http", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise ConfigError(Reason.BAD_CONFIG,
+                              f"http {self._host}:{self._port} did not start in {timeout_s}s")
+        if self._failure is not None:
+            self._thread.join()
+            raise self._failure
+
+    def stop(self) -> None:
+        """Close the listener and connections, then end the thread (again: no-op)."""
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+            self._loop = None
+        if self._thread is not None:
+            self._thread.join()
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._serve(loop))
+        finally:
+            loop.close()
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        app = web.Application(client_max_size=self._max_body)
+        app.add_routes([web.post("/v1/predict", self._predict),
+                        web.get("/v1/model", self._model),
+                        web.get("/healthz", self._health)])
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_S)
+        await runner.setup()
+        try:
+            try:
+                await web.TCPSite(runner, self._host, self._port).start()
+            except OSError as err:
+                self._failure = ConfigError(Reason.BAD_CONFIG,
+                                            f"http {self._host}:{self._port}: {err}")
+                return
+            self._port = int(runner.addresses[0][1])
+            self._loop, self._stopping = loop, asyncio.Event()
+            log.info("http_started", host=self._host, port=self._port)
+            self._ready.set()
+            await self._stopping.wait()
+        finally:
+            self._ready.set()
+            await runner.cleanup()
+            log.info("http_stopped", port=self._port)
+
+    async def _predict(self, request: web.Request) -> web.Response:
+        try:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge as err:
+                raise ProtocolError(Reason.OVERSIZED,
+                                    f"body over {self._max_body} bytes") from err
+            answer = await asyncio.wrap_future(self._batcher.submit(parse_inputs(body)))
+        except FedstreamError as err:
+            self._tally.rejected(VIA, str(err.reason))
+            log.info("infer_rejected", via=VIA, reason=str(err.reason), detail=err.detail)
+            return _refusal(err)
+        except Exception as err:  # the per-request guard: a failed pass answers 500, not a crash
+            self._tally.rejected(VIA, "internal")
+            log.exception("infer_rejected", via=VIA, reason="internal", detail=repr(err))
+            return web.json_response({"ok": False, "reason": "internal", "detail": repr(err)},
+                                     status=500)
+        self._tally.served(VIA)
+        return web.json_response({"version": answer.version,
+                                  "predictions": answer.predictions.tolist(),
+                                  "scores": answer.scores.tolist()})
+
+    async def _model(self, _request: web.Request) -> web.Response:
+        model = self._batcher.model
+        if model is None:
+            return _refusal(FedstreamError(Reason.NO_MODEL, "no model version is served yet"))
+        return web.json_response({"version": model.version, "precision": model.precision,
+                                  "backend": model.backend.name})
+
+    async def _health(self, _request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+
+def _refusal(err: FedstreamError) -> web.Response:
+    status = _STATUS.get(err.reason, 400 if isinstance(err, ProtocolError) else 500)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return web.json_response({"ok": False, "reason": str(err.reason), "detail": err.detail},
+                             status=status, headers=headers)

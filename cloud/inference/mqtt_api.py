@@ -1,0 +1,110 @@
+"""The MQTT v5 front door of the inference service: requests on `{p}/infer/{model}`."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import structlog
+
+from fedstream.cloud.inference._tally import Tally
+from fedstream.cloud.inference.batcher import Answer, MicroBatcher
+from fedstream.shared import wire
+from fedstream.shared.errors import FedstreamError, TransportError
+from fedstream.shared.infer import InferReply, InferRequest
+from fedstream.shared.mqtt import Inbound, MqttClient
+from fedstream.shared.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+VIA = "mqtt"
+# Each reply waits for its PUBACK; a few threads keep those waits overlapping under load.
+REPLY_THREADS = 4
+
+
+class MqttApi:
+    """Answers `InferRequest`s on the response topic and correlation data they carry.
+
+    Requests are checked and queued on paho's network thread, which never waits: the
+    replies' PUBACKs arrive on that same thread, so replies go out from a small pool.
+
+    Args:
+        batcher: Answers the requests.
+        tally: Counts served and rejected requests.
+        topics: The federation's topic tree.
+        model: Model name; requests arrive on `topics.infer(model)`.
+        host: Broker host.
+        port: Broker port.
+        keepalive_s: MQTT keepalive.
+    """
+
+    def __init__(self, *, batcher: MicroBatcher, tally: Tally, topics: Topics, model: str,
+                 host: str, port: int, keepalive_s: int = 30) -> None:
+        self._batcher, self._tally = batcher, tally
+        self._lock = threading.Lock()
+        self._closing = False
+        self._replies = ThreadPoolExecutor(max_workers=REPLY_THREADS,
+                                           thread_name_prefix="infer-reply")
+        self.mqtt = MqttClient(client_id=f"fedstream-infer-{topics.federation}-{model}",
+                               host=host, port=port, on_message=self._on_request,
+                               subscriptions=(topics.infer(model),), keepalive_s=keepalive_s)
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Connect and subscribe.
+
+        Raises:
+            TransportError: broker_unreachable once `timeout_s` has passed.
+        """
+        self.mqtt.connect(timeout_s)
+
+    def stop(self) -> None:
+        """Send the replies already due, then disconnect; later answers are dropped."""
+        with self._lock:
+            self._closing = True
+        self._replies.shutdown(wait=True)
+        self.mqtt.close()
+
+    def _on_request(self, msg: Inbound) -> None:
+        if msg.response_topic is None:
+            self._tally.rejected(VIA, "no_response_topic")
+            log.info("infer_dropped", topic=msg.topic, reason="no_response_topic")
+            return
+        try:
+            request: InferRequest = wire.expect(msg.payload, InferRequest)
+            future = self._batcher.submit(request.array())
+        except FedstreamError as err:
+            self._tally.rejected(VIA, str(err.reason))
+            log.info("infer_rejected", via=VIA, topic=msg.topic, reason=str(err.reason),
+                     detail=err.detail)
+            self._send(msg, InferReply.refusal(err))
+            return
+        future.add_done_callback(functools.partial(self._on_answer, msg))
+
+    def _on_answer(self, msg: Inbound, future: Future[Answer]) -> None:
+        err = future.exception()
+        if err is None:
+            answer = future.result()
+            self._tally.served(VIA)
+            self._send(msg, InferReply.answer(answer.version, answer.predictions,
+                                              answer.scores))
+            return
+        # The batcher logged a failed forward pass; here only the reply's reason is chosen.
+        reply = (InferReply.refusal(err) if isinstance(err, FedstreamError)
+                 else InferReply(ok=False, reason="internal", detail=repr(err)))
+        self._tally.rejected(VIA, reply.reason)
+        self._send(msg, reply)
+
+    def _send(self, msg: Inbound, reply: InferReply) -> None:
+        with self._lock:
+            if self._closing:
+                log.warning("reply_dropped", topic=msg.response_topic, reason="stopping")
+                return
+            self._replies.submit(self._publish, msg, reply)
+
+    def _publish(self, msg: Inbound, reply: InferReply) -> None:
+        try:
+            self.mqtt.reply(msg, wire.pack(reply))
+        except TransportError as err:
+            log.warning("reply_failed", topic=msg.response_topic, reason=str(err.reason),
+                        detail=err.detail)

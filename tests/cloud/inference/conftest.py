@@ -1,0 +1,54 @@
+"""Small seeded models for the inference tests: one architecture, weights per version."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import torch
+
+from fedstream.cloud.inference import ModelPreparer, ServedModel
+from fedstream.shared.model import build_mlp, tensors_of
+
+LAYERS = (8, 16, 4)
+
+
+@pytest.fixture(scope="session")
+def weights() -> Callable[[int], list[torch.Tensor]]:
+    """Seeded weights of the test MLP: a different model for each seed."""
+    return lambda seed: tensors_of(build_mlp(LAYERS, seed=seed))
+
+
+@pytest.fixture(scope="session")
+def preparer() -> ModelPreparer:
+    """An fp32 preparer on this machine's default backend (IPEX where it loads)."""
+    return ModelPreparer(layers=LAYERS, precision="fp32")
+
+
+@pytest.fixture(scope="session")
+def served(preparer: ModelPreparer,
+           weights: Callable[[int], list[torch.Tensor]]) -> Callable[[int], ServedModel]:
+    """Version `v` of the test model, with the weights of seed `v`."""
+    return lambda version: preparer.prepare(version, weights(version))
+
+
+@pytest.fixture
+def rows() -> Callable[[int], npt.NDArray[np.float32]]:
+    """Seeded random feature rows [n, 8]; each call draws new ones."""
+    rng = np.random.default_rng(7)
+    return lambda n: rng.standard_normal((n, LAYERS[0])).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def layers() -> tuple[int, ...]:
+    """Layer sizes of the test MLP (8 features in, 4 classes out)."""
+    return LAYERS
+
+
+@pytest.fixture(scope="session")
+def preparer_for() -> Callable[[tuple[int, ...]], ServedModel]:
+    """Version 9 of a seeded model of other layer sizes."""
+    return lambda layers: ModelPreparer(layers=layers, precision="fp32").prepare(
+        9, tensors_of(build_mlp(layers, seed=0)))

@@ -1,0 +1,99 @@
+"""The continual stage: which data fine-tuning sees, and a diverging fine-tune never becomes a
+candidate. Real replay buffer, windows and fine-tuner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.continual_stage import ContinualStage
+from fedstream.cloud.data_intake import DataIntake
+from fedstream.cloud.finetune import FineTuner
+from fedstream.cloud.store import CloudStore
+from fedstream.shared.model import build_mlp, tensors_of
+from fedstream.shared.sources import SOURCES
+
+LAYERS = (64, 16, 10)
+
+
+@pytest.fixture
+def intake(tmp_path: Path) -> Iterator[DataIntake]:
+    """Three windows of digits: a, b, then the newest c."""
+    cfg = CloudConfig(layers=LAYERS, data_dir=tmp_path, continual={"enabled": True})  # type: ignore[arg-type]
+    store = CloudStore.open(tmp_path)
+    opened = DataIntake.open(cfg, store)
+    data = SOURCES.build("digits").load()
+    for i, name in enumerate("abc"):
+        opened.add(data.features[i * 50:(i + 1) * 50], data.labels[i * 50:(i + 1) * 50],
+                   now=float(i), window=name)
+    yield opened
+    opened.windows.close()
+    opened.replay.close()
+    store.journal.close()
+
+
+def _stage(intake: DataIntake, **finetune: object) -> ContinualStage:
+    cfg = CloudConfig(layers=LAYERS, continual={"enabled": True, "finetune": {  # type: ignore[arg-type]
+        "steps": 20, "backend": "torch", "precision": "fp32", **finetune}})
+    tuner = FineTuner(LAYERS, cfg.continual.finetune, 0)
+    return ContinualStage(data=intake, layers=LAYERS, cfg=cfg.continual, tuner=tuner)
+
+
+def test_fine_tunes_on_the_newest_training_window(intake: DataIntake) -> None:
+    """The fresh data is window b (c, the newest, is held out); the weights move."""
+    # Prepare
+    start = tensors_of(build_mlp(LAYERS, seed=0))
+
+    # Execute
+    tuned, info = _stage(intake).refine(start, seed=1)
+
+    # Assert
+    assert info["fresh_window"] == "b" and info["steps"] == 20
+    assert info["backend"] == "torch" and info["precision"] == "fp32"
+    assert not all(torch.equal(a, b) for a, b in zip(tuned, start, strict=True))
+
+
+def test_without_a_tuner_the_aggregate_passes_through(intake: DataIntake) -> None:
+    """finetune.steps = 0: no tuner, the tensors come back untouched and nothing is recorded."""
+    # Prepare
+    cfg = CloudConfig(layers=LAYERS, continual={"enabled": True})  # type: ignore[arg-type]
+    stage = ContinualStage(data=intake, layers=LAYERS, cfg=cfg.continual, tuner=None)
+    start = tensors_of(build_mlp(LAYERS, seed=0))
+
+    # Execute
+    tuned, info = stage.refine(start, seed=1)
+
+    # Assert
+    assert tuned is start and info == {}
+
+
+def test_a_diverging_fine_tune_keeps_the_aggregate(intake: DataIntake) -> None:
+    """Features of 1e30 overflow the logits to NaN: the stage keeps the aggregate's weights and
+    says the fine-tune diverged, so no NaN model is scored, gated or served."""
+    # Prepare
+    huge = np.full((20, 64), 1e30, dtype=np.float32)
+    intake.add(huge, np.arange(20) % 10, now=3.0, window="d")
+    intake.add(huge[:1], np.zeros(1, np.int64), now=4.0, window="e")
+    start = tensors_of(build_mlp(LAYERS, seed=0))
+
+    # Execute
+    tuned, info = _stage(intake, lr=10.0, replay_ratio=0.0).refine(start, seed=1)
+
+    # Assert
+    assert info["fresh_window"] == "d" and info["diverged"] is True
+    assert all(torch.equal(a, b) for a, b in zip(tuned, start, strict=True))
+
+
+def test_scores_every_non_empty_window_oldest_first(intake: DataIntake) -> None:
+    """`score` names each window in arrival order with an accuracy in [0, 1]."""
+    # Prepare / Execute
+    scores = _stage(intake).score(tensors_of(build_mlp(LAYERS, seed=0)))
+
+    # Assert
+    assert list(scores) == ["a", "b", "c"]
+    assert all(0 <= v <= 1 for v in scores.values())
