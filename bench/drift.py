@@ -1,5 +1,6 @@
 """Forgetting under drift: FedAvg alone vs cloud fine-tuning without replay, with replay, and
-with replay + an anchor penalty, in a domain-incremental and a class-incremental scenario.
+with replay + an anchor penalty (L2-SP, EWC), in a domain-incremental and a class-incremental
+scenario.
 
     .venv/bin/python bench/drift.py [--rounds 12] [--only domain|class]
 
@@ -67,7 +68,8 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "fedavg": None,
     "finetune": {**FINETUNE, "replay_ratio": 0.0},
     "replay": {**FINETUNE, "replay_ratio": 0.7},
-    "replay_anchor": {**FINETUNE, "replay_ratio": 0.7, "anchor": "l2sp", "anchor_weight": 0.5},
+    "replay_l2sp": {**FINETUNE, "replay_ratio": 0.7, "anchor": "l2sp", "anchor_weight": 0.1},
+    "replay_ewc": {**FINETUNE, "replay_ratio": 0.7, "anchor": "ewc", "anchor_weight": 0.1},
 }
 
 Arrays = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
@@ -224,15 +226,24 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         for scenario in scenarios(args.rounds, args.only):
-            base: dict[str, Any] = {}
+            lines: dict[str, dict[str, Any]] = {}
             for method in METHODS:
-                line = run(scenario, method, args.rounds, Path(tmp))
-                base = base or line
+                line = lines[method] = run(scenario, method, args.rounds, Path(tmp))
+                base = lines["fedavg"]
                 line["forgetting_vs_fedavg"] = (round(line["forgetting"] / base["forgetting"], 3)
                                                 if base["forgetting"] > 0 else None)
                 line["avg_accuracy_delta_pts"] = round(
                     100 * (line["avg_accuracy"] - base["avg_accuracy"]), 2)
                 print(json.dumps(line), flush=True)
+            replay, base = lines["replay"], lines["fedavg"]
+            print(json.dumps({
+                "scenario": scenario.name,
+                "goal": "replay forgetting <= 0.5 x fedavg, avg accuracy >= fedavg, no gated "
+                        "version published beyond tolerance",
+                "met": replay["forgetting"] <= 0.5 * base["forgetting"]
+                and replay["avg_accuracy"] >= base["avg_accuracy"]
+                and all(v["regressed_published"] == 0 for k, v in lines.items()
+                        if k != "fedavg")}), flush=True)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ class FinetuneResult:
         seconds: Wall time of `run`, anchor setup included.
         backend: Backend that trained ("torch", "ipex").
         precision: "fp32" or "bf16".
-        isa: The bf16 instruction set the CPU flags offer (`shared.isa.bf16_isa`).
+        isa: The bf16 instruction set the fine-tune runs on: what the CPU flags offer
+            (`shared.isa.bf16_isa`) when training in bf16, "none" in fp32.
         onednn_isa: oneDNN's own ISA line, "not_probed" or "unknown".
         onednn_impl: oneDNN's bf16 matmul kernels, "not_probed" or "unknown".
         anchor: "none", "l2sp" or "ewc".
@@ -238,14 +239,15 @@ class FineTuner:
                                 probe=lambda: _probe(self.layers, params.batch_size, seed))
         self.backend: Backend = choice.backend
         self.reason = choice.reason
-        self.isa = bf16_isa(choice.cpu)
+        cpu_bf16 = bf16_isa(choice.cpu)
+        self.isa = cpu_bf16 if self.backend.precision == "bf16" else "none"
         self.onednn: dict[str, str]
         if probe_onednn or self.backend.precision == "bf16":
             self.onednn = onednn_isa()
         else:
             self.onednn = {"isa": "not_probed", "bf16_impl": "not_probed"}
         log.info("finetune_backend_selected", backend=self.backend.name,
-                 precision=self.backend.precision, isa=self.isa,
+                 precision=self.backend.precision, isa=self.isa, cpu_bf16=cpu_bf16,
                  onednn_isa=self.onednn["isa"], onednn_impl=self._onednn_impl(),
                  reason=self.reason)
 

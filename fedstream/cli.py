@@ -111,7 +111,8 @@ def _demo(args: argparse.Namespace) -> int:
     from fedstream.demo import DemoParams, run_demo
 
     return run_demo(DemoParams(rounds=args.rounds, edges=args.edges, workdir=args.workdir,
-                               min_accuracy=args.min_accuracy), out=sys.stdout)
+                               min_accuracy=args.min_accuracy, continual=args.continual),
+                    out=sys.stdout)
 
 
 def _client_args(args: argparse.Namespace) -> dict[str, object]:
@@ -236,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, default=Path("demo-run"))
     demo.add_argument("--min-accuracy", type=float, default=0.0,
                       help="exit non-zero if the final accuracy is below this")
+    demo.add_argument("--continual", action=argparse.BooleanOptionalAction, default=True,
+                      help="cloud data, fine-tuning, the promotion gate and serving")
     demo.set_defaults(handler=_demo)
     return parser
 

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 
 from fedstream.shared import wire
-from fedstream.shared.control import CommandReply, CommandRequest, RoundState
+from fedstream.shared.control import CommandReply, CommandRequest, DataBatch, RoundState
 from fedstream.shared.errors import FedstreamError, Reason, TransportError
 from fedstream.shared.mqtt import Inbound, MqttClient
 from fedstream.shared.topics import Topics
@@ -53,6 +53,20 @@ class FleetClient:
         msg = self.mqtt.request(self.topics.command(verb),
                                 wire.pack(CommandRequest(verb=verb, args=args)),
                                 self._reply_to, timeout_s=self.timeout_s)
+        reply: CommandReply = wire.expect(msg.payload, CommandReply)
+        if not reply.ok:
+            raise FedstreamError(_reason(reply.reason), reply.detail)
+        return reply
+
+    def send_data(self, batch: DataBatch) -> CommandReply:
+        """Give the cloud labelled samples on its data topic and wait for its answer.
+
+        Raises:
+            TransportError: no_reply if the cloud does not answer.
+            FedstreamError: with the cloud's reason when it refuses the batch.
+        """
+        msg = self.mqtt.request(self.topics.data(self.model), wire.pack(batch), self._reply_to,
+                                timeout_s=self.timeout_s)
         reply: CommandReply = wire.expect(msg.payload, CommandReply)
         if not reply.ok:
             raise FedstreamError(_reason(reply.reason), reply.detail)

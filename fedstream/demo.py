@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+
 from fedstream.broker import BrokerParams, Mosquitto
-from fedstream.operator import fleet_status, start_round
+from fedstream.client import FleetClient
+from fedstream.operator import fleet_status, model_command, start_round
+from fedstream.predict import predict_csv
+from fedstream.shared.control import DataBatch
 from fedstream.shared.errors import FedstreamError, Reason, TransportError
+from fedstream.shared.sources import SOURCES
 
 FEDERATION = "demo"
 MODEL = "digits-mlp"
@@ -32,6 +40,7 @@ class DemoParams:
     dirichlet_alpha: float = 0.5
     ready_timeout_s: float = 180.0
     round_overrides: Mapping[str, int | float | str | bool] = field(default_factory=dict)
+    continual: bool = False
 
     def __post_init__(self) -> None:
         if not (1 <= self.rounds <= 1000 and 1 <= self.edges <= 64):
@@ -131,6 +140,24 @@ def wait_ready(conn: dict[str, Any], *, edges: int, procs: Processes,
         time.sleep(0.25)
 
 
+# With `continual`: the cloud fine-tunes each aggregate on the samples it is sent (mixed with
+# replay), gates it, and serves the promoted model over MQTT and HTTP.
+CONTINUAL_TABLES = """
+[continual]
+enabled = true
+
+[continual.finetune]
+steps = 100
+lr = 0.01
+replay_ratio = 0.5
+
+[inference]
+enabled = true
+http_port = 0
+"""
+CLOUD_SHARE = 0.04  # of the train split, sent to the cloud before each round
+
+
 def run_demo(params: DemoParams, *, out: TextIO) -> int:
     """Run the demo and print a table of rounds; exit code 0 on success."""
     results = run_federation(params, out=out)
@@ -151,9 +178,10 @@ def run_federation(params: DemoParams, *, out: TextIO) -> list[Mapping[str, Any]
     shutil.rmtree(params.workdir, ignore_errors=True)
     params.workdir.mkdir(parents=True)
     with Mosquitto(BrokerParams(port=0, data_dir=params.workdir / "broker")) as broker:
-        cloud_cfg, edge_cfgs = write_configs(params.workdir, port=broker.port,
-                                             federation=FEDERATION, edges=params.edges,
-                                             dirichlet_alpha=params.dirichlet_alpha)
+        cloud_cfg, edge_cfgs = write_configs(
+            params.workdir, port=broker.port, federation=FEDERATION, edges=params.edges,
+            dirichlet_alpha=params.dirichlet_alpha,
+            cloud_tables=CONTINUAL_TABLES if params.continual else "")
         procs = Processes(params.workdir)
         try:
             procs.spawn("cloud", "cloud", cloud_cfg)
@@ -168,17 +196,69 @@ def run_federation(params: DemoParams, *, out: TextIO) -> list[Mapping[str, Any]
             print(f"fleet ready: model v{initial.model_version}, accuracy "
                   f"{initial.model_metrics.get('accuracy', float('nan')):.4f}", file=out,
                   flush=True)
-            return [start_round(conn, wait=True, overrides=dict(params.round_overrides),
-                                out=out).result for _ in range(params.rounds)]
+            if not params.continual:
+                return [start_round(conn, wait=True, overrides=dict(params.round_overrides),
+                                    out=out).result for _ in range(params.rounds)]
+            results = [_continual_round(conn, i, params, out) for i in range(params.rounds)]
+            show_serving(conn, params.workdir, out)
+            return results
         finally:
             procs.stop()
+
+
+def _continual_round(conn: dict[str, Any], index: int, params: DemoParams,
+                     out: TextIO) -> Mapping[str, Any]:
+    """Send the cloud a fresh labelled sample (its own evaluation window), then run a round;
+    a candidate the gate refuses is reported, not fatal."""
+    train = SOURCES.build("digits", split="train").load()
+    pick = np.random.default_rng(index).choice(len(train.labels),
+                                               int(CLOUD_SHARE * len(train.labels)),
+                                               replace=False)
+    with FleetClient(**conn) as fleet:
+        stored = fleet.send_data(DataBatch.of(train.features[pick], train.labels[pick],
+                                              window=f"round-{index + 1}"))
+    print(f"cloud data: window round-{index + 1}, {stored.detail}", file=out, flush=True)
+    try:
+        return start_round(conn, wait=True, overrides=dict(params.round_overrides),
+                           out=out).result
+    except FedstreamError as err:
+        if err.reason not in (Reason.REGRESSED_NEWEST, Reason.REGRESSED_PAST):
+            raise
+        print(f"  candidate rejected by the gate: {err.detail}", file=out, flush=True)
+        last = fleet_status(conn).round
+        assert last is not None
+        return {**last.result, "gate": str(err.reason)}
+
+
+def show_serving(conn: dict[str, Any], workdir: Path, out: TextIO) -> None:
+    """The registry, then predictions for five test rows from the served model, over MQTT
+    (`fedstream predict`) and over HTTP."""
+    print("", file=out)
+    model_command(conn, action="list", version=None, out=out)
+    test = SOURCES.build("digits", split="test").load()
+    rows = workdir / "predict.csv"
+    np.savetxt(rows, test.features[:5], delimiter=",")
+    answers = predict_csv(rows, **conn)
+    port = int(fleet_status(conn).serving["http_port"])
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/predict", headers={"Content-Type": "application/json"},
+        data=json.dumps({"inputs": test.features[:5].tolist()}).encode())
+    with urllib.request.urlopen(request, timeout=conn["timeout_s"]) as resp:
+        http = json.load(resp)
+    print(f"\npredictions for 5 test rows (true labels {test.labels[:5].tolist()}):\n"
+          f"  MQTT: {[a.prediction for a in answers]} from v{answers[0].version}\n"
+          f"  HTTP: {http['predictions']} from v{http['version']} (port {port})", file=out)
 
 
 def print_table(results: list[Mapping[str, Any]], out: TextIO) -> None:
     """Round, version, accuracy, time and bytes moved, one row per round."""
     print(f"\n{'round':>5} {'version':>7} {'accuracy':>8} {'seconds':>8} "
-          f"{'updates':>7} {'update KiB':>10} {'model KiB':>9}", file=out)
+          f"{'updates':>7} {'update KiB':>10} {'model KiB':>9} {'win acc':>7} {'forgetting':>10}"
+          "  gate", file=out)
     for i, r in enumerate(results, 1):
+        # Continual rounds add the served model's mean accuracy over the cloud's evaluation
+        # windows, its forgetting, and the gate's verdict on the round's candidate.
         print(f"{i:>5} {r['version']:>7} {r['accuracy']:>8.4f} {r['seconds']:>8.2f} "
-              f"{r['updates']:>7} {r['bytes_in'] / 1024:>10.1f} {r['model_bytes'] / 1024:>9.1f}",
-              file=out)
+              f"{r['updates']:>7} {r['bytes_in'] / 1024:>10.1f} {r['model_bytes'] / 1024:>9.1f}"
+              f" {r.get('avg_accuracy', '-'):>7} {r.get('forgetting', '-'):>10}"
+              f"  {r.get('gate', 'promoted' if 'candidate' in r else '-')}", file=out)

@@ -18,7 +18,9 @@ from fedstream.cloud.finetune import (
     trained_layout,
 )
 from fedstream.cloud.replay import Arrays
+from fedstream.shared.cpu import detect_cpu
 from fedstream.shared.errors import ConfigError, Reason
+from fedstream.shared.isa import bf16_isa
 from fedstream.shared.model import accuracy, build_mlp, load_tensors, tensors_of
 from fedstream.shared.sources import SOURCES
 from fedstream.shared.training import prepare_sgd
@@ -275,6 +277,7 @@ def test_every_backend_fine_tunes_with_an_ewc_anchor(backend: str, precision: st
     assert _accuracy(result.tensors, fresh) > _accuracy(start, fresh) + 0.4
     assert (result.backend, result.precision) == (backend, precision)
     assert (result.onednn_isa == "not_probed") is (precision == "fp32")
+    assert result.isa == (bf16_isa(detect_cpu()) if precision == "bf16" else "none")
 
 
 def test_run_logs_and_reports_flat_scalars() -> None:
