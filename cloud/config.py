@@ -89,6 +89,9 @@ class ContinualConfig(Section):
     max_rows_per_window: int = Field(default=2000, ge=1)
     data_dir: Path | None = Field(default=None,
                                   description="CSV/NPZ files loaded once; file stem = window")
+    min_window_rows: int = Field(default=20, ge=1,
+                                 description="windows with fewer rows are neither scored nor "
+                                             "judged: their accuracy is noise")
     finetune: FinetuneConfig = FinetuneConfig()
     gate: GateConfig = GateConfig()
 

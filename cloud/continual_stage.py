@@ -71,12 +71,13 @@ class ContinualStage:
         return result.tensors, info
 
     def score(self, tensors: Sequence[torch.Tensor]) -> dict[str, float]:
-        """Accuracy on every non-empty evaluation window, oldest first."""
+        """Accuracy on every evaluation window of at least `min_window_rows` rows, oldest
+        first (a window of a handful of rows would make the gate a coin flip)."""
         load_tensors(self._model, list(tensors))
         scores: dict[str, float] = {}
         for name in self.data.windows.names():
             x, y = self.data.windows.get(name)
-            if len(y):
+            if len(y) >= self.cfg.min_window_rows:
                 scores[name] = round(accuracy(self._model, torch.from_numpy(x.copy()),
                                               torch.from_numpy(y.copy())), 4)
         return scores

@@ -14,7 +14,9 @@ the clock, and gets model versions and round states out through two callables.
 
 With continual learning on, every aggregate becomes a candidate: fine-tuned on the cloud's
 data, scored on the evaluation windows and promoted only if the gate lets it; a rejected
-candidate is kept in the registry and the served model stays.
+candidate is kept in the registry and the served model stays. A replayed fine-tune reaches
+the same weights only on the same backend and precision: pin `finetune.precision` (not
+"auto", which measures at start) where restarts must be bit-exact.
 """
 
 from __future__ import annotations
@@ -252,9 +254,15 @@ class Coordinator:
                                   weights=weights, lineage={"mode": "async",
                                                             "buffer": state.buffer,
                                                             "staleness_max": max(staleness)})
-        # A rejected candidate leaves the session on the served version.
-        moved = rounds.to_next_version(state, self.current.version,
-                                       self._session_result(state, now, folded.model_bytes))
+        result = self._session_result(state, now, folded.model_bytes)
+        if folded.rejected is not None:
+            # The session ends like a sync round: its edges trained on the served version
+            # already (they would wait for a new one that never comes), and its version
+            # numbers stay those of served models, so staleness keeps counting served ones.
+            self._finish(rounds.to_failed(state, folded.rejected, folded.detail,
+                                          result={**result, "candidate": folded.candidate}))
+            return
+        moved = rounds.to_next_version(state, self.current.version, result)
         self.counted = _recent(moved, self.counted)
         self._set_round(moved)
 
@@ -268,6 +276,8 @@ class Coordinator:
             self._next_version(state, pending, now)
             state = self.round
             assert state is not None
+            if state.terminal:  # the gate refused the last candidate
+                return
         if state.result.get("versions"):
             self._finish(rounds.to_published(state, {**state.result,
                                                      "seconds": round(now - state.opened, 3)}))
@@ -280,6 +290,14 @@ class Coordinator:
         session's base (the cloud died in between) is announced now."""
         state = self.round
         assert state is not None
+        saved = self.keeper.registry.rows()[-1]
+        if saved.round_id == state.round_id and not saved.promoted:
+            # The cloud died after the gate refused a candidate, before ending the session.
+            self._finish(rounds.to_failed(
+                state, Reason(saved.reason), str(saved.lineage.get("gate", "")),
+                result={**self._session_result(state, now, model_bytes),
+                        "candidate": saved.version}))
+            return
         if state.base_version != self.current.version:
             self._set_round(rounds.to_next_version(
                 state, self.current.version, self._session_result(state, now, model_bytes)))
@@ -290,8 +308,9 @@ class Coordinator:
     def _session_result(self, state: RoundState, now: float,
                         model_bytes: int) -> dict[str, float | int | str]:
         """What the session has published so far, from the journal (so a restart agrees)."""
+        served = {r.version for r in self.keeper.registry.rows() if r.promoted}
         applied = [r for r in self.store.journal.accepted(state.round_id)
-                   if r.applied is not None]
+                   if r.applied in served]
         return {"seconds": round(now - state.opened, 3),
                 "versions": len({r.applied for r in applied}), "updates": len(applied),
                 "bytes_in": sum(r.bytes for r in applied), "version": self.current.version,

@@ -57,18 +57,18 @@ class DataIntake:
         return intake
 
     def take(self, payload: bytes, now: float) -> int:
-        """Store one `DataBatch` frame; returns its row count.
+        """Store one `DataBatch` frame; returns how many rows its window kept.
 
         Raises:
             ProtocolError: malformed frame, wrong width, NaN/Inf, or labels out of range.
         """
         batch: DataBatch = wire.expect(payload, DataBatch)
         x, y = batch.arrays()
-        self.add(x, y, now, window=batch.window)
-        return batch.rows
+        return self.add(x, y, now, window=batch.window)
 
-    def add(self, x: np.ndarray, y: np.ndarray, now: float, *, window: str = "") -> None:
-        """Store samples (from a frame or a file) after checking they fit the model."""
+    def add(self, x: np.ndarray, y: np.ndarray, now: float, *, window: str = "") -> int:
+        """Store samples (from a frame or a file) after checking they fit the model; returns
+        how many rows the evaluation window kept (the rest are past its cap)."""
         if x.shape[1] != self.features:
             raise ProtocolError(Reason.SPEC_MISMATCH,
                                 f"{x.shape[1]} features; the model takes {self.features}")
@@ -78,7 +78,8 @@ class DataIntake:
         name = window or self.windows.window_of(now)
         # Windows first: evaluation data is what a restart must never lose; the reservoir
         # only samples from the stream anyway.
-        self.windows.add(x, y, now, name=name)
+        kept = self.windows.add(x, y, now, name=name)
         stored = self.replay.add(x, y, name)
-        log.info("data_received", rows=len(y), window=name, replay=len(self.replay),
-                 stored=stored)
+        log.info("data_received", rows=len(y), window=name, kept=kept,
+                 replay=len(self.replay), stored=stored)
+        return kept

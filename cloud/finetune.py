@@ -220,7 +220,8 @@ class FineTuner:
     Construction picks the backend and precision once: "auto" precision times bf16 against
     fp32 on the cloud model at the configured batch size. oneDNN is asked which bf16 kernel
     it runs only when training in bf16, where that kernel (AMX tiles, AVX-512 bf16 or a
-    fallback) decides the speed; the answer costs a child process of 2-3 s.
+    fallback) decides the speed; the answer costs a child process of 2-3 s. The child runs
+    stock torch's oneDNN (IPEX bundles its own build, which picks from the same CPU flags).
 
     Args:
         layers: MLP layer sizes.

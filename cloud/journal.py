@@ -209,11 +209,15 @@ class Journal:
         return [VersionRow(v, p, r, path, json.loads(lin), status, reason)
                 for v, p, r, path, lin, status, reason in rows]
 
-    def set_status(self, version: int, status: str, reason: str = "") -> None:
-        """Change a version's status (a candidate promoted by hand)."""
-        self._run(lambda db: db.execute(
-            "UPDATE versions SET status = ?, reason = ? WHERE version = ?",
-            (status, reason, version)))
+    def set_status(self, version: int, status: str, note: Mapping[str, Any]) -> None:
+        """Change a version's status (a candidate promoted by hand), keeping the gate's reason
+        and adding `note` to its lineage, in one transaction."""
+        def work(db: sqlite3.Connection) -> None:
+            (lineage,) = db.execute("SELECT lineage FROM versions WHERE version = ?",
+                                    (version,)).fetchone()
+            db.execute("UPDATE versions SET status = ?, lineage = ? WHERE version = ?",
+                       (status, json.dumps({**json.loads(lineage), **note}), version))
+        self._run(work)
 
     def evals(self) -> dict[int, dict[str, float]]:
         """Accuracy per evaluation window of every version that was scored on any."""

@@ -172,7 +172,7 @@ class ModelKeeper:
         if version < self.current.version:
             new = self._republish(version, {"promoted_from": version})
         else:
-            self.store.journal.set_status(version, "promoted")
+            self.store.journal.set_status(version, "promoted", {"promoted_by": "hand"})
             new, self.server_state = self.registry.load(row)
             self.current = new
             self.publish_model(new)

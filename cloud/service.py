@@ -32,7 +32,13 @@ from fedstream.shared.control import (
     Receipt,
     RoundState,
 )
-from fedstream.shared.errors import ConfigError, FedstreamError, Reason, StoreError
+from fedstream.shared.errors import (
+    ConfigError,
+    FedstreamError,
+    Reason,
+    StoreError,
+    TransportError,
+)
 from fedstream.shared.model import accuracy, build_mlp, load_tensors
 from fedstream.shared.mqtt import Inbound, MqttClient
 from fedstream.shared.sources import SOURCES, Dataset
@@ -158,11 +164,10 @@ class CloudService:
             self.rejections[str(err.reason)] += 1
             log.warning("message_rejected", topic=msg.topic, reason=str(err.reason),
                         detail=err.detail)
-            if msg.response_topic is not None and not self._subs["command"].matches(msg.topic):
-                # A sender that asked for an answer (a data batch, say) learns why it was
-                # refused; commands answer for themselves.
-                self.mqtt.reply(msg, wire.pack(CommandReply(ok=False, reason=str(err.reason),
-                                                            detail=err.detail)))
+            if self.data is not None and self._subs["data"].matches(msg.topic):
+                # A data producer that asked for an answer learns why it was refused.
+                self._answer(msg, CommandReply(ok=False, reason=str(err.reason),
+                                               detail=err.detail))
         except Exception as err:
             self.rejections["internal"] += 1
             log.exception("message_rejected", topic=msg.topic, reason="internal",
@@ -176,9 +181,8 @@ class CloudService:
 
     def _on_data(self, msg: Inbound) -> None:
         assert self.data is not None
-        rows = self.data.take(msg.payload, time.time())
-        if msg.response_topic is not None:
-            self.mqtt.reply(msg, wire.pack(CommandReply(ok=True, detail=f"{rows} rows stored")))
+        kept = self.data.take(msg.payload, time.time())
+        self._answer(msg, CommandReply(ok=True, detail=f"{kept} rows stored"))
 
     def _on_status(self, msg: Inbound) -> None:
         if not msg.payload:  # a cleared retained status
@@ -195,7 +199,19 @@ class CloudService:
             reply = self._command(req)
         except FedstreamError as err:
             reply = CommandReply(ok=False, reason=str(err.reason), detail=err.detail)
-        self.mqtt.reply(msg, wire.pack(reply))
+        self._answer(msg, reply)
+
+    def _answer(self, msg: Inbound, reply: CommandReply) -> None:
+        """Reply on the request's response topic, if it has one. A reply the broker refuses
+        or never confirms is logged: the message itself was handled, and the requester
+        times out and asks again."""
+        if msg.response_topic is None:
+            return
+        try:
+            self.mqtt.reply(msg, wire.pack(reply))
+        except TransportError as err:
+            log.warning("reply_failed", topic=msg.topic, reason=str(err.reason),
+                        detail=err.detail)
 
     def _command(self, req: CommandRequest) -> CommandReply:
         coord = self.coordinator
@@ -237,7 +253,12 @@ class CloudService:
         if self.inference is not None:
             # On this (the coordinator's) thread: preparing a model with IPEX must not overlap
             # another preparation (see cloud/inference/serving.py).
-            self.inference.swap(version.version, version.tensors)
+            try:
+                self.inference.swap(version.version, version.tensors)
+            except Exception as err:
+                # The version is saved and published; serving the previous one beats a cloud
+                # that dies here, and again on every restart.
+                log.exception("model_swap_failed", version=version.version, detail=repr(err))
         return sent
 
     def _send_receipt(self, edge_id: str, receipt: Receipt) -> None:

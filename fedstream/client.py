@@ -11,7 +11,7 @@ from fedstream.shared import wire
 from fedstream.shared.control import CommandReply, CommandRequest, DataBatch, RoundState
 from fedstream.shared.errors import FedstreamError, Reason, TransportError
 from fedstream.shared.mqtt import Inbound, MqttClient
-from fedstream.shared.topics import Topics
+from fedstream.shared.topics import Topic, Topics
 
 
 class FleetClient:
@@ -50,13 +50,8 @@ class FleetClient:
             TransportError: no_reply if the cloud does not answer.
             FedstreamError: with the cloud's reason when it refuses the command.
         """
-        msg = self.mqtt.request(self.topics.command(verb),
-                                wire.pack(CommandRequest(verb=verb, args=args)),
-                                self._reply_to, timeout_s=self.timeout_s)
-        reply: CommandReply = wire.expect(msg.payload, CommandReply)
-        if not reply.ok:
-            raise FedstreamError(_reason(reply.reason), reply.detail)
-        return reply
+        return self._ask(self.topics.command(verb),
+                         wire.pack(CommandRequest(verb=verb, args=args)))
 
     def send_data(self, batch: DataBatch) -> CommandReply:
         """Give the cloud labelled samples on its data topic and wait for its answer.
@@ -65,8 +60,10 @@ class FleetClient:
             TransportError: no_reply if the cloud does not answer.
             FedstreamError: with the cloud's reason when it refuses the batch.
         """
-        msg = self.mqtt.request(self.topics.data(self.model), wire.pack(batch), self._reply_to,
-                                timeout_s=self.timeout_s)
+        return self._ask(self.topics.data(self.model), wire.pack(batch))
+
+    def _ask(self, topic: Topic, payload: bytes) -> CommandReply:
+        msg = self.mqtt.request(topic, payload, self._reply_to, timeout_s=self.timeout_s)
         reply: CommandReply = wire.expect(msg.payload, CommandReply)
         if not reply.ok:
             raise FedstreamError(_reason(reply.reason), reply.detail)

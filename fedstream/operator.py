@@ -172,7 +172,8 @@ def _summary_line(v: ModelInfo, *, serving: int | None) -> str:
     how = origin or (
         f"round {v.round_id} {v.lineage.get('strategy', '')} {v.lineage.get('codec', '')}"
         if v.round_id else "initial")
-    state = "" if v.status == "promoted" else f"  [{v.status}: {v.reason}]"
+    state = (f"  [{v.status}: {v.reason}]" if v.status != "promoted"
+             else f"  [promoted by hand over {v.reason}]" if v.reason else "")
     return (f"{mark} v{v.version:<4} parent {'-' if v.parent is None else v.parent:<4} "
             f"accuracy {acc:<7} {how}{state}")
 

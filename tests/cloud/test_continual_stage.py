@@ -97,3 +97,17 @@ def test_scores_every_non_empty_window_oldest_first(intake: DataIntake) -> None:
     # Assert
     assert list(scores) == ["a", "b", "c"]
     assert all(0 <= v <= 1 for v in scores.values())
+
+
+def test_windows_below_the_minimum_size_are_not_scored(intake: DataIntake) -> None:
+    """A window of 5 rows (below min_window_rows = 20) is left out of the scores, so a
+    handful of rows cannot decide the gate."""
+    # Prepare
+    data = SOURCES.build("digits").load()
+    intake.add(data.features[:5], data.labels[:5], now=9.0, window="tiny")
+
+    # Execute
+    scores = _stage(intake).score(tensors_of(build_mlp(LAYERS, seed=0)))
+
+    # Assert
+    assert list(scores) == ["a", "b", "c"]

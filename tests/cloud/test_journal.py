@@ -236,7 +236,7 @@ def test_journal_from_before_the_gate_has_every_version_promoted(tmp_path: Path)
 
 def test_version_evals_and_status_round_trip(journal: Journal) -> None:
     """Per-window accuracies are stored with their version in one transaction; a rejected
-    candidate keeps its reason until it is promoted by hand."""
+    candidate promoted by hand keeps the gate's reason and gains a lineage note."""
     # Prepare
     rejected = VersionRow(version=1, parent=0, round_id="r1", path="v1.safetensors",
                           lineage={}, status="rejected", reason="regressed_past")
@@ -244,14 +244,15 @@ def test_version_evals_and_status_round_trip(journal: Journal) -> None:
     # Execute
     journal.add_version(rejected, evals={"w1": 0.5, "w0": 0.25})
     before = journal.versions()
-    journal.set_status(1, "promoted")
+    journal.set_status(1, "promoted", {"promoted_by": "hand"})
     after = journal.versions()
 
     # Assert
     assert journal.evals() == {1: {"w1": 0.5, "w0": 0.25}}
     assert [(v.status, v.reason, v.promoted) for v in before] == [
         ("rejected", "regressed_past", False)]
-    assert [(v.status, v.reason) for v in after] == [("promoted", "")]
+    assert [(v.status, v.reason, v.lineage) for v in after] == [
+        ("promoted", "regressed_past", {"promoted_by": "hand"})]
 
 
 def test_save_round_upserts_and_last_round_is_the_latest_opened(journal: Journal) -> None:

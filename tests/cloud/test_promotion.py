@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from fedstream.cloud import rounds
 from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.continual_stage import ContinualStage
 from fedstream.cloud.coordinator import Coordinator
@@ -79,19 +80,27 @@ class Cloud:
 
     def round_towards(self, target: list[torch.Tensor]) -> RoundState:
         """One round whose only update moves the served model onto `target`."""
-        state = self.coord.start_round(now=0.0)
+        self.coord.start_round(now=0.0)
+        final = self.update_towards(target)
+        assert final.terminal
+        return final
+
+    def update_towards(self, target: list[torch.Tensor]) -> RoundState:
+        """Send the open round or session one update moving the served model onto `target`."""
+        state = self.coord.round
+        assert state is not None
         delta = [t - c for t, c in zip(target, self.coord.current.tensors, strict=True)]
         blob = CODECS.build("f32").encode(delta)
-        uid = f"u-{state.round_id}"
+        uid = f"u-{state.round_id}-{state.base_version}"
         row = UpdateRow(update_id=uid, round_id=state.round_id, edge_id="e1", status="accepted",
                         samples=10, bytes=len(blob), codec="f32",
                         spool=self.store.spool.put(state.round_id, uid, blob),
                         base=state.base_version)
         self.store.journal.record_update(row)
         self.coord.on_update(row, now=1.0)
-        final = self.coord.round
-        assert final is not None and final.terminal
-        return final
+        after = self.coord.round
+        assert after is not None
+        return after
 
 
 @pytest.fixture
@@ -157,11 +166,13 @@ def test_forgetting_only_the_past_is_rejected_as_regressed_past(tmp_path: Path) 
 
         # Execute
         final = cloud.round_towards(_zeroed())
+        served = cloud.coord.current.version
     finally:
         cloud.close()
 
     # Assert
-    assert final.reason == Reason.REGRESSED_PAST
+    assert final.status == "failed" and final.reason == Reason.REGRESSED_PAST
+    assert "past windows" in str(final.result["detail"]) and served == 1
 
 
 def test_promote_by_hand_serves_the_rejected_candidate(cloud: Cloud) -> None:
@@ -180,7 +191,9 @@ def test_promote_by_hand_serves_the_rejected_candidate(cloud: Cloud) -> None:
     assert served.version == 2 and cloud.coord.current.version == 2
     assert cloud.models[-1].version == 2
     assert all(t.abs().max() < 1e-6 for t in cloud.models[-1].tensors)
-    assert cloud.store.journal.versions()[-1].status == "promoted"
+    row = cloud.store.journal.versions()[-1]
+    assert (row.status, row.reason) == ("promoted", "regressed_newest")  # the audit trail
+    assert row.lineage["promoted_by"] == "hand"
     assert again.value.reason is Reason.NOT_CANDIDATE
 
 
@@ -207,3 +220,71 @@ def test_restart_serves_the_last_promoted_version_not_the_rejected_one(tmp_path:
     assert all(torch.allclose(a, b, atol=1e-6)
                for a, b in zip(served.tensors, TRAINED, strict=True))
     assert final.result["candidate"] == 3
+
+
+def test_async_session_ends_when_the_gate_refuses_a_candidate(cloud: Cloud) -> None:
+    """An async session publishes a good version, then ends failed on a refused one: its edges
+    already trained on the served version and would wait forever for a new one."""
+    # Prepare
+    cloud.coord.start_round(now=0.0, mode="async", buffer=1, max_staleness=1)
+
+    # Execute
+    moved = cloud.update_towards(TRAINED)
+    ended = cloud.update_towards(_zeroed())
+
+    # Assert
+    assert moved.status == "collecting" and moved.base_version == 1
+    assert ended.status == "failed" and ended.reason == Reason.REGRESSED_NEWEST
+    assert ended.result["versions"] == 1 and ended.result["candidate"] == 2
+    assert cloud.coord.current.version == 1
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_restart_after_a_refused_candidate_ends_the_round_with_the_gates_reason(
+        tmp_path: Path, mode: str) -> None:
+    """The cloud dies after saving a rejected candidate, before saving the round's end: the
+    restarted cloud ends the round failed with the gate's reason and still serves v1."""
+    # Prepare
+    first = Cloud(tmp_path / "c", tolerance_newest=0.02, tolerance_past=0.02)
+    first.add_windows("w1", "w2", "w3")
+    first.round_towards(TRAINED)
+    first.coord.start_round(now=0.0, **({"mode": "async", "buffer": 1} if mode == "async"
+                                         else {}))
+    cut = first.coord.round
+    assert cut is not None
+    first.update_towards(_zeroed())
+    # What the journal holds if the process died right after the candidate was saved.
+    first.store.journal.save_round(cut if mode == "async" else rounds.to_aggregating(cut))
+    first.close()
+
+    # Execute
+    again = Cloud(tmp_path / "c", tolerance_newest=0.02, tolerance_past=0.02)
+    try:
+        final = again.coord.round
+        served = again.coord.current.version
+        versions = again.store.journal.versions()
+    finally:
+        again.close()
+
+    # Assert
+    assert final is not None and final.status == "failed"
+    assert final.reason == Reason.REGRESSED_NEWEST and final.result["candidate"] == 2
+    assert served == 1 and len(versions) == 3  # v0, v1 and the one rejected candidate
+
+
+def test_promoting_an_older_candidate_republishes_it_as_a_new_version(cloud: Cloud) -> None:
+    """A rejected v2 promoted after v3 was served comes back as v4 with v2's weights, scored
+    on the windows, its lineage naming where it came from."""
+    # Prepare
+    cloud.round_towards(TRAINED)
+    cloud.round_towards(_zeroed())
+    cloud.round_towards(TRAINED)
+
+    # Execute
+    served = cloud.coord.promote(2)
+
+    # Assert
+    row = cloud.store.journal.versions()[-1]
+    assert served.version == 4 and served.parent == 2 and row.lineage["promoted_from"] == 2
+    assert all(t.abs().max() < 1e-6 for t in served.tensors)
+    assert list(cloud.store.journal.evals()[4]) == ["w1", "w2", "w3"]
