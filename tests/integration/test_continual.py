@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -128,18 +129,23 @@ def _bad_input_gets_error_replies(fleet: Fleet) -> None:
     bad = {"spec_mismatch": wire.pack(DataBatch.of(np.zeros((2, 3)), [0, 1])),
            "non_finite": wire.pack(DataBatch.of(np.full((1, 64), np.nan), [0])),
            "not_msgpack": b"\x00garbage",
-           "unknown_kind": wire.pack(InferRequest.of(np.zeros((1, 64))))}
+           "unknown_kind": wire.pack(InferRequest.of(np.zeros((1, 64)))),
+           "bad_frame": msgpack.packb({"v": 1, "k": "data", "x": "text", "r": 1, "c": 64,
+                                       "y": b"\x00" * 8})}
     replies = {want: wire.expect(fleet.ask(fleet.topics.data(MODEL), frame), CommandReply)
                for want, frame in bad.items()}
     assert {want: (r.ok, r.reason) for want, r in replies.items()} == {
         want: (False, want) for want in bad}
 
     # Bad input on the inference topic, before and after a model: clear error replies.
-    bad_infer = {"non_finite": InferRequest.of(np.full((1, 64), np.nan)),
-                 "spec_mismatch": InferRequest.of(np.zeros((1, 5)))}
-    for want, request in bad_infer.items():
-        answer: InferReply = wire.expect(fleet.ask(fleet.topics.infer(MODEL),
-                                                   wire.pack(request)), InferReply)
+    bad_infer = {"non_finite": wire.pack(InferRequest.of(np.full((1, 64), np.nan))),
+                 "spec_mismatch": wire.pack(InferRequest.of(np.zeros((1, 5)))),
+                 "bad_frame": msgpack.packb({"v": 1, "k": "infer", "x": 7, "r": 1, "c": 64}),
+                 "size_mismatch": msgpack.packb({"v": 1, "k": "infer", "x": b"\x00" * 12,
+                                                 "r": 1, "c": 64})}
+    for want, frame in bad_infer.items():
+        answer: InferReply = wire.expect(fleet.ask(fleet.topics.infer(MODEL), frame),
+                                         InferReply)
         assert (answer.ok, answer.reason) == (False, want)
 
 
