@@ -15,8 +15,9 @@ benchmarks). Each round r has its own distribution D_r:
 - class: rounds are cut into three stages that bring classes {0-3}, {4-6}, {7-9}; edges see
   only the classes of the current stage.
 
-Each round the cloud also receives 4% of what the edges train on, as evaluation window r
-(held out while it is the newest) and into the replay buffer. Reported per method: average
+Each round the cloud also receives 4% of what the edges train on, as window r: half of it
+for evaluation only (the gate's data), half for training (fine-tuning and replay, once the
+window is no longer the newest). Reported per method: average
 accuracy, forgetting and backward transfer of the final served model (cloud/forgetting.py)
 over held-out test sets of every D_r (the digits test split under each round's transform,
 larger than the cloud's windows), how many candidates the gate rejected, and whether any
@@ -106,7 +107,9 @@ class Federation:
 
     def __init__(self, root: Path, finetune: dict[str, Any] | None) -> None:
         self.published: list[ModelVersion] = []
+        # Half of each 57-row window is for evaluation only: 28 rows, enough to be scored.
         continual: dict[str, Any] = {"enabled": True, "replay_capacity": 2000,
+                                     "eval_fraction": 0.5,
                                      "gate": {**GATE, "enabled": finetune is not None}}
         if finetune is not None:
             continual["finetune"] = finetune

@@ -89,9 +89,12 @@ class ContinualConfig(Section):
     max_rows_per_window: int = Field(default=2000, ge=1)
     data_dir: Path | None = Field(default=None,
                                   description="CSV/NPZ files loaded once; file stem = window")
+    eval_fraction: float = Field(default=0.3, gt=0, lt=1,
+                                 description="share of each window's rows kept for scoring "
+                                             "only, never trained on")
     min_window_rows: int = Field(default=20, ge=1,
-                                 description="windows with fewer rows are neither scored nor "
-                                             "judged: their accuracy is noise")
+                                 description="windows with fewer evaluation rows are neither "
+                                             "scored nor judged: their accuracy is noise")
     finetune: FinetuneConfig = FinetuneConfig()
     gate: GateConfig = GateConfig()
 

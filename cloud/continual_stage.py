@@ -53,13 +53,14 @@ class ContinualStage:
 
     def refine(self, tensors: list[torch.Tensor], *,
                seed: int) -> tuple[list[torch.Tensor], dict[str, str | int | float]]:
-        """Fine-tune `tensors` on the newest training window plus replay; the newest window is
-        held out of both. Returns the tensors and what the fine-tuning did (for the registry)."""
+        """Fine-tune `tensors` on the training rows of the newest training window plus replay
+        (which holds training rows only); the newest window is held out of both. Returns the
+        tensors and what the fine-tuning did (for the registry)."""
         if self.tuner is None:
             return tensors, {}
         windows = self.data.windows
         training, newest = windows.training_windows(), windows.newest()
-        fresh: Arrays = windows.get(training[-1]) if training else (
+        fresh: Arrays = windows.parts(training[-1], self.cfg.eval_fraction)[1] if training else (
             np.zeros((0, self._cols), np.float32), np.zeros(0, np.int64))
         replay = self.data.replay.arrays(exclude=newest)
         result = self.tuner.run(tensors, fresh, replay, seed)
@@ -71,12 +72,12 @@ class ContinualStage:
         return result.tensors, info
 
     def score(self, tensors: Sequence[torch.Tensor]) -> dict[str, float]:
-        """Accuracy on every evaluation window of at least `min_window_rows` rows, oldest
-        first (a window of a handful of rows would make the gate a coin flip)."""
+        """Accuracy on the evaluation rows of every window that has at least `min_window_rows`
+        of them, oldest first (a handful of rows would make the gate a coin flip)."""
         load_tensors(self._model, list(tensors))
         scores: dict[str, float] = {}
         for name in self.data.windows.names():
-            x, y = self.data.windows.get(name)
+            (x, y), _ = self.data.windows.parts(name, self.cfg.eval_fraction)
             if len(y) >= self.cfg.min_window_rows:
                 scores[name] = round(accuracy(self._model, torch.from_numpy(x.copy()),
                                               torch.from_numpy(y.copy())), 4)

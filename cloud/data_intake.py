@@ -13,7 +13,7 @@ from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.data_dir import load_data_dir
 from fedstream.cloud.replay import ReplayBuffer
 from fedstream.cloud.store import CloudStore
-from fedstream.cloud.windows import EvalWindows
+from fedstream.cloud.windows import EvalWindows, eval_rows
 from fedstream.shared import wire
 from fedstream.shared.control import DataBatch
 from fedstream.shared.errors import ProtocolError, Reason
@@ -29,12 +29,14 @@ class DataIntake:
         windows: Time-stamped evaluation windows.
         features: Input width of the model.
         classes: Number of classes of the model.
+        eval_fraction: Share of each window kept for evaluation only, never for training.
     """
 
     def __init__(self, *, replay: ReplayBuffer, windows: EvalWindows, features: int,
-                 classes: int) -> None:
+                 classes: int, eval_fraction: float = 0.3) -> None:
         self.replay, self.windows = replay, windows
         self.features, self.classes = features, classes
+        self.eval_fraction = eval_fraction
 
     @classmethod
     def open(cls, cfg: CloudConfig, store: CloudStore) -> DataIntake:
@@ -46,7 +48,7 @@ class DataIntake:
                                 cols=cfg.layers[0], seed=cfg.seed),
             windows=EvalWindows(cfg.data_dir / "windows.db", window_s=cont.window_s,
                                 max_rows_per_window=cont.max_rows_per_window),
-            features=cfg.layers[0], classes=cfg.layers[-1])
+            features=cfg.layers[0], classes=cfg.layers[-1], eval_fraction=cont.eval_fraction)
         if cont.data_dir is not None:
             loaded = set(json.loads(store.journal.meta("data_files_loaded") or "[]"))
             for name, x, y in load_data_dir(cont.data_dir, cols=cfg.layers[0]):
@@ -76,10 +78,11 @@ class DataIntake:
             raise ProtocolError(Reason.BAD_FRAME,
                                 f"label {int(y.max())} >= the model's {self.classes} classes")
         name = window or self.windows.window_of(now)
+        train = ~eval_rows(self.windows.offered(name), len(y), self.eval_fraction)
         # Windows first: evaluation data is what a restart must never lose; the reservoir
-        # only samples from the stream anyway.
+        # only samples from the stream anyway, and only from the training rows.
         kept = self.windows.add(x, y, now, name=name)
-        stored = self.replay.add(x, y, name)
+        stored = self.replay.add(x[train], y[train], name)
         log.info("data_received", rows=len(y), window=name, kept=kept,
                  replay=len(self.replay), stored=stored)
         return kept

@@ -15,13 +15,12 @@ with `past` the windows other than the newest that an earlier row has:
 Windows no earlier row has do not count toward forgetting or backward transfer (there is
 nothing to have forgotten yet); with none, both are 0.
 
-Where the cloud's windows differ from the papers' task test sets: a window keeps filling (up
-to its cap) after its first score, so one column's entries may be on slightly different rows;
-and once a window is no longer the newest it also feeds fine-tuning and replay, so past-window
-accuracies are partly on data the cloud trained on (the newest window never is). The "learned"
-entry is measured after the fleet trained on the window's distribution, before the cloud did.
-`bench/drift.py` therefore computes the same metrics on separate held-out test sets per
-distribution.
+Where the cloud's windows differ from the papers' task test sets: scores are on each window's
+evaluation rows, which the cloud never trains on (`windows.eval_rows`), but a window keeps
+filling (up to its cap) after its first score, so one column's entries may be on slightly
+different rows. The "learned" entry is measured after the fleet trained on the window's
+distribution, before the cloud did. `bench/drift.py` also computes the metrics on separate,
+larger held-out test sets per distribution.
 """
 
 from __future__ import annotations

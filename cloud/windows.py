@@ -3,6 +3,10 @@
 A sample without a window name lands in `w{int(now // window_s)}`, the window of the clock
 time it arrived at; a named one (a data file's stem, a batch's `window`) lands in that window.
 Windows are ordered by the time they were first written to.
+
+Each window is cut into an evaluation part and a training part by row position
+(`eval_rows`): the cloud scores models on the first and trains only on the second, so its
+accuracy matrix and promotion gate measure data it never fitted.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from fedstream.cloud._sqlite import open_wal, transact
 from fedstream.cloud.replay import Arrays, check_batch
@@ -23,6 +28,15 @@ CREATE TABLE IF NOT EXISTS batches (
     name TEXT NOT NULL, seq INTEGER NOT NULL, x BLOB NOT NULL, y BLOB NOT NULL,
     PRIMARY KEY (name, seq));
 """
+
+
+def eval_rows(start: int, count: int, fraction: float) -> npt.NDArray[np.bool_]:
+    """Which of `count` rows at window positions `start`, `start + 1`, ... are evaluation
+    rows: a share `fraction` spread evenly, fixed by position, so a growing window never moves
+    a row from one part to the other."""
+    pos = np.arange(start, start + count)
+    mask: npt.NDArray[np.bool_] = np.floor((pos + 1) * fraction) > np.floor(pos * fraction)
+    return mask
 
 
 class EvalWindows:
@@ -94,6 +108,19 @@ class EvalWindows:
         x = np.frombuffer(b"".join(p[0] for p in parts), dtype=np.float32)
         y = np.frombuffer(b"".join(p[1] for p in parts), dtype=np.int64)
         return x.reshape(len(y), row[0]), y
+
+    def parts(self, name: str, fraction: float) -> tuple[Arrays, Arrays]:
+        """Window `name` cut into its evaluation rows and its training rows (`eval_rows`)."""
+        x, y = self.get(name)
+        scored = eval_rows(0, len(y), fraction)
+        return (x[scored], y[scored]), (x[~scored], y[~scored])
+
+    def offered(self, name: str) -> int:
+        """Rows ever offered to window `name`, kept or beyond its cap (0 for a new one): the
+        position the next row takes."""
+        row = self._db.execute("SELECT kept + dropped FROM windows WHERE name = ?",
+                               (name,)).fetchone()
+        return int(row[0]) if row else 0
 
     def dropped(self, name: str) -> int:
         """Rows offered to window `name` beyond its cap (0 for an unknown window)."""

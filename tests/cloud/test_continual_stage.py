@@ -15,6 +15,7 @@ from fedstream.cloud.continual_stage import ContinualStage
 from fedstream.cloud.data_intake import DataIntake
 from fedstream.cloud.finetune import FineTuner
 from fedstream.cloud.store import CloudStore
+from fedstream.cloud.windows import eval_rows
 from fedstream.shared.model import build_mlp, tensors_of
 from fedstream.shared.sources import SOURCES
 
@@ -23,13 +24,13 @@ LAYERS = (64, 16, 10)
 
 @pytest.fixture
 def intake(tmp_path: Path) -> Iterator[DataIntake]:
-    """Three windows of digits: a, b, then the newest c."""
+    """Three windows of 100 digits rows (30 of them for evaluation): a, b, then the newest c."""
     cfg = CloudConfig(layers=LAYERS, data_dir=tmp_path, continual={"enabled": True})  # type: ignore[arg-type]
     store = CloudStore.open(tmp_path)
     opened = DataIntake.open(cfg, store)
     data = SOURCES.build("digits").load()
     for i, name in enumerate("abc"):
-        opened.add(data.features[i * 50:(i + 1) * 50], data.labels[i * 50:(i + 1) * 50],
+        opened.add(data.features[i * 100:(i + 1) * 100], data.labels[i * 100:(i + 1) * 100],
                    now=float(i), window=name)
     yield opened
     opened.windows.close()
@@ -89,7 +90,7 @@ def test_a_diverging_fine_tune_keeps_the_aggregate(intake: DataIntake) -> None:
     assert all(torch.equal(a, b) for a, b in zip(tuned, start, strict=True))
 
 
-def test_scores_every_non_empty_window_oldest_first(intake: DataIntake) -> None:
+def test_scores_every_large_enough_window_oldest_first(intake: DataIntake) -> None:
     """`score` names each window in arrival order with an accuracy in [0, 1]."""
     # Prepare / Execute
     scores = _stage(intake).score(tensors_of(build_mlp(LAYERS, seed=0)))
@@ -100,14 +101,34 @@ def test_scores_every_non_empty_window_oldest_first(intake: DataIntake) -> None:
 
 
 def test_windows_below_the_minimum_size_are_not_scored(intake: DataIntake) -> None:
-    """A window of 5 rows (below min_window_rows = 20) is left out of the scores, so a
-    handful of rows cannot decide the gate."""
+    """A window of 60 rows has 18 evaluation rows (below min_window_rows = 20): it is left out
+    of the scores, so a handful of rows cannot decide the gate."""
     # Prepare
     data = SOURCES.build("digits").load()
-    intake.add(data.features[:5], data.labels[:5], now=9.0, window="tiny")
+    intake.add(data.features[:60], data.labels[:60], now=9.0, window="small")
 
     # Execute
     scores = _stage(intake).score(tensors_of(build_mlp(LAYERS, seed=0)))
 
     # Assert
     assert list(scores) == ["a", "b", "c"]
+
+
+def test_scores_only_the_evaluation_rows(intake: DataIntake) -> None:
+    """Relabelling a window's training rows changes nothing in its score: models are scored
+    on the evaluation rows alone, the rows the cloud never trains on."""
+    # Prepare
+    stage = _stage(intake)
+    tensors = tensors_of(build_mlp(LAYERS, seed=0))
+    data = SOURCES.build("digits").load()
+    x, y = data.features[400:500], data.labels[400:500].copy()
+    intake.add(x, y, now=5.0, window="d")
+    train = ~eval_rows(0, 100, 0.3)
+    y[train] = (y[train] + 1) % 10
+    intake.add(x, y, now=6.0, window="e")
+
+    # Execute
+    scores = stage.score(tensors)
+
+    # Assert
+    assert scores["d"] == scores["e"]

@@ -32,7 +32,8 @@ def _intake(tmp_path: Path, **continual: object) -> tuple[DataIntake, CloudStore
 
 
 def test_batch_lands_in_its_window_and_the_bounded_replay(tmp_path: Path) -> None:
-    """Eight rows at t=61 s go to window w1 whole, and the replay keeps its capacity of 5."""
+    """Eight rows at t=61 s go to window w1 whole; the replay is offered the 6 training rows
+    (eval_fraction 0.3 keeps rows 3 and 6 for evaluation) and keeps its capacity of 5."""
     # Prepare
     intake, _ = _intake(tmp_path)
     x = np.arange(32, dtype=np.float32).reshape(8, 4) / 32
@@ -46,7 +47,7 @@ def test_batch_lands_in_its_window_and_the_bounded_replay(tmp_path: Path) -> Non
     assert intake.windows.names() == ["w1"]
     kept_x, kept_y = intake.windows.get("w1")
     assert np.array_equal(kept_x, x) and np.array_equal(kept_y, y)
-    assert len(intake.replay) == 5 and intake.replay.seen == 8
+    assert len(intake.replay) == 5 and intake.replay.seen == 6
 
 
 def _bad_frames() -> list[tuple[bytes, Reason]]:
@@ -96,3 +97,20 @@ def test_data_directory_is_loaded_once_across_restarts(tmp_path: Path) -> None:
     assert again.windows.names() == ["day1", "day2"]
     assert len(again.windows.get("day1")[1]) == 3 and len(again.windows.get("day2")[1]) == 1
     assert again.replay.seen == 4
+
+
+def test_replay_takes_only_the_training_rows(tmp_path: Path) -> None:
+    """With eval_fraction 0.5, every second row of a window is for evaluation only: the replay
+    buffer never sees it, across batches too."""
+    # Prepare
+    intake, _ = _intake(tmp_path, replay_capacity=100, eval_fraction=0.5)
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+
+    # Execute
+    intake.add(x[:3], np.zeros(3, np.int64), now=0.0, window="w")
+    intake.add(x[3:], np.zeros(7, np.int64), now=1.0, window="w")
+
+    # Assert: rows 1, 3, 5, 7, 9 are the evaluation rows.
+    assert sorted(intake.replay.arrays()[0][:, 0].tolist()) == [0, 8, 16, 24, 32]
+    (ex, _), (tx, _) = intake.windows.parts("w", 0.5)
+    assert ex[:, 0].tolist() == [4, 12, 20, 28, 36] and len(tx) == 5

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedstream.cloud.windows import EvalWindows
+from fedstream.cloud.windows import EvalWindows, eval_rows
 
 
 def _rows(n: int, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -114,3 +114,37 @@ def test_rejects_other_feature_count(windows: EvalWindows) -> None:
     # Execute / Assert
     with pytest.raises(ValueError, match="holds 2 features"):
         windows.add(np.zeros((1, 3), dtype=np.float32), np.zeros(1, dtype=np.int64), now=1.0)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 0.75])
+def test_eval_rows_take_the_fraction_evenly_and_stay_put_as_a_window_grows(
+        fraction: float) -> None:
+    """Of 1000 rows, exactly 1000*fraction are evaluation rows, spread evenly (every run of
+    10 rows holds about the share), and rows offered in pieces get the same parts as at once."""
+    # Prepare / Execute
+    whole = eval_rows(0, 1000, fraction)
+    pieces = np.concatenate([eval_rows(0, 7, fraction), eval_rows(7, 500, fraction),
+                             eval_rows(507, 493, fraction)])
+
+    # Assert
+    assert int(whole.sum()) == round(1000 * fraction)
+    assert np.array_equal(whole, pieces)
+    assert all(abs(int(whole[i:i + 10].sum()) - 10 * fraction) <= 1 for i in range(0, 1000, 10))
+
+
+def test_parts_and_offered_follow_the_rows_positions(tmp_path: Path) -> None:
+    """`parts` cuts a window by `eval_rows`; `offered` counts rows past the cap too."""
+    # Prepare
+    windows = EvalWindows(tmp_path / "w.db", window_s=60, max_rows_per_window=8)
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+
+    # Execute
+    windows.add(x[:4], np.arange(4), now=0.0, name="a")
+    windows.add(x[4:], np.arange(4, 10), now=1.0, name="a")
+    (ex, _), (tx, _) = windows.parts("a", 0.25)
+    offered = windows.offered("a"), windows.offered("unknown")
+    windows.close()
+
+    # Assert
+    assert ex[:, 0].tolist() == [3.0, 7.0] and tx[:, 0].tolist() == [0, 1, 2, 4, 5, 6]
+    assert offered == (10, 0)
