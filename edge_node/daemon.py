@@ -9,6 +9,7 @@ version as its base.
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import threading
 import time
@@ -19,6 +20,7 @@ import tenacity
 import torch
 
 from fedstream.edge_node.config import EdgeConfig
+from fedstream.edge_node.feedback_store import FeedbackStore
 from fedstream.edge_node.model_sync import HeldModel, ModelSync
 from fedstream.edge_node.outbox import Outbox
 from fedstream.edge_node.participation import Step, next_step
@@ -57,8 +59,11 @@ class EdgeDaemon:
         self._pending: RoundState | None = None
         # (round or session id, version) of the last training.
         self._trained: tuple[str, int] | None = None
-        # What lossy codecs dropped from earlier updates, sent with the next one (P9).
+        # What lossy codecs dropped from earlier updates, sent with the next one (P9); on disk
+        # with the outbox, so a restart neither loses it nor counts it twice.
         self._feedback = ErrorFeedback()
+        self.feedback_store = FeedbackStore(cfg.data_dir / "outbox")
+        self._seq, self._feedback.residual = self.feedback_store.load()
         self._inbox: queue.Queue[Inbound] = queue.Queue()
         self._model_filter = self.topics.model_all(cfg.model)
         self._round_topic = self.topics.round(cfg.model)
@@ -82,6 +87,8 @@ class EdgeDaemon:
             self._publish_status(online=True)
             self.log.info("edge_started", samples=len(self.data),
                           classes=self.data.class_counts(), source=self.cfg.source.name)
+            if self._feedback.residual is not None:
+                self.log.info("feedback_restored", seq=self._seq, norm=self._residual_norm())
             self._resend(min_age_s=0.0)  # whatever a previous run left goes out now
             while not stop.is_set():
                 with contextlib.suppress(queue.Empty):
@@ -125,6 +132,7 @@ class EdgeDaemon:
         self._maybe_train()
 
     def _on_receipt(self, receipt: Receipt) -> None:
+        self.feedback_store.drop(receipt.update_id)
         if self.outbox.remove(receipt.update_id):
             self.log.info("receipt_received", update_id=receipt.update_id,
                           round_id=receipt.round_id, status=receipt.status,
@@ -182,6 +190,7 @@ class EdgeDaemon:
                              seed=zlib.crc32(f"{self.cfg.seed}:{held.version}".encode()))
         train_s = time.monotonic() - started
         codec = CODECS.build(state.codec, **state.codec_params)
+        before = self._feedback.residual
         try:
             blob = self._feedback.compress(result.delta, codec)
         except ValueError as err:
@@ -197,15 +206,30 @@ class EdgeDaemon:
         frames = [wire.pack(UpdateChunk(header=enc.header, meta=meta, index=i, data=view))
                   for i, view in enumerate(enc.chunks)]
         # On disk before the first byte goes out: a crash from here on re-sends, never loses.
-        self.outbox.put(enc.header.blob_id, frames)
+        # The residual this update leaves is kept with it (see edge_node/feedback_store.py).
+        try:
+            self.feedback_store.stage(enc.header.blob_id, self._seq + 1,
+                                      self._feedback.residual)
+            self.outbox.put(enc.header.blob_id, frames)
+        except OSError:
+            self._feedback.residual = before  # no update kept, so no residual either
+            raise
+        self._seq += 1
+        self.feedback_store.commit(self._seq, self._feedback.residual)
         self._publish_frames(frames)
         self.log.info("update_sent", round_id=state.round_id, update_id=enc.header.blob_id,
                       base=held.version,
                       loss=round(result.loss, 4), samples=result.samples,
                       bytes=enc.header.size, chunks=enc.header.count, codec=state.codec,
+                      feedback_seq=self._seq, feedback_norm=self._residual_norm(),
                       train_ms=round(train_s * 1000), send_ms=round(
                           (time.monotonic() - started - train_s) * 1000))
         self._publish_status(online=True)
+
+    def _residual_norm(self) -> float:
+        """L2 norm of what lossy codecs still owe the cloud (0 with none)."""
+        residual = self._feedback.residual or []
+        return round(math.sqrt(sum(float(r.norm()) ** 2 for r in residual)), 6)
 
     def _probe(self, layers: tuple[int, ...]) -> tuple[torch.nn.Module, torch.Tensor,
                                                          torch.Tensor]:

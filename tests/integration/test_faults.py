@@ -3,6 +3,7 @@ edge mid-upload. Every test ends with each update counted exactly once and nothi
 
 from __future__ import annotations
 
+import io
 import json
 import queue
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from fedstream.cloud.coordinator import Coordinator
 from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
 from fedstream.demo import MODEL, Processes, wait_ready, write_configs
-from fedstream.operator import fleet_status
+from fedstream.operator import fleet_status, start_round
 from fedstream.shared.control import EdgeStatus, RoundState
 from fedstream.shared.model import build_mlp, spec_of
 from fedstream.shared.mqtt import Inbound, MqttClient
@@ -235,3 +236,38 @@ def test_edge_killed_mid_upload_is_dropped_and_round_completes(
         assert after.intake_bytes == 0
         assert list(journal.chunk_frames()) == []
         assert any(e["event"] == "update_dropped" for e in _events(tmp_path / "cloud.log"))
+
+
+def test_killed_edge_restores_its_error_feedback_residual(
+        broker: Mosquitto, federation: str, tmp_path: Path) -> None:
+    """With a lossy codec (topk 5%), an edge SIGKILLed after its update was received comes
+    back with exactly the residual that update left (same sequence and norm), and trains on."""
+    # Prepare
+    cloud_cfg, (edge_cfg,) = write_configs(tmp_path, port=broker.port, federation=federation,
+                                           edges=1, dirichlet_alpha=0.5)
+    procs = Processes(tmp_path)
+    conn = {"host": broker.host, "port": broker.port, "federation": federation,
+            "model": MODEL, "timeout_s": 30.0}
+    overrides = {"epochs": 1, "codec": "topk", "codec.density": 0.05}
+    try:
+        procs.spawn("cloud", "cloud", cloud_cfg)
+        procs.spawn("edge", "edge", edge_cfg)
+        wait_ready(conn, edges=1, procs=procs)
+        first = start_round(conn, wait=True, overrides=overrides, out=io.StringIO())
+
+        # Execute
+        procs.kill("edge")
+        procs.spawn("edge", "edge", edge_cfg)
+        wait_ready(conn, edges=1, procs=procs)
+        second = start_round(conn, wait=True, overrides=overrides, out=io.StringIO())
+    finally:
+        procs.stop()
+
+    # Assert
+    events = [json.loads(line) for line in (tmp_path / "edge.log").read_text().splitlines()
+              if line.startswith("{")]
+    sent = [e for e in events if e["event"] == "update_sent"]
+    restored = [e for e in events if e["event"] == "feedback_restored"]
+    assert first.status == second.status == "published" and len(sent) == 2
+    assert len(restored) == 1 and restored[0]["seq"] == sent[0]["feedback_seq"] == 1
+    assert restored[0]["norm"] == sent[0]["feedback_norm"] > 0

@@ -1,0 +1,81 @@
+"""The edge's error-feedback residual on disk, kept consistent with its outbox across crashes.
+
+The residual after update n must survive exactly when update n does: restored without the
+update, the dropped mass it carries would be lost; restored with a stale residual, the update
+would count part of it twice. So each residual is numbered by its update's sequence and written
+twice, atomically each time:
+
+1. `<update_id>.ef` next to the outbox, before the update's `<update_id>.out`: an update on
+   disk always has its residual;
+2. `residual.ef` right after the update is on disk: the residual outlives the update's receipt.
+
+On start the newest consistent one wins: the highest sequence among `residual.ef` and the
+`.ef` files whose update is still in the outbox. An `.ef` without its `.out` comes from a crash
+between the two writes (the update never existed) and is deleted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
+
+from fedstream.shared.files import write_atomic
+
+log = structlog.get_logger(__name__)
+
+Residual = list[torch.Tensor] | None
+_CURRENT = "residual.ef"
+
+
+class FeedbackStore:
+    """Residual files in the outbox directory `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def stage(self, update_id: str, seq: int, residual: Residual) -> None:
+        """Keep the residual that follows update `update_id`, before the update is kept."""
+        write_atomic(self.root / f"{update_id}.ef", _encode(seq, residual))
+
+    def commit(self, seq: int, residual: Residual) -> None:
+        """Make the residual of update `seq` the current one, once the update is kept."""
+        write_atomic(self.root / _CURRENT, _encode(seq, residual))
+
+    def drop(self, update_id: str) -> None:
+        """Forget an update's own copy once its receipt arrived (`residual.ef` has it)."""
+        (self.root / f"{update_id}.ef").unlink(missing_ok=True)
+
+    def load(self) -> tuple[int, Residual]:
+        """The newest consistent (sequence, residual); (0, None) when there is none."""
+        best: tuple[int, Residual] = (0, None)
+        for path in sorted(self.root.glob("*.ef")):
+            if path.name != _CURRENT and not path.with_suffix(".out").exists():
+                path.unlink()  # a crash before its update was kept: it never existed
+                continue
+            try:
+                found = _decode(path)
+            except (OSError, ValueError, SafetensorError) as err:
+                log.error("feedback_unreadable", path=str(path), detail=str(err))
+                continue
+            if found[0] > best[0]:
+                best = found
+        return best
+
+
+def _encode(seq: int, residual: Residual) -> bytes:
+    tensors = {f"r{i}": t.contiguous() for i, t in enumerate(residual or [])}
+    return save(tensors, metadata={"seq": str(seq), "count": str(len(tensors))})
+
+
+def _decode(path: Path) -> tuple[int, Residual]:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if "seq" not in meta or "count" not in meta:
+            raise ValueError("no seq/count metadata")
+        residual = [f.get_tensor(f"r{i}") for i in range(int(meta["count"]))]
+    return int(meta["seq"]), residual or None
