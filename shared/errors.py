@@ -48,6 +48,7 @@ class Reason(StrEnum):
     NOT_CANDIDATE = "not_candidate"
     OVERLOADED = "overloaded"
     NO_MODEL = "no_model"
+    INTERNAL = "internal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,7 @@ REASONS: dict[Reason, ReasonInfo] = {
     Reason.NOT_CANDIDATE: ReasonInfo("that version is not a rejected candidate", 89),
     Reason.OVERLOADED: ReasonInfo("the inference queue is full; retry later", 90),
     Reason.NO_MODEL: ReasonInfo("no promoted model is being served yet", 91),
+    Reason.INTERNAL: ReasonInfo("the service failed on this request; its log has why", 92),
 }
 
 

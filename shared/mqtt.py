@@ -241,14 +241,16 @@ class MqttClient:
         finally:
             self._replies.pop(correlation, None)
 
-    def reply(self, to: Inbound, payload: bytes) -> None:
-        """Answer a request received with a response topic."""
+    def reply(self, to: Inbound, payload: bytes, *, timeout_s: float = 60.0) -> None:
+        """Answer a request received with a response topic (TransportError if the broker
+        does not confirm it within `timeout_s`)."""
         if to.response_topic is None:
             return
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if to.correlation is not None:
             props.CorrelationData = to.correlation
-        self.publish_many([(Topic(to.response_topic), payload)], properties=props)
+        self.publish_many([(Topic(to.response_topic), payload)], properties=props,
+                          timeout_s=timeout_s)
 
     def _await(self, batch: _Batch, limit: int, timeout_s: float) -> bool:
         """Wait until at most `limit` of `batch` are unconfirmed (True). False, to give up,

@@ -18,6 +18,10 @@ from fedstream.shared.errors import ConfigError, FedstreamError, ProtocolError, 
 
 log = structlog.get_logger(__name__)
 
+# What a requester learns when the forward pass failed: the reason, not torch's internals
+# (the `batch_failed` log line has those).
+FAILED = FedstreamError(Reason.INTERNAL, "the model failed on this request; see the service log")
+
 
 class Answer(NamedTuple):
     """What one request gets back: the version that answered, a class and a score per row."""

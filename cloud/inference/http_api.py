@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from fedstream.cloud.inference._tally import Tally
-from fedstream.cloud.inference.batcher import MicroBatcher
+from fedstream.cloud.inference.batcher import FAILED, MicroBatcher
 from fedstream.shared.errors import ConfigError, FedstreamError, ProtocolError, Reason
 
 log = structlog.get_logger(__name__)
@@ -37,6 +37,8 @@ def parse_inputs(body: bytes) -> npt.NDArray[np.float32]:
         doc: Any = json.loads(body)
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError both derive from it
         raise ProtocolError(Reason.BAD_FRAME, f"body is not JSON: {err}") from err
+    except RecursionError as err:  # [[[[...: nested deeper than the parser goes
+        raise ProtocolError(Reason.BAD_FRAME, "body is nested too deeply") from err
     inputs = doc.get("inputs") if isinstance(doc, dict) else None
     if not (isinstance(inputs, list) and inputs and all(isinstance(r, list) for r in inputs)):
         raise ProtocolError(Reason.BAD_FRAME, 'expected {"inputs": [[number, ...], ...]}')
@@ -69,6 +71,7 @@ class HttpApi:
         self._max_body = max(1 << 20, batcher.params.max_rows * batcher.params.cols
                              * _BYTES_PER_FEATURE)
         self._ready = threading.Event()
+        self._stop_asked = threading.Event()
         self._failure: FedstreamError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -95,7 +98,9 @@ class HttpApi:
             raise self._failure
 
     def stop(self) -> None:
-        """Close the listener and connections, then end the thread (again: no-op)."""
+        """Close the listener and connections, then end the thread (again: no-op). Safe
+        after a `start` that timed out: a late bind sees the request and closes at once."""
+        self._stop_asked.set()
         if self._loop is not None and self._stopping is not None:
             self._loop.call_soon_threadsafe(self._stopping.set)
             self._loop = None
@@ -127,7 +132,8 @@ class HttpApi:
             self._loop, self._stopping = loop, asyncio.Event()
             log.info("http_started", host=self._host, port=self._port)
             self._ready.set()
-            await self._stopping.wait()
+            if not self._stop_asked.is_set():  # else stop() came before the loop was known
+                await self._stopping.wait()
         finally:
             self._ready.set()
             await runner.cleanup()
@@ -146,10 +152,10 @@ class HttpApi:
             log.info("infer_rejected", via=VIA, reason=str(err.reason), detail=err.detail)
             return _refusal(err)
         except Exception as err:  # the per-request guard: a failed pass answers 500, not a crash
-            self._tally.rejected(VIA, "internal")
-            log.exception("infer_rejected", via=VIA, reason="internal", detail=repr(err))
-            return web.json_response({"ok": False, "reason": "internal", "detail": repr(err)},
-                                     status=500)
+            self._tally.rejected(VIA, str(Reason.INTERNAL))
+            log.exception("infer_rejected", via=VIA, reason=str(Reason.INTERNAL),
+                          detail=repr(err))
+            return _refusal(FAILED)
         self._tally.served(VIA)
         return web.json_response({"version": answer.version,
                                   "predictions": answer.predictions.tolist(),

@@ -9,7 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import structlog
 
 from fedstream.cloud.inference._tally import Tally
-from fedstream.cloud.inference.batcher import Answer, MicroBatcher
+from fedstream.cloud.inference.batcher import FAILED, Answer, MicroBatcher
 from fedstream.shared import wire
 from fedstream.shared.errors import FedstreamError, TransportError
 from fedstream.shared.infer import InferReply, InferRequest
@@ -21,6 +21,7 @@ log = structlog.get_logger(__name__)
 VIA = "mqtt"
 # Each reply waits for its PUBACK; a few threads keep those waits overlapping under load.
 REPLY_THREADS = 4
+REPLY_TIMEOUT_S = 2.0
 
 
 class MqttApi:
@@ -90,8 +91,7 @@ class MqttApi:
                                               answer.scores))
             return
         # The batcher logged a failed forward pass; here only the reply's reason is chosen.
-        reply = (InferReply.refusal(err) if isinstance(err, FedstreamError)
-                 else InferReply(ok=False, reason="internal", detail=repr(err)))
+        reply = InferReply.refusal(err if isinstance(err, FedstreamError) else FAILED)
         self._tally.rejected(VIA, reply.reason)
         self._send(msg, reply)
 
@@ -104,7 +104,9 @@ class MqttApi:
 
     def _publish(self, msg: Inbound, reply: InferReply) -> None:
         try:
-            self.mqtt.reply(msg, wire.pack(reply))
+            # A requester waits seconds, not a minute: a reply the broker does not take soon
+            # is dropped rather than tying up a reply thread (and stop()) behind it.
+            self.mqtt.reply(msg, wire.pack(reply), timeout_s=REPLY_TIMEOUT_S)
         except TransportError as err:
             log.warning("reply_failed", topic=msg.response_topic, reason=str(err.reason),
                         detail=err.detail)

@@ -79,7 +79,9 @@ class InferenceServer:
     def swap(self, version: int, tensors: Sequence[torch.Tensor]) -> ServedModel:
         """Prepare `tensors` as `version` on the caller's thread, then serve it atomically.
 
-        Requests keep being answered by the previous version while this one is prepared.
+        Requests queue meanwhile and are answered by the previous version, except while the
+        model is optimized and checked (tens of ms here): forward passes wait then, because
+        IPEX's tracing patches torch process-wide (see serving.py). None fails or is dropped.
 
         Raises:
             ConfigError: SPEC_MISMATCH when the tensors do not fit the layers.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -103,10 +105,11 @@ def test_predict_answers_with_version_classes_and_scores(
         (b'{"inputs": [[1' + b"0" * 400 + b', 2, 3, 4, 5, 6, 7, 8]]}', "non_finite"),
         (b'{"inputs": [[1, 2, 3]]}', "spec_mismatch"),
         (json.dumps({"inputs": [[0.5] * 8] * 5}).encode(), "bad_frame"),
+        (b'{"inputs": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "bad_frame"),
     ],
     ids=["not-json", "not-utf8", "not-an-object", "no-inputs", "no-rows", "flat-list",
          "ragged", "string", "bool", "null", "nan", "infinity", "float32-overflow",
-         "huge-int", "wrong-width", "over-max-rows"],
+         "huge-int", "wrong-width", "over-max-rows", "nested-too-deep"],
 )
 def test_bad_requests_are_400_and_the_server_keeps_serving(
     door: Callable[..., _Door], served: Callable[[int], ServedModel], rows: Rows,
@@ -242,6 +245,25 @@ def test_failed_forward_pass_is_500_and_serving_goes_on(
 
     # Assert
     assert (status, body["ok"], body["reason"]) == (500, False, "internal")
+    assert "mat1" not in body["detail"] and "service log" in body["detail"]  # no torch internals
     assert (after, answered["version"]) == (200, 2)
     d.api.stop()
     d.api.stop()  # a second stop is harmless
+
+
+def test_stop_after_a_start_that_timed_out_returns(door: Callable[..., _Door]) -> None:
+    """A start that gives up before the socket listens (timeout 0) leaves a thread that binds
+    late: stop() must still end it, not wait forever."""
+    # Prepare
+    api = HttpApi(batcher=MicroBatcher(BatcherParams(cols=8)), tally=Tally(),
+                  host="127.0.0.1", port=0)
+    with contextlib.suppress(ConfigError):
+        api.start(timeout_s=0)
+
+    # Execute
+    stopper = threading.Thread(target=api.stop)
+    stopper.start()
+    stopper.join(10)
+
+    # Assert
+    assert not stopper.is_alive()

@@ -15,6 +15,7 @@ from fedstream.cloud.inference import BatcherParams, MicroBatcher, ServedModel
 from fedstream.cloud.inference._tally import Tally
 from fedstream.cloud.inference.mqtt_api import MqttApi
 from fedstream.shared import wire
+from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.infer import InferReply, InferRequest
 from fedstream.shared.mqtt import MqttClient
 from fedstream.shared.topics import Topics
@@ -161,4 +162,8 @@ def test_failed_forward_pass_gets_an_internal_error_reply(
 
     # Assert
     assert (reply.ok, reply.reason) == (False, "internal")
+    assert "mat1" not in reply.detail and "service log" in reply.detail  # no torch internals
     assert setup.tally.snapshot()["reason.internal"] == 1
+    with pytest.raises(FedstreamError) as raised:  # what `fedstream predict` shows
+        reply.checked()
+    assert raised.value.reason is Reason.INTERNAL
