@@ -25,13 +25,17 @@ _BYTES_PER_FEATURE = 32  # generous for a JSON number with its separator
 _SHUTDOWN_S = 5.0
 
 
-def parse_inputs(body: bytes) -> npt.NDArray[np.float32]:
+def parse_inputs(body: bytes, *, max_rows: int, cols: int) -> npt.NDArray[np.float32]:
     """The rows of a `{"inputs": [[number, ...], ...]}` request body as float32 [N, D].
+
+    The row count and width are checked before any value is looked at, so a body of many
+    tiny rows costs one list length, not a scan of every element.
 
     Raises:
         ProtocolError: BAD_FRAME for a body that is not JSON, not that shape, or holds
-            anything but numbers (booleans and numeric strings included); NON_FINITE for a
-            number too large for float32.
+            anything but numbers (booleans and numeric strings included), or more than
+            `max_rows` rows; SPEC_MISMATCH for rows not `cols` wide; NON_FINITE for a number
+            too large for float32.
     """
     try:
         doc: Any = json.loads(body)
@@ -42,8 +46,13 @@ def parse_inputs(body: bytes) -> npt.NDArray[np.float32]:
     inputs = doc.get("inputs") if isinstance(doc, dict) else None
     if not (isinstance(inputs, list) and inputs and all(isinstance(r, list) for r in inputs)):
         raise ProtocolError(Reason.BAD_FRAME, 'expected {"inputs": [[number, ...], ...]}')
+    if len(inputs) > max_rows:
+        raise ProtocolError(Reason.BAD_FRAME, f"{len(inputs)} rows; at most {max_rows}")
     if any(len(row) != len(inputs[0]) for row in inputs):
         raise ProtocolError(Reason.BAD_FRAME, "rows of different lengths")
+    if len(inputs[0]) != cols:
+        raise ProtocolError(Reason.SPEC_MISMATCH,
+                            f"{len(inputs[0])} features per row; the model takes {cols}")
     # numpy would quietly turn "1.5" and true into numbers; the API takes numbers only.
     if not all(type(v) is float or type(v) is int for row in inputs for v in row):
         raise ProtocolError(Reason.BAD_FRAME, "every feature must be a number")
@@ -146,7 +155,9 @@ class HttpApi:
             except web.HTTPRequestEntityTooLarge as err:
                 raise ProtocolError(Reason.OVERSIZED,
                                     f"body over {self._max_body} bytes") from err
-            answer = await asyncio.wrap_future(self._batcher.submit(parse_inputs(body)))
+            rows = parse_inputs(body, max_rows=self._batcher.params.max_rows,
+                                cols=self._batcher.params.cols)
+            answer = await asyncio.wrap_future(self._batcher.submit(rows))
         except FedstreamError as err:
             self._tally.rejected(VIA, str(err.reason))
             log.info("infer_rejected", via=VIA, reason=str(err.reason), detail=err.detail)

@@ -47,9 +47,11 @@ def test_prepare_sgd_loads_start_and_leaves_it_alone(name: str) -> None:
 
     # Execute
     model, optimizer = prepare_sgd(LAYERS, start, backend, lr=0.1, momentum=0.5)
+    prepared = tensors_of(model)
     train_steps(model, optimizer, backend, _batches(2))
 
     # Assert
+    assert all(torch.equal(a, b) for a, b in zip(prepared, start, strict=True))
     assert model.training
     assert all(torch.equal(a, b) for a, b in zip(start, before, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(tensors_of(model), start, strict=True))
