@@ -60,7 +60,7 @@ class VersionRegistry:
         return rows[version]
 
     def next_number(self) -> int:
-        """The number the next version gets (rejected candidates use numbers up too)."""
+        """The number the next version gets (rejected candidates take numbers too)."""
         rows = self.rows()
         return rows[-1].version + 1 if rows else 0
 
