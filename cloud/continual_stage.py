@@ -83,15 +83,22 @@ class ContinualStage:
                                               torch.from_numpy(y.copy())), 4)
         return scores
 
+    def measure(self, tensors: Sequence[torch.Tensor],
+                history: Sequence[Evals]) -> tuple[dict[str, float], ForgettingMetrics]:
+        """A model's scores per window and its forgetting metrics against the served
+        versions' rows."""
+        evals = self.score(tensors)
+        return evals, metrics_of(history, evals, list(evals))
+
     def assess(self, candidate: Sequence[torch.Tensor], serving: Sequence[torch.Tensor],
                history: Sequence[Evals]) -> Assessment:
-        """Score both models on the windows, the candidate's forgetting metrics against the
-        served versions' rows, and the gate's verdict (always promote when it is off)."""
-        evals, serving_evals = self.score(candidate), self.score(serving)
-        order = list(evals)
+        """`measure` the candidate, score the serving model on the same windows, and the
+        gate's verdict (always promote when it is off)."""
+        evals, metrics = self.measure(candidate, history)
+        serving_evals, order = self.score(serving), list(evals)
         gate = self.cfg.gate
         verdict = judge(evals, serving_evals, order, tolerance_newest=gate.tolerance_newest,
                         tolerance_past=gate.tolerance_past) if gate.enabled else Verdict(
             promote=True, reason=None, detail="gate disabled")
-        return Assessment(evals=evals, serving_evals=serving_evals,
-                          metrics=metrics_of(history, evals, order), verdict=verdict)
+        return Assessment(evals=evals, serving_evals=serving_evals, metrics=metrics,
+                          verdict=verdict)

@@ -181,15 +181,15 @@ class ModelKeeper:
         return new
 
     def _republish(self, version: int, lineage: dict[str, object]) -> ModelVersion:
-        """Serve an earlier version's weights as a new version, scored like any other."""
+        """Serve an earlier version's weights as a new version, scored like any other (an
+        operator's choice: the gate does not judge it)."""
         old, state = self.registry.load(self.registry.row(version))
         number = self.registry.next_number()
-        metrics, scores = dict(old.metrics), {}
+        metrics = dict(old.metrics)
+        scores: dict[str, float] = {}
         if self.stage is not None:
-            assessed = self.stage.assess(old.tensors, self.current.tensors,
-                                         self.registry.history(number))
-            metrics.update(assessed.metrics.to_dict())
-            scores = assessed.evals
+            scores, measured = self.stage.measure(old.tensors, self.registry.history(number))
+            metrics.update(measured.to_dict())
         new = ModelVersion(version=number, parent=version, tensors=old.tensors, metrics=metrics)
         self.registry.save(new, state, round_id="", lineage=lineage, evals=scores)
         self.current, self.server_state = new, state

@@ -7,9 +7,12 @@ import time
 import uuid
 from collections.abc import Callable
 
+import numpy.typing as npt
+
 from fedstream.shared import wire
 from fedstream.shared.control import CommandReply, CommandRequest, DataBatch, RoundState
 from fedstream.shared.errors import FedstreamError, Reason, TransportError
+from fedstream.shared.infer import InferReply, InferRequest
 from fedstream.shared.mqtt import Inbound, MqttClient
 from fedstream.shared.topics import Topic, Topics
 
@@ -61,6 +64,19 @@ class FleetClient:
             FedstreamError: with the cloud's reason when it refuses the batch.
         """
         return self._ask(self.topics.data(self.model), wire.pack(batch))
+
+    def infer(self, features: npt.ArrayLike) -> InferReply:
+        """Predictions for rows [N, D] from the model the cloud serves.
+
+        Raises:
+            TransportError: no_reply if the inference service does not answer.
+            FedstreamError: with the service's reason when it refuses the rows.
+        """
+        msg = self.mqtt.request(self.topics.infer(self.model),
+                                wire.pack(InferRequest.of(features)), self._reply_to,
+                                timeout_s=self.timeout_s)
+        reply: InferReply = wire.expect(msg.payload, InferReply)
+        return reply.checked()
 
     def _ask(self, topic: Topic, payload: bytes) -> CommandReply:
         msg = self.mqtt.request(topic, payload, self._reply_to, timeout_s=self.timeout_s)

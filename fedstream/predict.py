@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import csv
 import math
-import uuid
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from fedstream.shared import wire
+from fedstream.client import FleetClient
 from fedstream.shared.control import MAX_ROWS
 from fedstream.shared.errors import ConfigError, ProtocolError, Reason
-from fedstream.shared.infer import InferReply, InferRequest
-from fedstream.shared.mqtt import MqttClient
-from fedstream.shared.topics import Topics
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -92,27 +88,18 @@ def predict_csv(path: Path | str, *, host: str, port: int, federation: str, mode
     if not 1 <= batch_rows <= MAX_ROWS:
         raise ConfigError(Reason.BAD_CONFIG, f"batch_rows {batch_rows} not in 1..{MAX_ROWS}")
     features = read_features(Path(path))
-    topics = Topics(federation)
-    client_id = f"fedstream-predict-{uuid.uuid4().hex[:8]}"
-    reply_to = topics.reply(client_id)
-    mqtt = MqttClient(client_id=client_id, host=host, port=port, subscriptions=(reply_to,))
-    mqtt.connect(timeout_s)
-    try:
-        out: list[RowPrediction] = []
+    out: list[RowPrediction] = []
+    with FleetClient(host=host, port=port, federation=federation, model=model,
+                     timeout_s=timeout_s) as fleet:
         for start in range(0, len(features), batch_rows):
             chunk = features[start:start + batch_rows]
-            msg = mqtt.request(topics.infer(model), wire.pack(InferRequest.of(chunk)),
-                               reply_to, timeout_s=timeout_s)
-            reply: InferReply = wire.expect(msg.payload, InferReply)
-            reply.checked()
+            reply = fleet.infer(chunk)
             if len(reply.predictions) != len(chunk):
                 raise ProtocolError(Reason.SIZE_MISMATCH,
                                     f"{len(reply.predictions)} predictions for {len(chunk)} rows")
             out.extend(RowPrediction(start + i, p, reply.version)
                        for i, p in enumerate(reply.predictions))
-        return out
-    finally:
-        mqtt.close()
+    return out
 
 
 def _is_number(cell: str) -> bool:
