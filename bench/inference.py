@@ -52,6 +52,7 @@ from fedstream.shared.control import TrainParams
 from fedstream.shared.infer import InferReply, InferRequest
 from fedstream.shared.logs import configure_logging
 from fedstream.shared.model import build_mlp, tensors_of
+from fedstream.shared.mqtt import Connection as BrokerConnection
 from fedstream.shared.mqtt import MqttClient
 from fedstream.shared.sources import SOURCES
 from fedstream.shared.topics import Topics
@@ -124,7 +125,8 @@ def _mqtt_client(job: Job) -> tuple[Call, Callable[[], None]]:
     topics = Topics(job.federation)
     client_id = f"bench-{uuid.uuid4().hex[:8]}"
     reply_to = topics.reply(client_id)
-    client = MqttClient(client_id=client_id, host=job.host, port=job.port,
+    client = MqttClient(client_id=client_id,
+                        conn=BrokerConnection(host=job.host, port=job.port),
                         subscriptions=(reply_to,))
     client.connect(10)
 
@@ -214,8 +216,8 @@ def main() -> None:
                 federation = f"b{uuid.uuid4().hex[:10]}"
                 cfg = InferenceConfig(http_port=0, precision=precision, max_wait_ms=wait_ms)
                 with InferenceServer(cfg=cfg, layers=LAYERS, topics=Topics(federation),
-                                     model=MODEL, broker_host=broker.host,
-                                     broker_port=broker.port) as server:
+                                     model=MODEL, conn=BrokerConnection(
+                                         host=broker.host, port=broker.port)) as server:
                     server.swap(1, tensors)
                     for mode, clients in modes.items():
                         for path in ("batcher", "http", "mqtt"):

@@ -50,6 +50,7 @@ from fedstream.shared.blobs import decode_blob, encode_blob
 from fedstream.shared.chunks import DEFAULT_CHUNK_SIZE, Reassembler
 from fedstream.shared.logs import configure_logging
 from fedstream.shared.messages import Spec, TensorSpec, UpdateChunk, UpdateMeta
+from fedstream.shared.mqtt import Connection as BrokerConnection
 from fedstream.shared.mqtt import Inbound, MqttClient
 from fedstream.shared.topics import Topic, Topics
 
@@ -126,7 +127,8 @@ def _fedstream_receiver(job: Job, conn: Connection) -> None:
     host, port, topic, sha256 = job.host, job.port, job.topic, job.sha256
     inbox: queue.Queue[Inbound] = queue.Queue()
     probe = Topic(f"{topic}/probe")
-    client = MqttClient(client_id=f"fs-sub-{uuid.uuid4().hex}", host=host, port=port,
+    client = MqttClient(client_id=f"fs-sub-{uuid.uuid4().hex}",
+                        conn=BrokerConnection(host=host, port=port),
                         on_message=inbox.put, subscriptions=[Topic(f"{topic}/#")],
                         manual_ack=True)
     client.connect(10)
@@ -220,8 +222,8 @@ def run_fedstream(broker: Mosquitto, tensors: list[torch.Tensor]) -> float:
     topic = topics.update("mlp", "edge-0001")
     proc, conn = _start_receiver(_fedstream_receiver, broker, f"{topics.prefix}/update",
                                  enc.header.count, enc.header.sha256)
-    pub = MqttClient(client_id=f"fs-pub-{uuid.uuid4().hex}", host=broker.host,
-                     port=broker.port)
+    pub = MqttClient(client_id=f"fs-pub-{uuid.uuid4().hex}",
+                     conn=BrokerConnection(host=broker.host, port=broker.port))
     pub.connect(10)
     try:
         start = time.perf_counter()

@@ -40,7 +40,7 @@ from fedstream.shared.errors import (
     TransportError,
 )
 from fedstream.shared.model import accuracy, build_mlp, load_tensors
-from fedstream.shared.mqtt import Inbound, MqttClient
+from fedstream.shared.mqtt import Connection, Inbound, MqttClient
 from fedstream.shared.sources import SOURCES, Dataset
 from fedstream.shared.topics import Topics
 
@@ -91,18 +91,16 @@ class CloudService:
         if cfg.continual.enabled:
             self._subs["data"] = self.topics.data(cfg.model)
         self.mqtt = MqttClient(
-            client_id=f"fedstream-cloud-{cfg.federation}-{cfg.model}", host=cfg.broker.host,
-            port=cfg.broker.port, on_message=self._inbox.put,
-            subscriptions=self._subs.values(), persistent=True, manual_ack=True,
-            keepalive_s=cfg.broker.keepalive_s)
+            client_id=f"fedstream-cloud-{cfg.federation}-{cfg.model}",
+            conn=Connection.from_config(cfg.broker), on_message=self._inbox.put,
+            subscriptions=self._subs.values(), persistent=True, manual_ack=True)
         self.store = CloudStore.open(cfg.data_dir, synchronous=cfg.synchronous)
         self.data = DataIntake.open(cfg, self.store) if cfg.continual.enabled else None
         held_out = load_eval(cfg)
         self.inference = InferenceServer(
             cfg=cfg.inference, layers=cfg.layers, topics=self.topics, model=cfg.model,
-            broker_host=cfg.broker.host, broker_port=cfg.broker.port,
-            evaluation=(held_out.features, held_out.labels),
-            keepalive_s=cfg.broker.keepalive_s) if cfg.inference.enabled else None
+            conn=Connection.from_config(cfg.broker),
+            evaluation=(held_out.features, held_out.labels)) if cfg.inference.enabled else None
         self.coordinator = Coordinator(cfg=cfg, store=self.store,
                                        evaluate=make_evaluator(cfg, held_out),
                                        publish_model=self._publish_model,

@@ -34,7 +34,7 @@ from fedstream.shared.control import EdgeStatus, Receipt, RoundState
 from fedstream.shared.errors import FedstreamError, TransportError
 from fedstream.shared.messages import UpdateChunk, UpdateMeta
 from fedstream.shared.model import build_mlp
-from fedstream.shared.mqtt import Inbound, MqttClient, Will
+from fedstream.shared.mqtt import Connection, Inbound, MqttClient, Will
 from fedstream.shared.sources import SOURCES
 from fedstream.shared.topics import Topics
 
@@ -73,11 +73,10 @@ class EdgeDaemon:
         self._status_topic = self.topics.status(cfg.edge_id)
         offline = EdgeStatus(edge_id=cfg.edge_id, online=False, samples=len(self.data))
         self.mqtt = MqttClient(
-            client_id=f"fedstream-edge-{cfg.federation}-{cfg.edge_id}", host=cfg.broker.host,
-            port=cfg.broker.port, on_message=self._inbox.put,
+            client_id=f"fedstream-edge-{cfg.federation}-{cfg.edge_id}",
+            conn=Connection.from_config(cfg.broker), on_message=self._inbox.put,
             subscriptions=(self._model_filter, self._round_topic, self._receipt_topic),
-            persistent=True,
-            will=Will(self._status_topic, wire.pack(offline)), keepalive_s=cfg.broker.keepalive_s)
+            persistent=True, will=Will(self._status_topic, wire.pack(offline)))
         self.log = log.bind(edge_id=cfg.edge_id)
 
     def run(self, stop: threading.Event) -> None:

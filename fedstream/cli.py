@@ -13,6 +13,7 @@ from fedstream.shared.errors import REASONS, FedstreamError
 from fedstream.shared.logs import configure_logging
 
 if TYPE_CHECKING:
+    from fedstream.client import FleetAddress
     from fedstream.shared.config import ServiceConfig
 
 Handler = Callable[[argparse.Namespace], int]
@@ -115,14 +116,14 @@ def _demo(args: argparse.Namespace) -> int:
                     out=sys.stdout)
 
 
-def _client_args(args: argparse.Namespace) -> dict[str, object]:
+def _client_args(args: argparse.Namespace) -> FleetAddress:
+    from fedstream.client import FleetAddress
     from fedstream.operator import CliConfig
     from fedstream.shared.config import load_config
 
     overrides = {"broker": {"host": args.host, "port": args.port}} if args.port else {}
     cfg = load_config(CliConfig, args.config, **overrides)
-    return {"host": cfg.broker.host, "port": cfg.broker.port, "federation": cfg.federation,
-            "model": cfg.model, "timeout_s": args.timeout}
+    return FleetAddress.from_config(cfg, timeout_s=args.timeout)
 
 
 def _add_client_options(p: argparse.ArgumentParser) -> None:

@@ -6,38 +6,70 @@ import queue
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy.typing as npt
 
 from fedstream.shared import wire
+from fedstream.shared.config import ServiceConfig
 from fedstream.shared.control import CommandReply, CommandRequest, DataBatch, RoundState
 from fedstream.shared.errors import FedstreamError, Reason, TransportError
 from fedstream.shared.infer import InferReply, InferRequest
-from fedstream.shared.mqtt import Inbound, MqttClient
+from fedstream.shared.mqtt import Connection, Inbound, MqttClient
 from fedstream.shared.topics import Topic, Topics
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetAddress:
+    """Which cloud the CLI talks to: a broker, a federation on it, a model, and how long to wait.
+
+    Args:
+        conn: The broker.
+        federation: Federation name (topic prefix).
+        model: Model name.
+        timeout_s: Seconds to wait for the broker and for each of the cloud's replies.
+    """
+
+    conn: Connection
+    federation: str
+    model: str
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_config(cls, cfg: ServiceConfig, *, timeout_s: float = 10.0) -> FleetAddress:
+        """The cloud a service config names (its `[broker]`, federation and model)."""
+        return cls(conn=Connection.from_config(cfg.broker), federation=cfg.federation,
+                   model=cfg.model, timeout_s=timeout_s)
+
+    @classmethod
+    def local(cls, *, host: str, port: int, federation: str, model: str,
+              timeout_s: float = 10.0) -> FleetAddress:
+        """A cloud behind the broker at `host:port` (connection settings left at defaults)."""
+        return cls(conn=Connection(host=host, port=port), federation=federation, model=model,
+                   timeout_s=timeout_s)
+
+    def __str__(self) -> str:
+        return f"federation {self.federation!r} at {self.conn}"
 
 
 class FleetClient:
     """Talks to one federation's cloud service over MQTT v5 request/response.
 
     Args:
-        host: Broker host.
-        port: Broker port.
-        federation: Federation name (topic prefix).
-        model: Model name.
+        address: The broker, federation and model, and the reply timeout.
     """
 
-    def __init__(self, *, host: str, port: int, federation: str, model: str,
-                 timeout_s: float = 10.0) -> None:
-        self.topics = Topics(federation)
-        self.model = model
-        self.timeout_s = timeout_s
+    def __init__(self, address: FleetAddress) -> None:
+        self.address = address
+        self.topics = Topics(address.federation)
+        self.model = address.model
+        self.timeout_s = address.timeout_s
         client_id = f"fedstream-cli-{uuid.uuid4().hex[:8]}"
         self._reply_to = self.topics.reply(client_id)
         self._rounds: queue.Queue[Inbound] = queue.Queue()
-        self.mqtt = MqttClient(client_id=client_id, host=host, port=port,
+        self.mqtt = MqttClient(client_id=client_id, conn=address.conn,
                                on_message=self._rounds.put,
-                               subscriptions=(self._reply_to, self.topics.round(model)))
+                               subscriptions=(self._reply_to, self.topics.round(self.model)))
 
     def __enter__(self) -> FleetClient:
         self.mqtt.connect(self.timeout_s)

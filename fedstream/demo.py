@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from fedstream.broker import BrokerParams, Mosquitto
-from fedstream.client import FleetClient
+from fedstream.client import FleetAddress, FleetClient
 from fedstream.operator import fleet_status, model_command, start_round
 from fedstream.predict import predict_csv
 from fedstream.shared.control import DataBatch
@@ -120,12 +121,12 @@ class Processes:
                 proc.wait()
 
 
-def wait_ready(conn: dict[str, Any], *, edges: int, procs: Processes,
+def wait_ready(address: FleetAddress, *, edges: int, procs: Processes,
                timeout_s: float = 180.0) -> None:
     """Until the cloud answers and sees every edge online with a backend chosen."""
     give_up = time.monotonic() + timeout_s
     # A request sent before the cloud subscribed is lost, not queued: probe with short waits.
-    probe = {**conn, "timeout_s": 1.0}
+    probe = dataclasses.replace(address, timeout_s=1.0)
     while True:
         procs.check_alive()
         try:
@@ -189,26 +190,26 @@ def run_federation(params: DemoParams, *, out: TextIO) -> list[Mapping[str, Any]
             procs.spawn("cloud", "cloud", cloud_cfg)
             for i, path in enumerate(edge_cfgs):
                 procs.spawn(f"edge-{i}", "edge", path)
-            conn = {"host": broker.host, "port": broker.port, "federation": FEDERATION,
-                    "model": MODEL, "timeout_s": 10.0}
+            address = FleetAddress.local(host=broker.host, port=broker.port,
+                                         federation=FEDERATION, model=MODEL)
             print(f"broker on {broker.host}:{broker.port}; cloud + {params.edges} edges "
                   f"starting (logs in {params.workdir}/)", file=out, flush=True)
-            wait_ready(conn, edges=params.edges, procs=procs, timeout_s=params.ready_timeout_s)
-            initial = fleet_status(conn)
+            wait_ready(address, edges=params.edges, procs=procs, timeout_s=params.ready_timeout_s)
+            initial = fleet_status(address)
             print(f"fleet ready: model v{initial.model_version}, accuracy "
                   f"{initial.model_metrics.get('accuracy', float('nan')):.4f}", file=out,
                   flush=True)
             if not params.continual:
-                return [start_round(conn, wait=True, overrides=dict(params.round_overrides),
+                return [start_round(address, wait=True, overrides=dict(params.round_overrides),
                                     out=out).result for _ in range(params.rounds)]
-            results = [_continual_round(conn, i, params, out) for i in range(params.rounds)]
-            show_serving(conn, params.workdir, out)
+            results = [_continual_round(address, i, params, out) for i in range(params.rounds)]
+            show_serving(address, params.workdir, out)
             return results
         finally:
             procs.stop()
 
 
-def _continual_round(conn: dict[str, Any], index: int, params: DemoParams,
+def _continual_round(address: FleetAddress, index: int, params: DemoParams,
                      out: TextIO) -> Mapping[str, Any]:
     """Send the cloud a fresh labelled sample (its own evaluation window), then run a round;
     a candidate the gate refuses is reported, not fatal."""
@@ -216,36 +217,36 @@ def _continual_round(conn: dict[str, Any], index: int, params: DemoParams,
     pick = np.random.default_rng(index).choice(len(train.labels),
                                                int(CLOUD_SHARE * len(train.labels)),
                                                replace=False)
-    with FleetClient(**conn) as fleet:
+    with FleetClient(address) as fleet:
         stored = fleet.send_data(DataBatch.of(train.features[pick], train.labels[pick],
                                               window=f"round-{index + 1}"))
     print(f"cloud data: window round-{index + 1}, {stored.detail}", file=out, flush=True)
     try:
-        return start_round(conn, wait=True, overrides=dict(params.round_overrides),
+        return start_round(address, wait=True, overrides=dict(params.round_overrides),
                            out=out).result
     except FedstreamError as err:
         if err.reason not in (Reason.REGRESSED_NEWEST, Reason.REGRESSED_PAST):
             raise
         print(f"  candidate rejected by the gate: {err.detail}", file=out, flush=True)
-        last = fleet_status(conn).round
+        last = fleet_status(address).round
         assert last is not None
         return {**last.result, "gate": str(err.reason)}
 
 
-def show_serving(conn: dict[str, Any], workdir: Path, out: TextIO) -> None:
+def show_serving(address: FleetAddress, workdir: Path, out: TextIO) -> None:
     """The registry, then predictions for five test rows from the served model, over MQTT
     (`fedstream predict`) and over HTTP."""
     print("", file=out)
-    model_command(conn, action="list", version=None, out=out)
+    model_command(address, action="list", version=None, out=out)
     test = SOURCES.build("digits", split="test").load()
     rows = workdir / "predict.csv"
     np.savetxt(rows, test.features[:5], delimiter=",")
-    answers = predict_csv(rows, **conn)
-    port = int(fleet_status(conn).serving["http_port"])
+    answers = predict_csv(rows, address)
+    port = int(fleet_status(address).serving["http_port"])
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/predict", headers={"Content-Type": "application/json"},
         data=json.dumps({"inputs": test.features[:5].tolist()}).encode())
-    with urllib.request.urlopen(request, timeout=conn["timeout_s"]) as resp:
+    with urllib.request.urlopen(request, timeout=address.timeout_s) as resp:
         http = json.load(resp)
     print(f"\npredictions for 5 test rows (true labels {test.labels[:5].tolist()}):\n"
           f"  MQTT: {[a.prediction for a in answers]} from v{answers[0].version}\n"

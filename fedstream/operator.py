@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from pydantic_settings import SettingsConfigDict
 
-from fedstream.client import FleetClient
+from fedstream.client import FleetAddress, FleetClient
 from fedstream.predict import predict_csv
 from fedstream.shared.config import ServiceConfig
 from fedstream.shared.control import CommandReply, ModelInfo, RoundState
@@ -26,7 +26,7 @@ class CliConfig(ServiceConfig):
 _OWN_EXIT_CODES = {Reason.ROUND_STOPPED, Reason.REGRESSED_NEWEST, Reason.REGRESSED_PAST}
 
 
-def start_round(conn: dict[str, Any], *, wait: bool,
+def start_round(address: FleetAddress, *, wait: bool,
                 overrides: dict[str, float | int | str | bool],
                 out: TextIO) -> RoundState:
     """Ask the cloud for a round (or, with `mode="async"`, a session); with `wait`, print
@@ -36,7 +36,7 @@ def start_round(conn: dict[str, Any], *, wait: bool,
         FedstreamError: the cloud refused (round_in_progress, no_edges), or the round failed
             (round_failed; round_stopped when the operator stopped it).
     """
-    with FleetClient(**conn) as fleet:
+    with FleetClient(address) as fleet:
         reply = fleet.command("round_start", **overrides)
         assert reply.round is not None
         state = reply.round
@@ -82,10 +82,10 @@ def start_round(conn: dict[str, Any], *, wait: bool,
     return final
 
 
-def stop_round(conn: dict[str, Any], *, out: TextIO) -> RoundState | None:
+def stop_round(address: FleetAddress, *, out: TextIO) -> RoundState | None:
     """End the open round now: a session folds its pending updates and ends, a sync round
     fails with round_stopped. Print how it ended (or the last round, if none was open)."""
-    with FleetClient(**conn) as fleet:
+    with FleetClient(address) as fleet:
         state = fleet.command("round_stop").round
     if state is None:
         print("no round to stop", file=out)
@@ -99,15 +99,15 @@ def stop_round(conn: dict[str, Any], *, out: TextIO) -> RoundState | None:
     return state
 
 
-def fleet_status(conn: dict[str, Any]) -> CommandReply:
+def fleet_status(address: FleetAddress) -> CommandReply:
     """The cloud's view of the fleet."""
-    with FleetClient(**conn) as fleet:
+    with FleetClient(address) as fleet:
         return fleet.command("status")
 
 
-def show_status(conn: dict[str, Any], *, out: TextIO) -> CommandReply:
+def show_status(address: FleetAddress, *, out: TextIO) -> CommandReply:
     """Print edges, their backend, the model version and the last round."""
-    reply = fleet_status(conn)
+    reply = fleet_status(address)
     metrics = ", ".join(f"{k} {v}" for k, v in reply.model_metrics.items())
     print(f"model version: v{reply.model_version} ({metrics})", file=out)
     online = [e for e in reply.edges if e.online]
@@ -138,7 +138,7 @@ def show_status(conn: dict[str, Any], *, out: TextIO) -> CommandReply:
     return reply
 
 
-def model_command(conn: dict[str, Any], *, action: str, version: int | None,
+def model_command(address: FleetAddress, *, action: str, version: int | None,
                   out: TextIO) -> CommandReply:
     """`fedstream model list|show V|rollback V|promote V`.
 
@@ -146,7 +146,7 @@ def model_command(conn: dict[str, Any], *, action: str, version: int | None,
         FedstreamError: an unknown version (bad_config), round_in_progress on rollback or
             promote, not_candidate when promoting a version the gate did not reject.
     """
-    with FleetClient(**conn) as fleet:
+    with FleetClient(address) as fleet:
         if action in ("rollback", "promote"):
             reply = fleet.command(f"model_{action}", version=int(version or 0))
             done = ("republished as" if action == "rollback" or reply.model_version != version
@@ -203,7 +203,7 @@ def _print_detail(v: ModelInfo, versions: Sequence[ModelInfo], out: TextIO) -> N
         print(f"    {key}: {value}", file=out)
 
 
-def predict(conn: dict[str, Any], *, csv: Path, batch_rows: int, out: TextIO) -> None:
+def predict(address: FleetAddress, *, csv: Path, batch_rows: int, out: TextIO) -> None:
     """`fedstream predict --csv FILE`: one line per row, with the version that answered."""
-    for row in predict_csv(csv, batch_rows=batch_rows, **conn):
+    for row in predict_csv(csv, address, batch_rows=batch_rows):
         print(f"{row.row}\t{row.prediction}\tv{row.version}", file=out)

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from fedstream.client import FleetClient
+from fedstream.client import FleetAddress, FleetClient
 from fedstream.shared.control import MAX_ROWS
 from fedstream.shared.errors import ConfigError, ProtocolError, Reason
 
@@ -59,8 +59,8 @@ def read_features(path: Path) -> npt.NDArray[np.float32]:
     return np.asarray(rows, dtype=np.float32)
 
 
-def predict_csv(path: Path | str, *, host: str, port: int, federation: str, model: str,
-                batch_rows: int = 256, timeout_s: float = 10.0) -> list[RowPrediction]:
+def predict_csv(path: Path | str, address: FleetAddress, *,
+                batch_rows: int = 256) -> list[RowPrediction]:
     """Classify every row of a CSV file with the model the cloud serves, over MQTT v5.
 
     Rows go out `batch_rows` at a time, one request/response each; every row reports the
@@ -68,12 +68,9 @@ def predict_csv(path: Path | str, *, host: str, port: int, federation: str, mode
 
     Args:
         path: CSV of float features, header optional (see `read_features`).
-        host: Broker host.
-        port: Broker port.
-        federation: Federation name (topic prefix).
-        model: Model name.
+        address: The broker, federation and model; its `timeout_s` bounds the broker
+            connect and each reply.
         batch_rows: Rows per request, at most the server's `max_rows`.
-        timeout_s: Seconds to wait for the broker and for each reply.
 
     Returns:
         One prediction per data row, in file order.
@@ -89,8 +86,7 @@ def predict_csv(path: Path | str, *, host: str, port: int, federation: str, mode
         raise ConfigError(Reason.BAD_CONFIG, f"batch_rows {batch_rows} not in 1..{MAX_ROWS}")
     features = read_features(Path(path))
     out: list[RowPrediction] = []
-    with FleetClient(host=host, port=port, federation=federation, model=model,
-                     timeout_s=timeout_s) as fleet:
+    with FleetClient(address) as fleet:
         for start in range(0, len(features), batch_rows):
             chunk = features[start:start + batch_rows]
             reply = fleet.infer(chunk)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as paho
 import structlog
@@ -20,8 +21,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fedstream.shared.errors import Reason, TransportError
+from fedstream.shared.errors import ConfigError, Reason, TransportError
 from fedstream.shared.topics import Topic
+
+if TYPE_CHECKING:
+    from fedstream.shared.config import BrokerConfig
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +79,47 @@ class _Batch:
         return bool(self.failures) and min(self.failures)[0] < self.head
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connection:
+    """Where a broker is and how to hold a session with it (issue 12 adds credentials and TLS).
+
+    Args:
+        host: Broker host name or address.
+        port: Broker TCP port.
+        keepalive_s: MQTT keepalive; the broker drops a client silent for 1.5 times this.
+        connect_timeout_s: How long `connect` keeps retrying an unreachable broker.
+
+    Raises:
+        ConfigError: bad_config for an empty host or a port, keepalive or timeout out of range.
+    """
+
+    host: str
+    port: int
+    keepalive_s: int = 30
+    connect_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ConfigError(Reason.BAD_CONFIG, "broker host is empty")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(Reason.BAD_CONFIG, f"broker port {self.port} not in 1..65535")
+        if not 1 <= self.keepalive_s <= 65535:
+            raise ConfigError(Reason.BAD_CONFIG,
+                              f"keepalive_s {self.keepalive_s} not in 1..65535")
+        if not self.connect_timeout_s > 0:
+            raise ConfigError(Reason.BAD_CONFIG,
+                              f"connect_timeout_s {self.connect_timeout_s} is not positive")
+
+    @classmethod
+    def from_config(cls, cfg: BrokerConfig) -> Connection:
+        """The connection a service's `[broker]` table describes."""
+        return cls(host=cfg.host, port=cfg.port, keepalive_s=cfg.keepalive_s,
+                   connect_timeout_s=cfg.connect_timeout_s)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 @dataclass(frozen=True, slots=True)
 class Will:
     """Last will: published by the broker if this client vanishes."""
@@ -90,20 +135,22 @@ class MqttClient:
     Args:
         client_id: Stable id; with `persistent=True` the broker keeps the session across
             reconnects so QoS 1 messages queued while away are delivered.
+        conn: The broker to connect to.
         on_message: Called on the network thread for each message; keep it short
             (services hand the message to a queue).
         manual_ack: Ack QoS 1 messages only when `ack()` is called (after durable handling).
         subscriptions: Filters (re)subscribed at QoS 1 on every connect.
     """
 
-    def __init__(self, *, client_id: str, host: str, port: int,
+    def __init__(self, *, client_id: str, conn: Connection,
                  on_message: Callable[[Inbound], None] | None = None,
                  subscriptions: Iterable[Topic] = (), persistent: bool = False,
-                 session_expiry_s: int = 24 * 3600, keepalive_s: int = 30,
+                 session_expiry_s: int = 24 * 3600,
                  will: Will | None = None, manual_ack: bool = False,
                  max_inflight: int = 100) -> None:
         self.client_id = client_id
-        self._host, self._port, self._keepalive = host, port, keepalive_s
+        self.conn = conn
+        self._host, self._port, self._keepalive = conn.host, conn.port, conn.keepalive_s
         self._persistent, self._expiry = persistent, session_expiry_s
         self._on_inbound = on_message
         self._subscriptions = list(subscriptions)

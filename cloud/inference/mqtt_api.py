@@ -13,7 +13,7 @@ from fedstream.cloud.inference.batcher import FAILED, Answer, MicroBatcher
 from fedstream.shared import wire
 from fedstream.shared.errors import FedstreamError, TransportError
 from fedstream.shared.infer import InferReply, InferRequest
-from fedstream.shared.mqtt import Inbound, MqttClient
+from fedstream.shared.mqtt import Connection, Inbound, MqttClient
 from fedstream.shared.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -35,21 +35,19 @@ class MqttApi:
         tally: Counts served and rejected requests.
         topics: The federation's topic tree.
         model: Model name; requests arrive on `topics.infer(model)`.
-        host: Broker host.
-        port: Broker port.
-        keepalive_s: MQTT keepalive.
+        conn: The broker.
     """
 
     def __init__(self, *, batcher: MicroBatcher, tally: Tally, topics: Topics, model: str,
-                 host: str, port: int, keepalive_s: int = 30) -> None:
+                 conn: Connection) -> None:
         self._batcher, self._tally = batcher, tally
         self._lock = threading.Lock()
         self._closing = False
         self._replies = ThreadPoolExecutor(max_workers=REPLY_THREADS,
                                            thread_name_prefix="infer-reply")
         self.mqtt = MqttClient(client_id=f"fedstream-infer-{topics.federation}-{model}",
-                               host=host, port=port, on_message=self._on_request,
-                               subscriptions=(topics.infer(model),), keepalive_s=keepalive_s)
+                               conn=conn, on_message=self._on_request,
+                               subscriptions=(topics.infer(model),))
 
     def start(self, timeout_s: float = 30.0) -> None:
         """Connect and subscribe.

@@ -17,6 +17,7 @@ from fedstream.cloud.inference.batcher import BatcherParams, MicroBatcher
 from fedstream.cloud.inference.http_api import HttpApi
 from fedstream.cloud.inference.mqtt_api import MqttApi
 from fedstream.cloud.inference.serving import EvalSet, ModelPreparer, ServedModel
+from fedstream.shared.mqtt import Connection
 from fedstream.shared.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -30,19 +31,16 @@ class InferenceServer:
         layers: MLP layer sizes, inputs first.
         topics: The federation's topic tree.
         model: Model name; MQTT requests arrive on `topics.infer(model)`.
-        broker_host: Broker host.
-        broker_port: Broker port.
+        conn: The broker the MQTT door connects to (its own connection).
         evaluation: Labelled (features, labels) rows that decide whether bf16 is accurate
             enough under precision "auto"; None serves fp32 there.
-        keepalive_s: MQTT keepalive of the service's own connection.
 
     Raises:
         ConfigError: a bad precision, backend or bound, or evaluation rows of the wrong width.
     """
 
     def __init__(self, *, cfg: InferenceConfig, layers: Sequence[int], topics: Topics,
-                 model: str, broker_host: str, broker_port: int,
-                 evaluation: EvalSet | None = None, keepalive_s: int = 30) -> None:
+                 model: str, conn: Connection, evaluation: EvalSet | None = None) -> None:
         self.preparer = ModelPreparer(layers=layers, backend=cfg.backend,
                                       precision=cfg.precision, evaluation=evaluation,
                                       timing_rows=cfg.max_batch)
@@ -53,7 +51,7 @@ class InferenceServer:
         self.http = HttpApi(batcher=self.batcher, tally=self.tally, host=cfg.http_host,
                             port=cfg.http_port)
         self.mqtt = MqttApi(batcher=self.batcher, tally=self.tally, topics=topics, model=model,
-                            host=broker_host, port=broker_port, keepalive_s=keepalive_s)
+                            conn=conn)
         self._swap_lock = threading.Lock()
 
     @property

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedstream.broker import Mosquitto, find_free_port
+from fedstream.client import FleetAddress
 from fedstream.demo import Processes, wait_ready, write_configs
 from fedstream.shared.errors import REASONS, Reason
 
@@ -76,8 +77,8 @@ def test_round_start_with_no_edges_online_is_no_edges(
     procs.spawn("cloud", "cloud", cloud_cfg)
     env_args = ("--config", str(cloud_cfg), "--timeout", "10")
     try:
-        wait_ready({"host": broker.host, "port": broker.port, "federation": federation,
-                    "model": "digits-mlp", "timeout_s": 2.0}, edges=0, procs=procs)
+        wait_ready(FleetAddress.local(host=broker.host, port=broker.port, federation=federation,
+                                      model="digits-mlp", timeout_s=2.0), edges=0, procs=procs)
 
         # Execute
         status = _run("status", *env_args)

@@ -9,23 +9,27 @@ import numpy as np
 import pytest
 
 from fedstream.broker import Mosquitto
+from fedstream.client import FleetAddress
 from fedstream.cloud.config import InferenceConfig
 from fedstream.cloud.inference import InferenceServer, ServedModel
 from fedstream.predict import RowPrediction, predict_csv, read_features
 from fedstream.shared.errors import ConfigError, FedstreamError, Reason
 from fedstream.shared.model import build_mlp, tensors_of
+from fedstream.shared.mqtt import Connection
 from fedstream.shared.topics import Topics
 
 LAYERS = (3, 8, 4)
 MODEL = "mlp"
+# Never connected to: the file is refused first.
+NOWHERE = FleetAddress.local(host="127.0.0.1", port=1, federation="f", model=MODEL)
 
 
 @pytest.fixture
 def serving(broker: Mosquitto, federation: str) -> Iterator[ServedModel]:
     """An InferenceServer for `MODEL` serving version 7; yields that version's model."""
     with InferenceServer(cfg=InferenceConfig(http_port=0, precision="fp32"), layers=LAYERS,
-                         topics=Topics(federation), model=MODEL, broker_host=broker.host,
-                         broker_port=broker.port) as server:
+                         topics=Topics(federation), model=MODEL,
+                         conn=Connection(host=broker.host, port=broker.port)) as server:
         yield server.swap(7, tensors_of(build_mlp(LAYERS, seed=7)))
 
 
@@ -46,8 +50,9 @@ def test_every_row_is_classified_by_the_served_version(
     path = _csv(tmp_path, f"a,b,c\n{lines}\n")
 
     # Execute
-    got = predict_csv(path, host=broker.host, port=broker.port, federation=federation,
-                      model=MODEL, batch_rows=2, timeout_s=10)
+    got = predict_csv(path, FleetAddress.local(host=broker.host, port=broker.port,
+                                               federation=federation, model=MODEL),
+                      batch_rows=2)
 
     # Assert
     classes, _ = serving.predict(rows)
@@ -64,8 +69,8 @@ def test_rows_of_the_wrong_width_raise_the_servers_reason(
 
     # Execute
     with pytest.raises(FedstreamError) as info:
-        predict_csv(path, host=broker.host, port=broker.port, federation=federation,
-                    model=MODEL, timeout_s=10)
+        predict_csv(path, FleetAddress.local(host=broker.host, port=broker.port,
+                                             federation=federation, model=MODEL))
 
     # Assert
     assert info.value.reason is Reason.SPEC_MISMATCH
@@ -111,7 +116,7 @@ def test_malformed_csv_is_bad_data(tmp_path: Path, text: str, detail: str) -> No
 
     # Execute
     with pytest.raises(ConfigError) as info:
-        predict_csv(path, host="127.0.0.1", port=1, federation="f", model=MODEL)
+        predict_csv(path, NOWHERE)
 
     # Assert
     assert info.value.reason is Reason.BAD_DATA
@@ -141,8 +146,7 @@ def test_batch_rows_out_of_range_is_bad_config(tmp_path: Path, batch_rows: int) 
     """batch_rows must fit one request."""
     # Execute
     with pytest.raises(ConfigError) as info:
-        predict_csv(_csv(tmp_path, "1\n"), host="127.0.0.1", port=1, federation="f",
-                    model=MODEL, batch_rows=batch_rows)
+        predict_csv(_csv(tmp_path, "1\n"), NOWHERE, batch_rows=batch_rows)
 
     # Assert
     assert info.value.reason is Reason.BAD_CONFIG

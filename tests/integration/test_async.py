@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fedstream.broker import Mosquitto
+from fedstream.client import FleetAddress
 from fedstream.cloud.store import CloudStore
 from fedstream.demo import MODEL, Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status
@@ -33,15 +34,15 @@ def test_async_session_publishes_versions_until_stopped(
     cloud_cfg, edge_cfgs = write_configs(tmp_path, port=broker.port, federation=federation,
                                          edges=3, dirichlet_alpha=0.5)
     procs = Processes(tmp_path)
-    conn = {"host": broker.host, "port": broker.port, "federation": federation,
-            "model": MODEL, "timeout_s": 10.0}
+    address = FleetAddress.local(host=broker.host, port=broker.port, federation=federation,
+                                 model=MODEL, timeout_s=10.0)
     cli = [sys.executable, "-m", "fedstream", "round"]
     client = ("--config", str(cloud_cfg), "--timeout", "10")
     try:
         procs.spawn("cloud", "cloud", cloud_cfg)
         for i, path in enumerate(edge_cfgs):
             procs.spawn(f"edge-{i}", "edge", path)
-        wait_ready(conn, edges=3, procs=procs)
+        wait_ready(address, edges=3, procs=procs)
 
         # Execute
         follower = subprocess.Popen(
@@ -49,7 +50,7 @@ def test_async_session_publishes_versions_until_stopped(
              "1", "--deadline", "120", "--wait", *client],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         give_up = time.monotonic() + 60
-        while (fleet_status(conn).model_version or 0) < 2:
+        while (fleet_status(address).model_version or 0) < 2:
             procs.check_alive()
             assert follower.poll() is None, follower.communicate()
             assert time.monotonic() < give_up, "the session did not publish v2 in time"
@@ -57,7 +58,7 @@ def test_async_session_publishes_versions_until_stopped(
         stopped = subprocess.run([*cli, "stop", *client], capture_output=True, text=True,
                                  timeout=60, check=False)
         printed, errors = follower.communicate(timeout=60)
-        after = fleet_status(conn)
+        after = fleet_status(address)
     finally:
         procs.stop()
 

@@ -16,13 +16,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import msgpack
 import numpy as np
 import pytest
 
 from fedstream.broker import Mosquitto
+from fedstream.client import FleetAddress
 from fedstream.demo import MODEL, Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status, model_command, start_round
 from fedstream.predict import predict_csv
@@ -66,13 +66,12 @@ class Fleet:
     """Broker connection details, the processes, and an MQTT client of the test's own."""
 
     def __init__(self, broker: Mosquitto, federation: str, workdir: Path) -> None:
-        self.conn: dict[str, Any] = {"host": broker.host, "port": broker.port,
-                                     "federation": federation, "model": MODEL,
-                                     "timeout_s": 30.0}
+        self.address = FleetAddress.local(host=broker.host, port=broker.port,
+                                          federation=federation, model=MODEL, timeout_s=30.0)
         self.topics = Topics(federation)
         self.reply_to = self.topics.reply(f"{federation}-test")
-        self.client = MqttClient(client_id=f"{federation}-test", host=broker.host,
-                                 port=broker.port, on_message=lambda _m: None,
+        self.client = MqttClient(client_id=f"{federation}-test", conn=self.address.conn,
+                                 on_message=lambda _m: None,
                                  subscriptions=(self.reply_to,))
         cloud, edges = write_configs(workdir, port=broker.port, federation=federation, edges=3,
                                      dirichlet_alpha=5.0, cloud_tables=CLOUD_TABLES)
@@ -80,7 +79,7 @@ class Fleet:
         self.procs.spawn("cloud", "cloud", cloud)
         for i, path in enumerate(edges):
             self.procs.spawn(f"edge-{i}", "edge", path)
-        wait_ready(self.conn, edges=3, procs=self.procs)
+        wait_ready(self.address, edges=3, procs=self.procs)
         self.client.connect(10)
 
     def ask(self, topic: Topic, payload: bytes) -> bytes:
@@ -118,7 +117,7 @@ def test_continual_fleet_end_to_end(fleet: Fleet, tmp_path: Path) -> None:
     csv = tmp_path / "rows.csv"
     np.savetxt(csv, x[:5], delimiter=",", header=",".join(f"f{i}" for i in range(64)),
                comments="")
-    rows = predict_csv(csv, **fleet.conn)
+    rows = predict_csv(csv, fleet.address)
     assert [r.row for r in rows] == [0, 1, 2, 3, 4] and {r.version for r in rows} == {
         promoted[-1]}
 
@@ -160,7 +159,7 @@ def _gate_promotes_a_good_candidate_and_rejects_a_damaged_one(fleet: Fleet, x: n
 
     # Round 1: the fine-tuned candidate beats the random initial model: promoted.
     out = io.StringIO()
-    first = start_round(fleet.conn, wait=True, overrides={}, out=out)
+    first = start_round(fleet.address, wait=True, overrides={}, out=out)
     assert first.status == "published" and first.result["version"] == 1
 
     # Round 2: the fresh window c holds one class only; d is the newest. Fine-tuning on c
@@ -168,14 +167,14 @@ def _gate_promotes_a_good_candidate_and_rejects_a_damaged_one(fleet: Fleet, x: n
     assert fleet.send_window("c", x[one_class][:60], y[one_class][:60]).ok
     assert fleet.send_window("d", x[200:], y[200:]).ok
     with pytest.raises(FedstreamError) as refused:
-        start_round(fleet.conn, wait=True, overrides={}, out=io.StringIO())
+        start_round(fleet.address, wait=True, overrides={}, out=io.StringIO())
     assert refused.value.reason in (Reason.REGRESSED_NEWEST, Reason.REGRESSED_PAST)
-    status = fleet_status(fleet.conn)
+    status = fleet_status(fleet.address)
     assert status.model_version == 1 and status.serving["version"] == 1
 
     # The registry keeps it, rejected with the reason; `model show` prints the matrix.
     shown = io.StringIO()
-    listing = model_command(fleet.conn, action="show", version=2, out=shown)
+    listing = model_command(fleet.address, action="show", version=2, out=shown)
     (candidate,) = [v for v in listing.versions if v.version == 2]
     assert candidate.status == "rejected" and candidate.reason == refused.value.reason
     # c holds 36 rows of class 3: 10 evaluation rows, too few to be scored (min 20).
@@ -185,14 +184,14 @@ def _gate_promotes_a_good_candidate_and_rejects_a_damaged_one(fleet: Fleet, x: n
     assert "finetune.backend: torch" in text
 
     # Promote by hand: the candidate becomes the served model.
-    model_command(fleet.conn, action="promote", version=2, out=io.StringIO())
-    assert fleet_status(fleet.conn).serving["version"] == 2
+    model_command(fleet.address, action="promote", version=2, out=io.StringIO())
+    assert fleet_status(fleet.address).serving["version"] == 2
 
 
 def _hot_swap_under_load(fleet: Fleet, x: np.ndarray) -> list[int]:
     """MQTT and HTTP clients query while five versions are promoted: no request fails, every
     answer names a served version, versions never go back, both clients see the last one."""
-    port = int(fleet_status(fleet.conn).serving["http_port"])
+    port = int(fleet_status(fleet.address).serving["http_port"])
     seen: dict[str, list[int]] = {"mqtt": [], "http": []}
     failures: list[str] = []
     stop = threading.Event()
@@ -233,9 +232,9 @@ def _hot_swap_under_load(fleet: Fleet, x: np.ndarray) -> list[int]:
     promoted = []
     try:
         for target in (0, 1, 2, 1, 0):
-            promoted.append(model_command(fleet.conn, action="rollback", version=target,
+            promoted.append(model_command(fleet.address, action="rollback", version=target,
                                           out=io.StringIO()).model_version)
-        final["version"] = int(fleet_status(fleet.conn).serving["version"])
+        final["version"] = int(fleet_status(fleet.address).serving["version"])
         # Each client keeps going until it has been answered by the last version.
         for event in saw_final.values():
             event.wait(60)

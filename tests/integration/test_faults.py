@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from fedstream.broker import BrokerParams, Mosquitto
-from fedstream.client import FleetClient
+from fedstream.client import FleetAddress, FleetClient
 from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.coordinator import Coordinator
 from fedstream.cloud.journal import UpdateRow
@@ -38,7 +38,7 @@ class Fleet:
     """A cloud and three edges running as processes against one broker."""
 
     procs: Processes
-    conn: dict[str, object]
+    address: FleetAddress
     cloud_cfg: Path
     data_dir: Path
 
@@ -49,7 +49,7 @@ class Fleet:
 
     def run_round(self, on_change: Callable[[RoundState], None]) -> RoundState:
         """Start a round and follow it to its end, calling `on_change` on every state."""
-        with FleetClient(**self.conn) as fleet:  # type: ignore[arg-type]
+        with FleetClient(self.address) as fleet:
             opened = fleet.command("round_start", epochs=1)
             assert opened.round is not None
             return fleet.wait_round(opened.round.round_id, on_change=on_change,
@@ -70,14 +70,15 @@ def _fleet(tmp_path: Path, broker: Mosquitto, federation: str, *, cloud_tables: 
         tmp_path, port=broker.port, federation=federation, edges=3, dirichlet_alpha=0.5,
         cloud_extra=f"layers = {LAYERS}\n", cloud_tables=cloud_tables, edge_extra=edge_extra)
     procs = Processes(tmp_path)
-    conn = {"host": broker.host, "port": broker.port, "federation": federation,
-            "model": MODEL, "timeout_s": 10.0}
+    address = FleetAddress.local(host=broker.host, port=broker.port, federation=federation,
+                                 model=MODEL, timeout_s=10.0)
     try:
         procs.spawn("cloud", "cloud", cloud_cfg)
         for i, path in enumerate(edge_cfgs):
             procs.spawn(f"edge-{i}", "edge", path)
-        wait_ready(conn, edges=3, procs=procs)
-        yield Fleet(procs=procs, conn=conn, cloud_cfg=cloud_cfg, data_dir=tmp_path / "cloud-data")
+        wait_ready(address, edges=3, procs=procs)
+        yield Fleet(procs=procs, address=address, cloud_cfg=cloud_cfg,
+                    data_dir=tmp_path / "cloud-data")
     finally:
         procs.stop()
 
@@ -211,7 +212,7 @@ def test_edge_killed_mid_upload_is_dropped_and_round_completes(
     with _fleet(tmp_path, broker, federation, cloud_tables=tables,
                         edge_extra="chunk_size = 1024\n") as fleet:
         seen: queue.Queue[Inbound] = queue.Queue()
-        spy = MqttClient(client_id=f"{federation}-spy", host=broker.host, port=broker.port,
+        spy = MqttClient(client_id=f"{federation}-spy", conn=fleet.address.conn,
                          on_message=seen.put,
                          subscriptions=(Topics(federation).update(MODEL, "edge-2"),))
         spy.connect(10)
@@ -225,7 +226,7 @@ def test_edge_killed_mid_upload_is_dropped_and_round_completes(
 
         # Execute
         final = fleet.run_round(kill_on_first_chunk)
-        after = fleet_status(fleet.conn)  # type: ignore[arg-type]
+        after = fleet_status(fleet.address)
         spy.close()
 
         # Assert
@@ -246,20 +247,20 @@ def test_killed_edge_restores_its_error_feedback_residual(
     cloud_cfg, (edge_cfg,) = write_configs(tmp_path, port=broker.port, federation=federation,
                                            edges=1, dirichlet_alpha=0.5)
     procs = Processes(tmp_path)
-    conn = {"host": broker.host, "port": broker.port, "federation": federation,
-            "model": MODEL, "timeout_s": 30.0}
+    address = FleetAddress.local(host=broker.host, port=broker.port, federation=federation,
+                                 model=MODEL, timeout_s=30.0)
     overrides = {"epochs": 1, "codec": "topk", "codec.density": 0.05}
     try:
         procs.spawn("cloud", "cloud", cloud_cfg)
         procs.spawn("edge", "edge", edge_cfg)
-        wait_ready(conn, edges=1, procs=procs)
-        first = start_round(conn, wait=True, overrides=overrides, out=io.StringIO())
+        wait_ready(address, edges=1, procs=procs)
+        first = start_round(address, wait=True, overrides=overrides, out=io.StringIO())
 
         # Execute
         procs.kill("edge")
         procs.spawn("edge", "edge", edge_cfg)
-        wait_ready(conn, edges=1, procs=procs)
-        second = start_round(conn, wait=True, overrides=overrides, out=io.StringIO())
+        wait_ready(address, edges=1, procs=procs)
+        second = start_round(address, wait=True, overrides=overrides, out=io.StringIO())
     finally:
         procs.stop()
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fedstream.broker import Mosquitto
+from fedstream.client import FleetAddress
 from fedstream.cloud.registry_store import ModelFiles
 from fedstream.demo import Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status, model_command, show_status, start_round
@@ -31,23 +32,23 @@ def test_two_rounds_advance_the_model_and_count_every_edge(
                                          edges=3, dirichlet_alpha=0.5)
     _use_csv_source(edge_cfgs[2], tmp_path / "edge-2.csv", partition=2)
     procs = Processes(tmp_path)
-    conn = {"host": broker.host, "port": broker.port, "federation": federation,
-            "model": "digits-mlp", "timeout_s": 10.0}
+    address = FleetAddress.local(host=broker.host, port=broker.port, federation=federation,
+                                 model="digits-mlp", timeout_s=10.0)
     try:
         procs.spawn("cloud", "cloud", cloud_cfg)
         for i, path in enumerate(edge_cfgs):
             procs.spawn(f"edge-{i}", "edge", path)
-        wait_ready(conn, edges=3, procs=procs)
-        initial = fleet_status(conn)
+        wait_ready(address, edges=3, procs=procs)
+        initial = fleet_status(address)
 
         # Execute
-        results = [start_round(conn, wait=True, overrides=overrides, out=io.StringIO())
+        results = [start_round(address, wait=True, overrides=overrides, out=io.StringIO())
                    for overrides in ({"epochs": 2}, {"epochs": 2, "codec": "int8"})]
         printed = io.StringIO()
-        after = show_status(conn, out=printed)
-        rolled = model_command(conn, action="rollback", version=1, out=io.StringIO())
+        after = show_status(address, out=printed)
+        rolled = model_command(address, action="rollback", version=1, out=io.StringIO())
         listing = io.StringIO()
-        versions = model_command(conn, action="list", version=None, out=listing)
+        versions = model_command(address, action="list", version=None, out=listing)
     finally:
         procs.stop()
 

@@ -10,7 +10,7 @@ import pytest
 
 from fedstream.broker import Mosquitto, find_free_port
 from fedstream.shared.errors import Reason, TransportError
-from fedstream.shared.mqtt import Inbound, MqttClient
+from fedstream.shared.mqtt import Connection, Inbound, MqttClient
 from fedstream.shared.topics import Topic, Topics
 
 pytestmark = pytest.mark.mosquitto
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.mosquitto
 
 def _client(broker: Mosquitto, name: str, inbox: queue.Queue[Inbound] | None = None,
             subs: tuple[Topic, ...] = (), **kw: object) -> MqttClient:
-    client = MqttClient(client_id=name, host=broker.host, port=broker.port,
+    client = MqttClient(client_id=name, conn=Connection(host=broker.host, port=broker.port),
                         on_message=inbox.put if inbox is not None else None,
                         subscriptions=subs, **kw)  # type: ignore[arg-type]
     client.connect(10)
@@ -121,7 +121,8 @@ def test_request_without_a_server_is_no_reply(broker: Mosquitto, federation: str
 def test_connect_to_nothing_is_broker_unreachable() -> None:
     """A port where no broker listens gives broker_unreachable once the deadline passes."""
     # Prepare
-    client = MqttClient(client_id="nobody", host="127.0.0.1", port=find_free_port())
+    client = MqttClient(client_id="nobody",
+                        conn=Connection(host="127.0.0.1", port=find_free_port()))
 
     # Execute
     with pytest.raises(TransportError) as caught:

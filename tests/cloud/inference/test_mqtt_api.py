@@ -17,7 +17,7 @@ from fedstream.cloud.inference.mqtt_api import MqttApi
 from fedstream.shared import wire
 from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.infer import InferReply, InferRequest
-from fedstream.shared.mqtt import MqttClient
+from fedstream.shared.mqtt import Connection, MqttClient
 from fedstream.shared.topics import Topics
 
 pytestmark = pytest.mark.mosquitto
@@ -33,11 +33,12 @@ class _Setup:
         self.topics = Topics(federation)
         self.batcher = MicroBatcher(BatcherParams(cols=8, max_rows=4))
         self.tally = Tally()
+        conn = Connection(host=broker.host, port=broker.port)
         self.api = MqttApi(batcher=self.batcher, tally=self.tally, topics=self.topics,
-                           model=MODEL, host=broker.host, port=broker.port)
+                           model=MODEL, conn=conn)
         self.reply_to = self.topics.reply(f"{federation}-client")
-        self.client = MqttClient(client_id=f"{federation}-client", host=broker.host,
-                                 port=broker.port, subscriptions=(self.reply_to,))
+        self.client = MqttClient(client_id=f"{federation}-client", conn=conn,
+                                 subscriptions=(self.reply_to,))
 
     def ask(self, payload: bytes) -> InferReply:
         msg = self.client.request(self.topics.infer(MODEL), payload, self.reply_to,

@@ -19,7 +19,7 @@ from fedstream.shared import wire
 from fedstream.shared.errors import ConfigError, FedstreamError, Reason, TransportError
 from fedstream.shared.infer import InferReply, InferRequest
 from fedstream.shared.model import build_mlp, tensors_of
-from fedstream.shared.mqtt import MqttClient
+from fedstream.shared.mqtt import Connection, MqttClient
 from fedstream.shared.topics import Topics
 
 pytestmark = pytest.mark.mosquitto
@@ -35,7 +35,7 @@ def _server(broker: Mosquitto, federation: str, layers: tuple[int, ...],
     settings: dict[str, object] = {"http_port": 0, "precision": "fp32", **cfg}
     return InferenceServer(cfg=InferenceConfig(**settings),  # type: ignore[arg-type]
                            layers=layers, topics=Topics(federation), model=MODEL,
-                           broker_host=broker.host, broker_port=broker.port)
+                           conn=Connection(host=broker.host, port=broker.port))
 
 
 @pytest.fixture
@@ -84,7 +84,8 @@ def _mqtt_load(server: InferenceServer, broker: Mosquitto, federation: str,
                inputs: np.ndarray, progress: _Progress) -> None:
     topics = Topics(federation)
     reply_to = topics.reply(f"{federation}-load")
-    client = MqttClient(client_id=f"{federation}-load", host=broker.host, port=broker.port,
+    client = MqttClient(client_id=f"{federation}-load",
+                        conn=Connection(host=broker.host, port=broker.port),
                         subscriptions=(reply_to,))
     client.connect(10)
     try:
@@ -231,8 +232,8 @@ def test_unreachable_broker_fails_start(layers: tuple[int, ...], federation: str
     """No broker listening makes start raise broker_unreachable after its timeout."""
     # Prepare
     server = InferenceServer(cfg=InferenceConfig(http_port=0), layers=layers,
-                             topics=Topics(federation), model=MODEL, broker_host="127.0.0.1",
-                             broker_port=find_free_port())
+                             topics=Topics(federation), model=MODEL,
+                             conn=Connection(host="127.0.0.1", port=find_free_port()))
 
     # Execute
     with pytest.raises(TransportError) as info:
