@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from fedstream.shared.chunks import DEFAULT_CHUNK_SIZE
-from fedstream.shared.config import Section, ServiceConfig
+from fedstream.shared.config import Section, ServiceConfig, state_dir_field
 
 
 class SourceConfig(Section):
@@ -124,8 +124,8 @@ class CloudConfig(ServiceConfig):
     seed: int = 0
     strategy: str = "fedavg"
     strategy_params: dict[str, int | float | str | bool | None] = Field(default_factory=dict)
-    data_dir: Path = Field(default=Path("cloud-data"),
-                           description="journal, spooled updates and model versions")
+    data_dir: Path = state_dir_field("fedstream-cloud",
+                                     "journal, spooled updates and model versions")
     synchronous: str = Field(default="NORMAL", pattern="^(NORMAL|FULL)$",
                              description="FULL also survives power loss (fsync per commit)")
     blend_alpha: float = Field(default=1.0, gt=0, le=1, description="1 means plain FedAvg")

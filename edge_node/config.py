@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from fedstream.shared.chunks import DEFAULT_CHUNK_SIZE
-from fedstream.shared.config import Section, ServiceConfig
+from fedstream.shared.config import Section, ServiceConfig, state_dir_field
 
 
 class SourceConfig(Section):
@@ -32,7 +32,7 @@ class EdgeConfig(ServiceConfig):
     seed: int = 0
     chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1024, le=1 << 20)
     max_model_bytes: int = Field(default=512 << 20, ge=1024)
-    data_dir: Path = Field(default=Path("edge-data"), description="the outbox lives here")
+    data_dir: Path = state_dir_field("fedstream-edge", "the outbox lives here")
     resend_after_s: float = Field(default=30.0, gt=0,
                                   description="re-send an update with no receipt after this")
     source: SourceConfig = SourceConfig()

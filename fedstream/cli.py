@@ -14,10 +14,11 @@ from fedstream.shared.logs import configure_logging
 
 if TYPE_CHECKING:
     from fedstream.client import FleetAddress
-    from fedstream.shared.config import ServiceConfig
+    from fedstream.cloud.config import CloudConfig
+    from fedstream.edge_node.config import EdgeConfig
 
 Handler = Callable[[argparse.Namespace], int]
-C = TypeVar("C", bound="ServiceConfig")
+C = TypeVar("C", "CloudConfig", "EdgeConfig")
 
 
 class Runnable(Protocol):
@@ -47,12 +48,15 @@ def _edge_run(args: argparse.Namespace) -> int:
 
 
 def _serve(config: Path, config_cls: type[C], service: Callable[[C], Runnable]) -> int:
-    """Load a service's config, set up logging and threads, run it until SIGINT/SIGTERM."""
+    """Load a service's config, set up logging and threads, check its data directory, run it
+    until SIGINT/SIGTERM."""
     from fedstream.shared.config import load_config
+    from fedstream.shared.files import prepare_data_dir
     from fedstream.shared.lifecycle import stop_on_signals
 
     cfg = load_config(config_cls, config)
     configure_logging(json=cfg.log.json_lines, level=cfg.log.level)
+    prepare_data_dir(cfg.data_dir)
     if cfg.threads is not None:
         # Several services on one small host oversubscribe the cores with torch's default pool.
         import torch

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from contextvars import ContextVar
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,6 +80,31 @@ class ServiceConfig(BaseSettings):
 
 
 C = TypeVar("C", bound=ServiceConfig)
+
+
+def state_directory(unit: str) -> Path:
+    """The default data directory of the service `unit`: where systemd keeps its state.
+
+    Args:
+        unit: The unit's `StateDirectory=` name, e.g. "fedstream-cloud".
+
+    Returns:
+        The first entry of `$STATE_DIRECTORY` (systemd sets it, colon-separated, for a unit
+        with `StateDirectory=`), else `/var/lib/<unit>`.
+    """
+    first = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(first) if first else Path("/var/lib") / unit
+
+
+def state_dir_field(unit: str, description: str) -> Any:
+    """A `data_dir` field defaulting to `state_directory(unit)` when the service starts.
+
+    Args:
+        unit: The unit's `StateDirectory=` name, e.g. "fedstream-cloud".
+        description: What the service keeps there; the default is appended.
+    """
+    return Field(default_factory=partial(state_directory, unit),
+                 description=f"{description}; default $STATE_DIRECTORY, else /var/lib/{unit}")
 
 
 def read_toml(path: Path) -> dict[str, Any]:

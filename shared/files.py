@@ -1,4 +1,5 @@
-"""Files that must be whole or absent (spooled updates, model versions, the edge outbox)."""
+"""Files that must be whole or absent (spooled updates, model versions, the edge outbox), and
+the data directory they live in."""
 
 from __future__ import annotations
 
@@ -28,3 +29,27 @@ def write_atomic(path: Path, data: bytes | bytearray | memoryview) -> None:
         with contextlib.suppress(OSError):  # e.g. the temp path is a directory
             tmp.unlink(missing_ok=True)
         raise StoreError(Reason.STORE_FAILED, f"{path}: {err}") from err
+
+
+def prepare_data_dir(path: Path) -> Path:
+    """Create a service's data directory if needed and check it can be written, at start.
+
+    Args:
+        path: The configured `data_dir`.
+
+    Returns:
+        `path`.
+
+    Raises:
+        StoreError: store_failed naming the path and the `data_dir` key, e.g. for the default
+            /var/lib/... when not run as root or by systemd, or a parent that is a file.
+    """
+    fix = "set data_dir in the config or FEDSTREAM_DATA_DIR"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(Reason.STORE_FAILED, f"data_dir {path} cannot be created "
+                         f"({err.strerror or err}); {fix}") from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StoreError(Reason.STORE_FAILED, f"data_dir {path} is not writable; {fix}")
+    return path

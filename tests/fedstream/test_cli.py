@@ -43,6 +43,26 @@ def test_invalid_config_names_every_bad_key(tmp_path: Path) -> None:
     assert "broker.port" in done.stderr and "bogus" in done.stderr
 
 
+@pytest.mark.parametrize(("role", "text"), [("cloud", ""), ("edge", 'edge_id = "e1"\n')],
+                         ids=["cloud", "edge"])
+def test_uncreatable_data_dir_is_store_failed(tmp_path: Path, role: str, text: str) -> None:
+    """A data_dir that cannot be created (its parent is a file) exits store_failed at start,
+    naming the path and the data_dir key, without a traceback."""
+    # Prepare
+    (tmp_path / "file").write_text("")
+    data_dir = tmp_path / "file" / "data"
+    cfg = tmp_path / f"{role}.toml"
+    cfg.write_text(f'{text}data_dir = "{data_dir}"\n[broker]\nport = {find_free_port()}\n')
+
+    # Execute
+    done = _run(role, "run", "--config", str(cfg))
+
+    # Assert
+    assert done.returncode == REASONS[Reason.STORE_FAILED].exit_code
+    assert "store_failed" in done.stderr and f"data_dir {data_dir} " in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_status_without_a_broker_is_broker_unreachable() -> None:
     """`fedstream status` against a closed port exits with broker_unreachable."""
     # Execute

@@ -1,14 +1,18 @@
-"""The example configs shipped in deploy/config load as documented."""
+"""The example configs and systemd units shipped in deploy/ load as documented and agree."""
 
 from __future__ import annotations
 
+import configparser
 from pathlib import Path
+
+import pytest
 
 from fedstream.cloud.config import CloudConfig
 from fedstream.edge_node.config import EdgeConfig
 from fedstream.shared.config import load_config
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "config"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+EXAMPLES = DEPLOY / "config"
 
 
 def test_edge_example_loads() -> None:
@@ -28,3 +32,22 @@ def test_cloud_example_loads() -> None:
 
     # Assert
     assert cfg == CloudConfig()
+
+
+@pytest.mark.parametrize(("unit", "cfg"), [("fedstream-cloud", CloudConfig),
+                                          ("fedstream-edge", EdgeConfig)])
+def test_unit_state_directory_is_the_default_data_dir(
+    monkeypatch: pytest.MonkeyPatch, unit: str, cfg: type[CloudConfig | EdgeConfig]
+) -> None:
+    """Each unit's StateDirectory= is the directory its service defaults to outside systemd."""
+    # Prepare
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.read(DEPLOY / "systemd" / f"{unit}.service")
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+
+    # Execute
+    default = cfg.model_fields["data_dir"].get_default(call_default_factory=True)
+
+    # Assert
+    assert parser["Service"]["StateDirectory"] == unit
+    assert default == Path("/var/lib") / unit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -28,9 +29,10 @@ quorum = 2
 
 @pytest.fixture(autouse=True)
 def _no_fedstream_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start every test from an environment without FEDSTREAM_* variables."""
+    """Start every test from an environment without FEDSTREAM_* variables or systemd's
+    STATE_DIRECTORY."""
     for name in ("FEDSTREAM_BROKER__PORT", "FEDSTREAM_BROKER__HOST", "FEDSTREAM_FEDERATION",
-                 "FEDSTREAM_EDGE_ID"):
+                 "FEDSTREAM_EDGE_ID", "FEDSTREAM_DATA_DIR", "STATE_DIRECTORY"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -235,3 +237,71 @@ def test_explicit_override_beats_env(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     # Assert
     assert cfg.broker.port == 2000
+
+
+class _Service(NamedTuple):
+    """A service config class, the TOML it needs at least, and its systemd unit name."""
+
+    cls: type[CloudConfig | EdgeConfig]
+    toml: str
+    unit: str
+
+
+_SERVICES = pytest.mark.parametrize(
+    "service",
+    [_Service(CloudConfig, "", "fedstream-cloud"),
+     _Service(EdgeConfig, 'edge_id = "e1"\n', "fedstream-edge")],
+    ids=["cloud", "edge"],
+)
+
+
+@_SERVICES
+def test_data_dir_defaults_to_var_lib(tmp_path: Path, service: _Service) -> None:
+    """Outside systemd (no STATE_DIRECTORY) the data directory is /var/lib/<unit name>."""
+    # Prepare
+    path = _write(tmp_path, service.toml)
+
+    # Execute
+    cfg = load_config(service.cls, path)
+
+    # Assert
+    assert cfg.data_dir == Path("/var/lib") / service.unit
+
+
+@_SERVICES
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [("/var/lib/private/svc", "/var/lib/private/svc"), ("/srv/a:/srv/b", "/srv/a")],
+    ids=["one", "first-of-list"],
+)
+def test_data_dir_follows_state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          service: _Service, state: str, expected: str) -> None:
+    """Under a unit with StateDirectory=, the default is the first entry of $STATE_DIRECTORY."""
+    # Prepare
+    path = _write(tmp_path, service.toml)
+    monkeypatch.setenv("STATE_DIRECTORY", state)
+
+    # Execute
+    cfg = load_config(service.cls, path)
+
+    # Assert
+    assert cfg.data_dir == Path(expected)
+
+
+@_SERVICES
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_explicit_data_dir_beats_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, service: _Service, source: str
+) -> None:
+    """A data_dir in the TOML file, or FEDSTREAM_DATA_DIR over that, wins over systemd's."""
+    # Prepare
+    path = _write(tmp_path, f'{service.toml}data_dir = "/from/file"\n')
+    monkeypatch.setenv("STATE_DIRECTORY", "/from/systemd")
+    if source == "env":
+        monkeypatch.setenv("FEDSTREAM_DATA_DIR", "/from/env")
+
+    # Execute
+    cfg = load_config(service.cls, path)
+
+    # Assert
+    assert cfg.data_dir == Path(f"/from/{source}")

@@ -1,0 +1,26 @@
+"""The repository tracks source, not what a run leaves behind (journals, model files)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME_SUFFIXES = (".db", ".db-wal", ".db-shm", ".safetensors", ".blob", ".out", ".ef")
+
+
+def test_no_runtime_data_is_tracked() -> None:
+    """`git ls-files` lists no journal, spool, outbox or model file outside `tests/`."""
+    # Prepare
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    # Execute
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True,
+                            check=True).stdout.decode().split("\0")
+
+    # Assert
+    assert [p for p in listed if p.endswith(RUNTIME_SUFFIXES) and not p.startswith("tests/")] == []
