@@ -20,7 +20,7 @@ import tenacity
 import torch
 
 from fedstream.edge_node.config import EdgeConfig
-from fedstream.edge_node.feedback_store import FeedbackStore
+from fedstream.edge_node.feedback_store import FeedbackStore, Residual
 from fedstream.edge_node.model_sync import HeldModel, ModelSync
 from fedstream.edge_node.outbox import Outbox
 from fedstream.edge_node.participation import Step, next_step
@@ -31,7 +31,7 @@ from fedstream.shared.blobs import pack_blob
 from fedstream.shared.codecs import CODECS
 from fedstream.shared.codecs.feedback import ErrorFeedback
 from fedstream.shared.control import EdgeStatus, Receipt, RoundState
-from fedstream.shared.errors import FedstreamError, TransportError
+from fedstream.shared.errors import FedstreamError, Reason, StoreError, TransportError
 from fedstream.shared.messages import UpdateChunk, UpdateMeta
 from fedstream.shared.model import build_mlp
 from fedstream.shared.mqtt import Connection, Inbound, MqttClient, Will
@@ -41,6 +41,9 @@ from fedstream.shared.topics import Topics
 log = structlog.get_logger(__name__)
 
 PROBE_BATCH = 32
+# The offline status on the way out waits this long at most: with the broker gone, waiting out
+# the publish timeout would outlast systemd's stop timeout, and the last will says it anyway.
+OFFLINE_TIMEOUT_S = 2.0
 
 
 class EdgeDaemon:
@@ -82,6 +85,7 @@ class EdgeDaemon:
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set; the status goes offline on the way out."""
         self.mqtt.connect(self.cfg.broker.connect_timeout_s)
+        said_offline = False
         try:
             self._publish_status(online=True)
             self.log.info("edge_started", samples=len(self.data),
@@ -95,10 +99,25 @@ class EdgeDaemon:
                 if time.monotonic() >= self._next_resend:
                     # Only updates that had a full interval to get their receipt.
                     self._resend(min_age_s=self.cfg.resend_after_s)
-            self._publish_status(online=False)
+            said_offline = self._say_offline()
         finally:
-            self.mqtt.close()
+            # Unless we said it ourselves, the broker's last will says we are offline.
+            self.mqtt.close(will=not said_offline)
             self.log.info("edge_stopped")
+
+    def _say_offline(self) -> bool:
+        """Publish the offline status, best effort and within `OFFLINE_TIMEOUT_S`; True if
+        the broker confirmed it (a failure is logged: the stop goes on)."""
+        if not self.mqtt.connected:
+            self.log.warning("status_publish_failed", reason=str(Reason.BROKER_UNREACHABLE),
+                             detail="not connected")
+            return False
+        try:
+            self._publish_status(online=False, timeout_s=OFFLINE_TIMEOUT_S)
+        except TransportError as err:
+            self.log.warning("status_publish_failed", reason=str(err.reason), detail=err.detail)
+            return False
+        return True
 
     def _handle(self, msg: Inbound) -> None:
         # The one broad guard: a bad message is logged, never fatal to the daemon.
@@ -206,13 +225,8 @@ class EdgeDaemon:
                   for i, view in enumerate(enc.chunks)]
         # On disk before the first byte goes out: a crash from here on re-sends, never loses.
         # The residual this update leaves is kept with it (see edge_node/feedback_store.py).
-        try:
-            self.feedback_store.stage(enc.header.blob_id, self._seq + 1,
-                                      self._feedback.residual)
-            self.outbox.put(enc.header.blob_id, frames)
-        except OSError:
-            self._feedback.residual = before  # no update kept, so no residual either
-            raise
+        keep_update(self._feedback, before, store=self.feedback_store, outbox=self.outbox,
+                    update_id=enc.header.blob_id, seq=self._seq + 1, frames=frames)
         self._seq += 1
         self.feedback_store.commit(self._seq, self._feedback.residual)
         self._publish_frames(frames)
@@ -236,10 +250,35 @@ class EdgeDaemon:
         return (build_mlp(layers, seed=0), torch.tensor(self.data.features[:n]),
                 torch.tensor(self.data.labels[:n]))
 
-    def _publish_status(self, *, online: bool) -> None:
+    def _publish_status(self, *, online: bool, timeout_s: float = 30.0) -> None:
         held = self.sync.current
         status = EdgeStatus(edge_id=self.cfg.edge_id, online=online,
                             version=held.version if held else None, samples=len(self.data),
                             backend=self.backend.describe() if self.backend else {},
                             last_round=self._trained[0] if self._trained else "")
-        self.mqtt.publish(self._status_topic, wire.pack(status), retain=True)
+        self.mqtt.publish(self._status_topic, wire.pack(status), retain=True, timeout_s=timeout_s)
+
+
+def keep_update(feedback: ErrorFeedback, before: Residual, *, store: FeedbackStore,
+                outbox: Outbox, update_id: str, seq: int, frames: list[bytes]) -> None:
+    """Put an update on disk with the residual it leaves, the residual first.
+
+    Args:
+        feedback: Holds the residual after this update (what `compress` left).
+        before: The residual before this update, restored if the update cannot be kept.
+        store: Where the residual is staged.
+        outbox: Where the update's frames are kept until its receipt.
+        update_id: The update's blob id.
+        seq: The update's feedback sequence number.
+        frames: The update's chunk frames.
+
+    Raises:
+        StoreError: a write failed; `feedback.residual` is `before` again, since no update
+            was kept (a staged residual without its update is dropped on the next start).
+    """
+    try:
+        store.stage(update_id, seq, feedback.residual)
+        outbox.put(update_id, frames)
+    except StoreError:
+        feedback.residual = before
+        raise

@@ -35,6 +35,8 @@ class Reason(StrEnum):
     PUBLISH_FAILED = "publish_failed"
     NO_REPLY = "no_reply"
     BROKER_FAILED = "broker_failed"
+    BROKER_UNKNOWN_HOST = "broker_unknown_host"
+    BROKER_REFUSED = "broker_refused"
     # round lifecycle, store and serving (80-99)
     ROUND_IN_PROGRESS = "round_in_progress"
     NO_EDGES = "no_edges"
@@ -83,6 +85,9 @@ REASONS: dict[Reason, ReasonInfo] = {
     Reason.PUBLISH_FAILED: ReasonInfo("the broker refused or did not confirm a publish", 61),
     Reason.NO_REPLY: ReasonInfo("the cloud service did not answer in time", 62),
     Reason.BROKER_FAILED: ReasonInfo("the broker process failed to start or stop", 63),
+    Reason.BROKER_UNKNOWN_HOST: ReasonInfo("the broker host name does not resolve", 64),
+    Reason.BROKER_REFUSED: ReasonInfo(
+        "the broker refused the session (bad credentials or not authorised)", 65),
     Reason.ROUND_IN_PROGRESS: ReasonInfo("a round is already open", 80),
     Reason.NO_EDGES: ReasonInfo("no edge is online to take part", 81),
     Reason.ROUND_FAILED: ReasonInfo("the round ended without a new model", 82),

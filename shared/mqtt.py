@@ -29,8 +29,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# Errors worth another connect attempt: the broker may still be starting or restarting.
+# Errors worth another connect attempt: the broker may still be starting or restarting, or the
+# network still coming up. `_worth_retrying` takes out the OSErrors that waiting cannot fix.
 TRANSIENT = (ConnectionRefusedError, ConnectionResetError, TimeoutError, OSError)
+# How long `close` waits for paho's network thread (see there).
+CLOSE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,13 +180,19 @@ class MqttClient:
     def connect(self, timeout_s: float = 30.0) -> None:
         """Connect (retrying while the broker is unreachable) and start the network thread.
 
+        What waiting cannot fix fails at once: a host name that does not resolve, and a
+        broker that answers the CONNECT with a refusal (bad credentials, not authorised).
+
         Raises:
-            TransportError: broker_unreachable once `timeout_s` has passed.
+            TransportError: broker_unknown_host if the host name does not resolve;
+                broker_refused if the broker's CONNACK refuses the session;
+                broker_unreachable once `timeout_s` has passed without a TCP connection,
+                or without a CONNACK after it.
         """
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._expiry if self._persistent else 0
         retrying = tenacity.retry(
-            retry=tenacity.retry_if_exception_type(TRANSIENT),
+            retry=tenacity.retry_if_exception(_worth_retrying),
             wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1),
             stop=tenacity.stop_after_delay(timeout_s),
             reraise=True,
@@ -193,19 +202,58 @@ class MqttClient:
         try:
             retrying(self._client.connect)(self._host, self._port, keepalive=self._keepalive,
                                            clean_start=not self._persistent, properties=props)
+        except socket.gaierror as err:
+            raise TransportError(Reason.BROKER_UNKNOWN_HOST,
+                                 f"{self._host}:{self._port}: {err}") from err
         except TRANSIENT as err:
             raise TransportError(Reason.BROKER_UNREACHABLE,
                                  f"{self._host}:{self._port}: {err}") from err
+        # Set by the first CONNACK after this call, accepted or not (see _on_connect).
+        self._connack: Future[ReasonCode] = Future()
         self._client.loop_start()
-        if not self._connected.wait(timeout_s):
+        try:
+            code = self._connack.result(timeout_s)
+        except FutureTimeout as err:
             self._client.loop_stop()
             raise TransportError(Reason.BROKER_UNREACHABLE,
-                                 f"no CONNACK from {self._host}:{self._port}")
+                                 f"no CONNACK from {self._host}:{self._port}") from err
+        if code.is_failure:
+            # paho would reconnect with the same refused credentials every few seconds.
+            self._client.loop_stop()
+            raise TransportError(Reason.BROKER_REFUSED, f"{self._host}:{self._port}: {code}")
 
-    def close(self) -> None:
-        """Disconnect cleanly (no last will) and stop the network thread."""
-        self._client.disconnect()
-        self._client.loop_stop()
+    @property
+    def connected(self) -> bool:
+        """True while the broker has accepted the session (False while paho reconnects)."""
+        return self._connected.is_set()
+
+    def close(self, *, will: bool = False, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Disconnect and stop the network thread, waiting at most `timeout_s` for it.
+
+        paho's `loop_stop` joins its network thread without a bound, and that thread may sit
+        in a TCP connect to a host that does not answer or in flushing to a broker that stopped
+        reading. It is a daemon thread, told to stop, so leaving it behind cannot keep the
+        process alive.
+
+        Args:
+            will: Ask the broker to publish the last will anyway (MQTT v5 reason "disconnect
+                with will message"), e.g. when the status the will stands for could not be
+                published; by default a clean disconnect discards the will.
+            timeout_s: How long to wait for paho's network thread.
+        """
+        code = ReasonCode(PacketTypes.DISCONNECT, identifier=4 if will else 0)
+
+        def stop() -> None:
+            self._client.disconnect(reasoncode=code)
+            self._client.loop_stop()
+
+        stopper = threading.Thread(target=stop, name=f"mqtt-close-{self.client_id}",
+                                   daemon=True)
+        stopper.start()
+        stopper.join(timeout_s)
+        if stopper.is_alive():
+            log.warning("network_thread_abandoned", client_id=self.client_id,
+                        timeout_s=timeout_s)
 
     def publish(self, topic: Topic, payload: bytes, *, retain: bool = False,
                 timeout_s: float = 30.0) -> None:
@@ -340,13 +388,20 @@ class MqttClient:
 
     def _on_connect(self, client: paho.Client, _u: object, _flags: object, code: ReasonCode,
                     _props: object) -> None:
+        # paho calls this again on every reconnect; only the first answer ends connect().
+        first = not self._connack.done()
         if code.is_failure:
-            log.warning("broker_refused", reason=str(code))
+            log.warning("broker_refused", client_id=self.client_id, port=self._port,
+                        reason=str(code))
+            if first:
+                self._connack.set_result(code)
             return
         for sub in self._subscriptions:
             client.subscribe(str(sub), qos=1)
         log.debug("broker_connected", client_id=self.client_id, port=self._port)
         self._connected.set()
+        if first:
+            self._connack.set_result(code)
 
     def _on_disconnect(self, _c: paho.Client, _u: object, _f: object, code: ReasonCode,
                        _p: object) -> None:
@@ -381,6 +436,16 @@ class MqttClient:
             self._on_inbound(msg)
         else:
             self.ack(msg)
+
+
+def _worth_retrying(err: BaseException) -> bool:
+    """A transient error, but not a host name that does not resolve: waiting fixes no typo.
+
+    A temporary resolver failure (EAI_AGAIN, e.g. DNS not up yet at boot) is retried.
+    """
+    if isinstance(err, socket.gaierror):
+        return err.errno == socket.EAI_AGAIN
+    return isinstance(err, TRANSIENT)
 
 
 def _no_delay(_c: paho.Client, _u: object, sock: object) -> None:

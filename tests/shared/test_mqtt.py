@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from fedstream.broker import Mosquitto, find_free_port
+from fedstream.broker import BrokerParams, Mosquitto, find_free_port, launcher
 from fedstream.shared.errors import Reason, TransportError
-from fedstream.shared.mqtt import Connection, Inbound, MqttClient
+from fedstream.shared.mqtt import Connection, Inbound, MqttClient, Will
 from fedstream.shared.topics import Topic, Topics
 
 pytestmark = pytest.mark.mosquitto
@@ -130,3 +134,105 @@ def test_connect_to_nothing_is_broker_unreachable() -> None:
 
     # Assert
     assert caught.value.reason is Reason.BROKER_UNREACHABLE
+
+
+def test_connect_retries_until_a_starting_broker_listens(tmp_path: Path) -> None:
+    """Refused TCP connections are retried: a broker that starts meanwhile is reached."""
+    # Prepare
+    late = Mosquitto(BrokerParams(port=find_free_port(), data_dir=tmp_path / "broker"))
+    client = MqttClient(client_id="patient", conn=Connection(host=late.host, port=late.port))
+    failed: list[TransportError] = []
+
+    def connect() -> None:
+        try:
+            client.connect(timeout_s=20)
+        except TransportError as err:
+            failed.append(err)
+
+    # Execute
+    with capture_logs() as logs:
+        thread = threading.Thread(target=connect)
+        thread.start()
+        # The process's own wait paces this, so a connect that ends early ends it too.
+        while thread.is_alive() and not any(e["event"] == "retry_scheduled" for e in logs):
+            thread.join(0.02)
+        with late:
+            thread.join()
+            client.close()
+
+    # Assert
+    assert failed == []
+    assert any(e["event"] == "retry_scheduled" and e["op"] == "connect" for e in logs)
+
+
+def test_connect_to_an_unknown_host_fails_at_once() -> None:
+    """A host name that does not resolve is broker_unknown_host at once, not after the deadline."""
+    # Prepare
+    client = MqttClient(client_id="typo", conn=Connection(host="nohost.invalid", port=1883))
+    started = time.monotonic()
+
+    # Execute
+    with pytest.raises(TransportError) as caught:
+        client.connect(timeout_s=20)
+
+    # Assert
+    assert caught.value.reason is Reason.BROKER_UNKNOWN_HOST
+    assert "nohost.invalid" in caught.value.detail
+    assert time.monotonic() - started < 20
+
+
+@pytest.fixture
+def closed_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mosquitto]:
+    """A real Mosquitto that answers anonymous clients with a "Not authorized" CONNACK.
+
+    The launcher's template allows anonymous clients; a later `allow_anonymous` line wins.
+    """
+    # The launcher has no auth option yet: wrap its renderer.
+    render = launcher._render
+    monkeypatch.setattr(launcher, "_render",
+                        lambda **kw: f"{render(**kw)}\nallow_anonymous false\n")
+    with Mosquitto(BrokerParams(port=0, data_dir=tmp_path / "broker")) as running:
+        yield running
+
+
+def test_connect_refused_by_the_broker_fails_at_once(closed_broker: Mosquitto) -> None:
+    """A CONNACK refusal is broker_refused at once, and paho stops reconnecting."""
+    # Prepare
+    client = MqttClient(client_id="anonymous-refused",
+                        conn=Connection(host=closed_broker.host, port=closed_broker.port))
+    started = time.monotonic()
+
+    # Execute
+    with pytest.raises(TransportError) as caught:
+        client.connect(timeout_s=20)
+
+    # Assert
+    assert caught.value.reason is Reason.BROKER_REFUSED
+    assert "Not authorized" in caught.value.detail
+    assert f"{closed_broker.host}:{closed_broker.port}" in caught.value.detail
+    assert time.monotonic() - started < 20
+    assert "paho-mqtt-client-anonymous-refused" not in [t.name for t in threading.enumerate()]
+
+
+@pytest.mark.parametrize("will", [True, False])
+def test_close_has_the_broker_publish_the_will_only_when_asked(
+    broker: Mosquitto, federation: str, will: bool
+) -> None:
+    """close(will=True) ends the session so that the broker publishes the last will; a plain
+    close() does not."""
+    # Prepare
+    topic = Topics(federation).status("e1")
+    inbox: queue.Queue[Inbound] = queue.Queue()
+    watcher = _client(broker, f"{federation}-watch", inbox, (topic,))
+    leaving = _client(broker, f"{federation}-leave", will=Will(topic, b"gone", retain=False))
+    leaving.publish(topic, b"here")
+    assert inbox.get(timeout=10).payload == b"here"
+
+    # Execute
+    leaving.close(will=will)
+    watcher.publish(topic, b"marker")  # ends what the watcher waits for
+    got = {inbox.get(timeout=10).payload for _ in range(2 if will else 1)}
+
+    # Assert
+    assert got == ({b"gone", b"marker"} if will else {b"marker"})
+    watcher.close()
