@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from fedstream.demo import DemoParams, run_federation
+from fedstream.shared.commands import RoundStart
 from fedstream.shared.logs import configure_logging
 
 CODECS: list[tuple[str, dict[str, float | int]]] = [
@@ -42,10 +43,10 @@ def main() -> None:
         for codec, codec_params in CODECS:
             if wanted is not None and codec not in wanted:
                 continue
-            overrides = {"codec": codec, **{f"codec.{k}": v for k, v in codec_params.items()}}
+            request = RoundStart(codec=codec, codec_params=codec_params or None)
             results = run_federation(
                 DemoParams(rounds=args.rounds, edges=args.edges, workdir=Path(tmp) / codec,
-                           round_overrides=overrides), out=io.StringIO())
+                           round_request=request), out=io.StringIO())
             update_bytes = sum(int(r["bytes_in"]) for r in results)
             accuracy = float(results[-1]["accuracy"])
             if not baseline:

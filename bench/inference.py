@@ -133,7 +133,7 @@ def _mqtt_client(job: Job) -> tuple[Call, Callable[[], None]]:
     def call(row: Rows) -> object:
         msg = client.request(topics.infer(MODEL), wire.pack(InferRequest.of(row)), reply_to,
                              timeout_s=30)
-        reply: InferReply = wire.expect(msg.payload, InferReply)
+        reply = wire.expect(msg.payload, InferReply)
         return reply.checked()
 
     return call, client.close

@@ -146,7 +146,7 @@ def _fedstream_receiver(job: Job, conn: Connection) -> None:
         deadline = time.monotonic() + RECEIVE_TIMEOUT_S
         while time.monotonic() < deadline:
             msg = inbox.get(timeout=RECEIVE_TIMEOUT_S)
-            chunk: UpdateChunk = wire.expect(msg.payload, UpdateChunk)
+            chunk = wire.expect(msg.payload, UpdateChunk)
             done = parts.add(chunk.header, chunk.index, chunk.data, time.monotonic())
             client.ack(msg)
             if done is not None:

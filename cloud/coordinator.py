@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import structlog
 import torch
@@ -35,10 +36,12 @@ from fedstream.cloud.model_keeper import ModelKeeper
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.versions import ModelVersion
 from fedstream.shared.codecs import CODECS
-from fedstream.shared.control import ROUND_MODES, EdgeStatus, RoundState, TrainParams
+from fedstream.shared.commands import RoundStart
+from fedstream.shared.control import EdgeStatus, RoundMode, RoundState, RoundStatus, TrainParams
 from fedstream.shared.errors import FedstreamError, Reason
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 class Coordinator:
@@ -90,7 +93,7 @@ class Coordinator:
                 self._resume_session(now, model_bytes)
                 return
             self._publish_round(self.round)
-            if self.round.status == "aggregating":
+            if self.round.status is RoundStatus.AGGREGATING:
                 self._finish(self._aggregate(self.round, now))
             else:
                 self.tick(now)
@@ -99,54 +102,56 @@ class Coordinator:
         """Track which edges are online (the selection for the next round)."""
         self.edges[status.edge_id] = status
 
-    def start_round(self, now: float, **overrides: float | int | str | bool) -> RoundState:
+    def start_round(self, now: float, request: RoundStart | None = None) -> RoundState:
         """Open a sync round for the selected online edges, or an async session.
 
         Args:
             now: The clock.
-            overrides: `epochs`, `lr`, `momentum`, `batch_size`, `deadline_s`, `codec`, codec
-                parameters as `codec.<name>`, and `mode` ("sync" or "async"). A sync round
-                takes a selection: `fraction` (a random share of the online edges, seeded by
-                the config seed and the round id) or `edges` (comma-separated ids). An async
+            request: What the operator asked for (None: nothing); a field left None takes
+                the config's value.
+                A sync round takes a selection: `fraction` (a random share of the online
+                edges, seeded by the config seed and the round id) or `edges`. An async
                 session takes `buffer` (K; 0 means the number of edges online) and
-                `max_staleness`, and any edge may join it. The rest come from the config.
+                `max_staleness`, and any edge may join it.
 
         Raises:
-            FedstreamError: round_in_progress, no_edges when none is online, bad_config or
-                unknown_name for a bad override or codec.
+            FedstreamError: round_in_progress, no_edges when none is online, bad_config for
+                the other mode's fields or a value out of range, unknown_name for an unknown
+                codec.
         """
         self._refuse_during_round()
+        request = request or RoundStart()
         defaults = self.cfg.rounds
-        mode = str(overrides.get("mode", "sync"))
-        misplaced = overrides.keys() & ({"fraction", "edges"} if mode == "async"
-                                        else {"buffer", "max_staleness"})
-        if mode not in ROUND_MODES or misplaced:
-            raise FedstreamError(Reason.BAD_CONFIG, f"mode {mode!r} (one of {ROUND_MODES}) "
-                                 f"does not take {sorted(misplaced)}")
+        mode = request.mode or RoundMode.SYNC
+        misplaced = request.given().keys() & (
+            {"fraction", "edges"} if mode is RoundMode.ASYNC else {"buffer", "max_staleness"})
+        if misplaced:
+            raise FedstreamError(Reason.BAD_CONFIG, f"mode {str(mode)!r} (one of "
+                                 f"{tuple(str(m) for m in RoundMode)}) does not take "
+                                 f"{sorted(misplaced)}")
         try:
-            train = TrainParams(epochs=int(overrides.get("epochs", defaults.epochs)),
-                                lr=float(overrides.get("lr", defaults.lr)),
-                                momentum=float(overrides.get("momentum", defaults.momentum)),
-                                batch_size=int(overrides.get("batch_size", defaults.batch_size)))
+            train = TrainParams(
+                epochs=_given(request.epochs, defaults.epochs),
+                lr=_given(request.lr, defaults.lr),
+                momentum=_given(request.momentum, defaults.momentum),
+                batch_size=_given(request.batch_size, defaults.batch_size))
         except ValueError as err:
             raise FedstreamError(Reason.BAD_CONFIG, str(err)) from err
-        codec = str(overrides.get("codec", defaults.codec))
-        codec_params = {k.removeprefix("codec."): v for k, v in overrides.items()
-                        if k.startswith("codec.")} or dict(defaults.codec_params)
+        codec = _given(request.codec, defaults.codec)
+        codec_params = dict(request.codec_params or defaults.codec_params)
         CODECS.build(codec, **codec_params)  # refuse a bad codec before any edge trains
         round_id = uuid.uuid4().hex[:12]
-        if mode == "async":
+        if mode is RoundMode.ASYNC:
             return self._open_session(now, round_id, train=train, codec=codec,
-                                      codec_params=codec_params, overrides=overrides)
-        named = str(overrides.get("edges", ""))
+                                      codec_params=codec_params, request=request)
         selection = rounds.select_edges(
             [e.edge_id for e in self.edges.values() if e.online],
-            fraction=float(overrides.get("fraction", defaults.fraction)),
-            edges=[e for e in named.split(",") if e], seed=f"{self.cfg.seed}:{round_id}")
+            fraction=_given(request.fraction, defaults.fraction),
+            edges=request.edges or (), seed=f"{self.cfg.seed}:{round_id}")
         state = rounds.open_round(
             round_id=round_id, model=self.cfg.model,
             base_version=self.current.version, now=now,
-            deadline_s=float(overrides.get("deadline_s", defaults.deadline_s)), train=train,
+            deadline_s=_given(request.deadline_s, defaults.deadline_s), train=train,
             codec=codec, codec_params=codec_params, selection=selection, quorum=defaults.quorum)
         self.counted = set()
         self._set_round(state)
@@ -156,22 +161,20 @@ class Coordinator:
 
     def _open_session(self, now: float, round_id: str, *, train: TrainParams, codec: str,
                       codec_params: Mapping[str, float | int | str | bool],
-                      overrides: Mapping[str, float | int | str | bool]) -> RoundState:
+                      request: RoundStart) -> RoundState:
         defaults = self.cfg.rounds
         online = tuple(e.edge_id for e in self.edges.values() if e.online)
-        try:
-            buffer = int(overrides.get("buffer", defaults.buffer)) or len(online)
-            max_staleness = int(overrides.get("max_staleness", defaults.max_staleness))
-            deadline_s = float(overrides.get("deadline_s", defaults.session_s))
-        except ValueError as err:
-            raise FedstreamError(Reason.BAD_CONFIG, str(err)) from err
+        buffer = _given(request.buffer, defaults.buffer) or len(online)
+        max_staleness = _given(request.max_staleness, defaults.max_staleness)
+        deadline_s = _given(request.deadline_s, defaults.session_s)
         state = rounds.open_session(
             round_id=round_id, model=self.cfg.model, base_version=self.current.version,
             now=now, deadline_s=deadline_s, train=train, codec=codec, codec_params=codec_params,
             online=online, buffer=buffer, max_staleness=max_staleness)
         self.counted = set()
         self._set_round(state)
-        log.info("round_opened", round_id=round_id, mode="async", base=self.current.version,
+        log.info("round_opened", round_id=round_id, mode=str(RoundMode.ASYNC),
+                 base=self.current.version,
                  online=list(state.selection), buffer=buffer, max_staleness=max_staleness,
                  deadline_s=deadline_s, codec=codec, codec_params=dict(codec_params))
         return state
@@ -251,7 +254,7 @@ class Coordinator:
         weights = [rounds.staleness_weight(r.samples, s)
                    for r, s in zip(pending, staleness, strict=True)]
         folded = self.keeper.fold(round_id=state.round_id, codec=state.codec, rows=pending,
-                                  weights=weights, lineage={"mode": "async",
+                                  weights=weights, lineage={"mode": str(RoundMode.ASYNC),
                                                             "buffer": state.buffer,
                                                             "staleness_max": max(staleness)})
         result = self._session_result(state, now, folded.model_bytes)
@@ -347,6 +350,11 @@ class Coordinator:
         self._set_round(state)
         log.info("round_closed", round_id=state.round_id, status=state.status,
                  reason=state.reason or None, **state.result)
+
+
+def _given(value: T | None, default: T) -> T:
+    """The operator's value, or the config's when the operator left it to the cloud."""
+    return default if value is None else value
 
 
 def _recent(state: RoundState, counted: set[tuple[str, int]]) -> set[tuple[str, int]]:

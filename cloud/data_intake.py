@@ -64,7 +64,7 @@ class DataIntake:
         Raises:
             ProtocolError: malformed frame, wrong width, NaN/Inf, or labels out of range.
         """
-        batch: DataBatch = wire.expect(payload, DataBatch)
+        batch = wire.expect(payload, DataBatch)
         x, y = batch.arrays()
         return self.add(x, y, now, window=batch.window)
 

@@ -21,7 +21,7 @@ import structlog
 
 from fedstream.cloud._sqlite import open_wal, transact
 from fedstream.shared import wire
-from fedstream.shared.control import RoundState
+from fedstream.shared.control import RoundState, VersionStatus
 from fedstream.shared.errors import Reason, StoreError
 
 log = structlog.get_logger(__name__)
@@ -79,7 +79,7 @@ class UpdateRow:
 class VersionRow:
     """One model version in the registry and where its weights are.
 
-    `status` is "promoted" (it was, or is, the served model) or "rejected" (a candidate the
+    `status` is promoted (it was, or is, the served model) or rejected (a candidate the
     promotion gate refused, with the gate's `reason`).
     """
 
@@ -88,13 +88,13 @@ class VersionRow:
     round_id: str
     path: str
     lineage: dict[str, Any]
-    status: str = "promoted"
+    status: VersionStatus = VersionStatus.PROMOTED
     reason: str = ""
 
     @property
     def promoted(self) -> bool:
         """Whether this version was served."""
-        return self.status == "promoted"
+        return self.status == VersionStatus.PROMOTED
 
 
 class Journal:
@@ -206,17 +206,17 @@ class Journal:
     def versions(self) -> list[VersionRow]:
         """Every version, oldest first."""
         rows = self._db.execute(f"SELECT {VERSION_COLUMNS} FROM versions ORDER BY version")
-        return [VersionRow(v, p, r, path, json.loads(lin), status, reason)
+        return [VersionRow(v, p, r, path, json.loads(lin), VersionStatus(status), reason)
                 for v, p, r, path, lin, status, reason in rows]
 
-    def set_status(self, version: int, status: str, note: Mapping[str, Any]) -> None:
+    def set_status(self, version: int, status: VersionStatus, note: Mapping[str, Any]) -> None:
         """Change a version's status (a candidate promoted by hand), keeping the gate's reason
         and adding `note` to its lineage, in one transaction."""
         def work(db: sqlite3.Connection) -> None:
             (lineage,) = db.execute("SELECT lineage FROM versions WHERE version = ?",
                                     (version,)).fetchone()
             db.execute("UPDATE versions SET status = ?, lineage = ? WHERE version = ?",
-                       (status, json.dumps({**json.loads(lineage), **note}), version))
+                       (str(status), json.dumps({**json.loads(lineage), **note}), version))
         self._run(work)
 
     def evals(self) -> dict[int, dict[str, float]]:

@@ -22,6 +22,7 @@ from fedstream.cloud.store import CloudStore
 from fedstream.cloud.strategies import STRATEGIES
 from fedstream.cloud.versions import ModelVersion, VersionRegistry
 from fedstream.shared.blobs import decode_with
+from fedstream.shared.control import VersionStatus
 from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.model import build_mlp, spec_of, tensors_of
 
@@ -172,7 +173,8 @@ class ModelKeeper:
         if version < self.current.version:
             new = self._republish(version, {"promoted_from": version})
         else:
-            self.store.journal.set_status(version, "promoted", {"promoted_by": "hand"})
+            self.store.journal.set_status(version, VersionStatus.PROMOTED,
+                                          {"promoted_by": "hand"})
             new, self.server_state = self.registry.load(row)
             self.current = new
             self.publish_model(new)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 
 from fedstream.shared._fields import Scalar
-from fedstream.shared.control import MAX_BUFFER, RoundState, TrainParams
+from fedstream.shared.control import MAX_BUFFER, RoundMode, RoundState, RoundStatus, TrainParams
 from fedstream.shared.errors import FedstreamError, ProtocolError, Reason
 from fedstream.shared.messages import UpdateMeta
 
@@ -28,7 +28,8 @@ def open_round(*, round_id: str, model: str, base_version: int, now: float, dead
     """
     if not selection:
         raise FedstreamError(Reason.NO_EDGES, "no edge is online")
-    return RoundState(round_id=round_id, model=model, status="open", base_version=base_version,
+    return RoundState(round_id=round_id, model=model, status=RoundStatus.OPEN,
+                      base_version=base_version,
                       deadline=now + deadline_s, train=train, codec=codec,
                       codec_params=dict(codec_params), opened=now,
                       selection=tuple(sorted(selection)), quorum=min(quorum, len(selection)))
@@ -50,7 +51,8 @@ def open_session(*, round_id: str, model: str, base_version: int, now: float, de
     if not 1 <= buffer <= MAX_BUFFER or max_staleness < 0:
         raise FedstreamError(Reason.BAD_CONFIG, f"buffer must be 1-{MAX_BUFFER} and "
                              f"max_staleness >= 0; got {buffer} and {max_staleness}")
-    return RoundState(round_id=round_id, model=model, status="collecting", mode="async",
+    return RoundState(round_id=round_id, model=model, status=RoundStatus.COLLECTING,
+                      mode=RoundMode.ASYNC,
                       base_version=base_version, deadline=now + deadline_s, train=train,
                       codec=codec, codec_params=dict(codec_params), opened=now,
                       selection=tuple(sorted(online)), quorum=1, buffer=buffer,
@@ -92,7 +94,7 @@ def check_update(state: RoundState | None, meta: UpdateMeta,
     Raises:
         ProtocolError: stale_round, unknown_edge or duplicate_update.
     """
-    if state is None or state.terminal or state.status == "aggregating":
+    if state is None or state.terminal or state.status is RoundStatus.AGGREGATING:
         raise ProtocolError(Reason.STALE_ROUND, f"round {meta.round_id} is not collecting")
     oldest = state.base_version - state.max_staleness if state.is_async else state.base_version
     if meta.round_id != state.round_id or not oldest <= meta.base_version <= state.base_version:
@@ -125,12 +127,13 @@ def staleness_weight(samples: float, staleness: int) -> float:
 
 def record_update(state: RoundState) -> RoundState:
     """Count one accepted update."""
-    return dataclasses.replace(state, status="collecting", received=state.received + 1)
+    return dataclasses.replace(state, status=RoundStatus.COLLECTING,
+                               received=state.received + 1)
 
 
 def should_close(state: RoundState, now: float) -> bool:
     """Every selected edge answered, or the deadline passed (an async session: the deadline)."""
-    return not state.terminal and state.status != "aggregating" and (
+    return not state.terminal and state.status is not RoundStatus.AGGREGATING and (
         (not state.is_async and state.received >= state.expected) or now >= state.deadline
     )
 
@@ -143,7 +146,7 @@ def should_aggregate(state: RoundState, pending: int) -> bool:
 def to_next_version(state: RoundState, version: int,
                     result: Mapping[str, Scalar]) -> RoundState:
     """An async session published `version`: later updates train on it; still collecting."""
-    return dataclasses.replace(state, status="collecting", base_version=version,
+    return dataclasses.replace(state, status=RoundStatus.COLLECTING, base_version=version,
                                result=dict(result))
 
 
@@ -154,18 +157,18 @@ def has_quorum(state: RoundState) -> bool:
 
 def to_aggregating(state: RoundState) -> RoundState:
     """Collection is over; the aggregate is being computed."""
-    return dataclasses.replace(state, status="aggregating")
+    return dataclasses.replace(state, status=RoundStatus.AGGREGATING)
 
 
 def to_published(state: RoundState, result: dict[str, float | int | str]) -> RoundState:
     """The new model version is out."""
-    return dataclasses.replace(state, status="published", result=result)
+    return dataclasses.replace(state, status=RoundStatus.PUBLISHED, result=result)
 
 
 def to_failed(state: RoundState, reason: Reason, detail: str = "",
               result: Mapping[str, float | int | str] | None = None) -> RoundState:
     """The round ended without a new model (`result` says what it did produce, e.g. a
     candidate the gate rejected)."""
-    return dataclasses.replace(state, status="failed", reason=str(reason),
+    return dataclasses.replace(state, status=RoundStatus.FAILED, reason=str(reason),
                                result={**(result or {}), **({"detail": detail} if detail
                                                             else {})})

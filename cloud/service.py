@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from typing import assert_never
 
 import structlog
 import torch
@@ -24,17 +25,27 @@ from fedstream.cloud.receiver import UpdateReceiver
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.versions import ModelVersion
 from fedstream.shared import wire
-from fedstream.shared.control import (
-    CommandReply,
-    CommandRequest,
-    EdgeStatus,
-    ModelInfo,
-    Receipt,
-    RoundState,
+from fedstream.shared.commands import (
+    COMMANDS,
+    Answer,
+    Command,
+    ModelList,
+    ModelListReply,
+    ModelPromote,
+    ModelRollback,
+    ModelVersionReply,
+    Reply,
+    RoundReply,
+    RoundStart,
+    RoundStop,
+    StatusQuery,
+    StatusReply,
 )
+from fedstream.shared.control import EdgeStatus, ModelInfo, Receipt, RoundState
 from fedstream.shared.errors import (
     ConfigError,
     FedstreamError,
+    ProtocolError,
     Reason,
     StoreError,
     TransportError,
@@ -164,8 +175,7 @@ class CloudService:
                         detail=err.detail)
             if self.data is not None and self._subs["data"].matches(msg.topic):
                 # A data producer that asked for an answer learns why it was refused.
-                self._answer(msg, CommandReply(ok=False, reason=str(err.reason),
-                                               detail=err.detail))
+                self._answer(msg, Reply(ok=False, reason=str(err.reason), detail=err.detail))
         except Exception as err:
             self.rejections["internal"] += 1
             log.exception("message_rejected", topic=msg.topic, reason="internal",
@@ -180,26 +190,39 @@ class CloudService:
     def _on_data(self, msg: Inbound) -> None:
         assert self.data is not None
         kept = self.data.take(msg.payload, time.time())
-        self._answer(msg, CommandReply(ok=True, detail=f"{kept} rows stored"))
+        self._answer(msg, Reply(ok=True, detail=f"{kept} rows stored"))
 
     def _on_status(self, msg: Inbound) -> None:
         if not msg.payload:  # a cleared retained status
             return
-        status: EdgeStatus = wire.expect(msg.payload, EdgeStatus)
+        status = wire.expect(msg.payload, EdgeStatus)
         self.coordinator.on_status(status)
         log.info("edge_seen", edge_id=status.edge_id, online=status.online,
                  version=status.version, backend=status.backend.get("name"))
 
     def _on_command(self, msg: Inbound) -> None:
-        req: CommandRequest = wire.expect(msg.payload, CommandRequest)
-        log.info("command_received", verb=req.verb, args=dict(req.args))
         try:
-            reply = self._command(req)
+            cmd = self._read_command(msg)
+        except ProtocolError as err:
+            # A requester whose frame we cannot read learns why instead of timing out.
+            self._answer(msg, Reply(ok=False, reason=str(err.reason), detail=err.detail))
+            raise
+        log.info("command_received", verb=cmd.VERB, args=cmd.to_wire())
+        try:
+            reply = self._command(cmd)
         except FedstreamError as err:
-            reply = CommandReply(ok=False, reason=str(err.reason), detail=err.detail)
+            reply = Reply(ok=False, reason=str(err.reason), detail=err.detail)
         self._answer(msg, reply)
 
-    def _answer(self, msg: Inbound, reply: CommandReply) -> None:
+    def _read_command(self, msg: Inbound) -> Command:
+        """The command of a frame on `cmd/<verb>`: a kind of that verb (P13)."""
+        cmd = wire.unpack(msg.payload)
+        verb = self.topics.last_but(msg.topic, 0)
+        if not isinstance(cmd, COMMANDS) or verb != cmd.VERB:
+            raise ProtocolError(Reason.UNKNOWN_KIND, f"{cmd.KIND} on cmd/{verb}")
+        return cmd
+
+    def _answer(self, msg: Inbound, reply: Answer) -> None:
         """Reply on the request's response topic, if it has one. A reply the broker refuses
         or never confirms is logged: the message itself was handled, and the requester
         times out and asks again."""
@@ -211,33 +234,33 @@ class CloudService:
             log.warning("reply_failed", topic=msg.topic, reason=str(err.reason),
                         detail=err.detail)
 
-    def _command(self, req: CommandRequest) -> CommandReply:
-        coord = self.coordinator
-        if req.verb == "round_start":
-            return CommandReply(ok=True, round=coord.start_round(time.time(), **req.args),
-                                model_version=coord.current.version)
-        if req.verb == "round_stop":
-            return CommandReply(ok=True, round=coord.stop_round(time.time()),
-                                model_version=coord.current.version)
-        if req.verb == "status":
-            return CommandReply(ok=True, round=coord.round, edges=tuple(coord.edges.values()),
-                                model_version=coord.current.version,
-                                model_metrics=coord.current.metrics,
-                                rejections=dict(self.rejections),
-                                intake_bytes=self.intake.held_bytes,
-                                serving=self.inference.status() if self.inference else {})
-        if req.verb == "model_list":
-            evals = self.store.journal.evals()
-            return CommandReply(ok=True, model_version=coord.current.version,
-                                versions=tuple(model_info(r, evals.get(r.version, {}))
-                                               for r in self.store.journal.versions()))
-        if req.verb in ("model_rollback", "model_promote"):
-            target = req.args.get("version")
-            if not isinstance(target, int) or isinstance(target, bool):
-                raise FedstreamError(Reason.BAD_CONFIG, f"{req.verb} needs an int version")
-            act = coord.rollback if req.verb == "model_rollback" else coord.promote
-            return CommandReply(ok=True, model_version=act(target).version)
-        raise FedstreamError(Reason.UNKNOWN_NAME, f"unknown verb {req.verb!r}")
+    def _command(self, cmd: Command) -> Answer:
+        coord, now = self.coordinator, time.time()
+        match cmd:
+            case RoundStart():
+                return RoundReply(round=coord.start_round(now, cmd),
+                                  model_version=coord.current.version)
+            case RoundStop():
+                return RoundReply(round=coord.stop_round(now),
+                                  model_version=coord.current.version)
+            case StatusQuery():
+                return StatusReply(round=coord.round, edges=tuple(coord.edges.values()),
+                                   model_version=coord.current.version,
+                                   model_metrics=coord.current.metrics,
+                                   rejections=dict(self.rejections),
+                                   intake_bytes=self.intake.held_bytes,
+                                   serving=self.inference.status() if self.inference else {})
+            case ModelList():
+                evals = self.store.journal.evals()
+                return ModelListReply(model_version=coord.current.version,
+                                      versions=tuple(model_info(r, evals.get(r.version, {}))
+                                                     for r in self.store.journal.versions()))
+            case ModelRollback():
+                return ModelVersionReply(model_version=coord.rollback(cmd.version).version)
+            case ModelPromote():
+                return ModelVersionReply(model_version=coord.promote(cmd.version).version)
+            case _:
+                assert_never(cmd)
 
     def _tick(self, now: float) -> None:
         for blob_id in self.intake.expire(now):

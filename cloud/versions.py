@@ -17,6 +17,7 @@ import torch
 from fedstream.cloud.journal import VersionRow
 from fedstream.cloud.registry_store import ServerState
 from fedstream.cloud.store import CloudStore
+from fedstream.shared.control import VersionStatus
 from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.messages import Spec
 
@@ -84,7 +85,7 @@ class VersionRegistry:
         self.store.journal.add_version(VersionRow(
             version=version.version, parent=version.parent, round_id=round_id, path=path,
             lineage={**lineage, "metrics": dict(version.metrics), "created": time.time()},
-            status="promoted" if reason is None else "rejected",
+            status=VersionStatus.PROMOTED if reason is None else VersionStatus.REJECTED,
             reason="" if reason is None else str(reason)),
             applied=applied, evals=evals)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from fedstream.shared.control import RoundState
+from fedstream.shared.control import RoundState, RoundStatus
 
 
 class Step(StrEnum):
@@ -28,7 +28,7 @@ def next_step(state: RoundState, *, edge_id: str, held: int | None,
         held: The model version the edge holds completely, or None.
         trained: (round id, version) of the edge's last training, or None.
     """
-    if state.terminal or state.status == "aggregating":
+    if state.terminal or state.status is RoundStatus.AGGREGATING:
         return Step.DROP
     done = trained[1] if trained is not None and trained[0] == state.round_id else None
     if not state.is_async and (edge_id not in state.selection or done is not None):

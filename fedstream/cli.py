@@ -69,18 +69,18 @@ def _serve(config: Path, config_cls: type[C], service: Callable[[C], Runnable]) 
 
 def _round_start(args: argparse.Namespace) -> int:
     from fedstream.operator import start_round
+    from fedstream.shared.commands import RoundStart
+    from fedstream.shared.control import RoundMode
 
-    overrides: dict[str, int | float | str | bool] = {
-        k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
-                          ("deadline_s", args.deadline), ("codec", args.codec),
-                          ("fraction", args.fraction), ("edges", args.edges)) if v is not None}
-    overrides.update((f"codec.{k}", v) for k, v in args.codec_param)
-    if args.asynchronous:
-        overrides["mode"] = "async"
-    # Sent only when given: the cloud refuses them for a sync round rather than ignore them.
-    overrides.update((k, v) for k, v in (("buffer", args.buffer),
-                                         ("max_staleness", args.max_staleness)) if v is not None)
-    start_round(_client_args(args), wait=args.wait, overrides=overrides, out=sys.stdout)
+    # Flags not given stay None, the cloud's defaults; the cloud refuses the other mode's
+    # flags (a buffer for a sync round) rather than ignore them.
+    request = RoundStart(
+        epochs=args.epochs, lr=args.lr, deadline_s=args.deadline, codec=args.codec,
+        codec_params=dict(args.codec_param) or None,
+        mode=RoundMode.ASYNC if args.asynchronous else None, fraction=args.fraction,
+        edges=None if args.edges is None else tuple(e for e in args.edges.split(",") if e),
+        buffer=args.buffer, max_staleness=args.max_staleness)
+    start_round(_client_args(args), request, wait=args.wait, out=sys.stdout)
     return 0
 
 
@@ -125,7 +125,10 @@ def _client_args(args: argparse.Namespace) -> FleetAddress:
     from fedstream.operator import CliConfig
     from fedstream.shared.config import load_config
 
-    overrides = {"broker": {"host": args.host, "port": args.port}} if args.port else {}
+    overrides: dict[str, object] = {"broker": {"host": args.host, "port": args.port}} if \
+        args.port else {}
+    if args.federation:
+        overrides["federation"] = args.federation
     cfg = load_config(CliConfig, args.config, **overrides)
     return FleetAddress.from_config(cfg, timeout_s=args.timeout)
 
@@ -134,6 +137,7 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML with [broker], federation and model")
     p.add_argument("--host", default="127.0.0.1", help="broker host (with --port)")
     p.add_argument("--port", type=int, help="broker port (overrides the config)")
+    p.add_argument("--federation", help="federation name (overrides the config)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the cloud")
 
 

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy.typing as npt
 
 from fedstream.shared import wire
+from fedstream.shared.commands import Answer, Command, Reply
 from fedstream.shared.config import ServiceConfig
-from fedstream.shared.control import CommandReply, CommandRequest, DataBatch, RoundState
-from fedstream.shared.errors import FedstreamError, Reason, TransportError
+from fedstream.shared.control import DataBatch, RoundState
+from fedstream.shared.errors import FedstreamError, ProtocolError, Reason, TransportError
 from fedstream.shared.infer import InferReply, InferRequest
 from fedstream.shared.mqtt import Connection, Inbound, MqttClient
 from fedstream.shared.topics import Topic, Topics
+
+R = TypeVar("R", bound=Answer)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,9 +72,14 @@ class FleetClient:
         client_id = f"fedstream-cli-{uuid.uuid4().hex[:8]}"
         self._reply_to = self.topics.reply(client_id)
         self._rounds: queue.Queue[Inbound] = queue.Queue()
+        self._round_topic = self.topics.round(self.model)
+        # Set by a retained round state or model manifest: a cloud has served this federation
+        # and model on this broker (they arrive right after subscribing).
+        self._cloud_seen = threading.Event()
         self.mqtt = MqttClient(client_id=client_id, conn=address.conn,
-                               on_message=self._rounds.put,
-                               subscriptions=(self._reply_to, self.topics.round(self.model)))
+                               on_message=self._on_message,
+                               subscriptions=(self._reply_to, self._round_topic,
+                                              self.topics.manifest(self.model)))
 
     def __enter__(self) -> FleetClient:
         self.mqtt.connect(self.timeout_s)
@@ -78,24 +88,25 @@ class FleetClient:
     def __exit__(self, *exc: object) -> None:
         self.mqtt.close()
 
-    def command(self, verb: str, **args: int | float | str | bool) -> CommandReply:
-        """Send a command and return the cloud's reply.
+    def command(self, cmd: Command, reply: type[R]) -> R:
+        """Send a command on `cmd/<verb>` and return the cloud's answer, a `reply`.
 
         Raises:
-            TransportError: no_reply if the cloud does not answer.
+            TransportError: no_reply if the cloud does not answer (naming the federation and
+                the broker, and whether a cloud ever served the federation there).
             FedstreamError: with the cloud's reason when it refuses the command.
+            ProtocolError: unknown_kind when the answer is neither a `reply` nor a refusal.
         """
-        return self._ask(self.topics.command(verb),
-                         wire.pack(CommandRequest(verb=verb, args=args)))
+        return self._ask(self.topics.command(cmd.VERB), wire.pack(cmd), reply)
 
-    def send_data(self, batch: DataBatch) -> CommandReply:
+    def send_data(self, batch: DataBatch) -> Reply:
         """Give the cloud labelled samples on its data topic and wait for its answer.
 
         Raises:
             TransportError: no_reply if the cloud does not answer.
             FedstreamError: with the cloud's reason when it refuses the batch.
         """
-        return self._ask(self.topics.data(self.model), wire.pack(batch))
+        return self._ask(self.topics.data(self.model), wire.pack(batch), Reply)
 
     def infer(self, features: npt.ArrayLike) -> InferReply:
         """Predictions for rows [N, D] from the model the cloud serves.
@@ -104,18 +115,45 @@ class FleetClient:
             TransportError: no_reply if the inference service does not answer.
             FedstreamError: with the service's reason when it refuses the rows.
         """
-        msg = self.mqtt.request(self.topics.infer(self.model),
-                                wire.pack(InferRequest.of(features)), self._reply_to,
-                                timeout_s=self.timeout_s)
-        reply: InferReply = wire.expect(msg.payload, InferReply)
-        return reply.checked()
+        msg = self._request(self.topics.infer(self.model),
+                            wire.pack(InferRequest.of(features)), "inference service")
+        return wire.expect(msg.payload, InferReply).checked()
 
-    def _ask(self, topic: Topic, payload: bytes) -> CommandReply:
-        msg = self.mqtt.request(topic, payload, self._reply_to, timeout_s=self.timeout_s)
-        reply: CommandReply = wire.expect(msg.payload, CommandReply)
-        if not reply.ok:
-            raise FedstreamError(_reason(reply.reason), reply.detail)
-        return reply
+    def _ask(self, topic: Topic, payload: bytes, reply: type[R]) -> R:
+        answer = wire.unpack(self._request(topic, payload, "cloud").payload)
+        if isinstance(answer, Reply) and not answer.ok:
+            raise FedstreamError(_reason(answer.reason), answer.detail)
+        if not isinstance(answer, reply):
+            raise ProtocolError(Reason.UNKNOWN_KIND,
+                                f"expected {reply.KIND}, got {answer.KIND}")
+        return answer
+
+    def _request(self, topic: Topic, payload: bytes, who: str) -> Inbound:
+        """A request/response round trip; no answer is no_reply saying where nobody answered."""
+        try:
+            return self.mqtt.request(topic, payload, self._reply_to, timeout_s=self.timeout_s)
+        except TransportError as err:
+            if err.reason is not Reason.NO_REPLY:
+                raise
+            raise TransportError(Reason.NO_REPLY, self._nobody_answered(who)) from err
+
+    def _nobody_answered(self, who: str) -> str:
+        """Defect 8: a CLI pointed at the wrong federation (or broker) says so."""
+        fed, where = self.address.federation, self.address.conn
+        said = f"no {who} answered on federation {fed!r} at {where} within {self.timeout_s:g}s"
+        if self._cloud_seen.is_set():
+            return (f"{said}; a cloud has served model {self.model!r} on that federation "
+                    f"there before, so it is stopped or busy (fedstream status --federation "
+                    f"{fed})")
+        return (f"{said}; no cloud has ever published model {self.model!r} on that federation "
+                f"there: is a cloud serving that federation there? (fedstream status "
+                f"--federation NAME, or the cloud config's federation and model)")
+
+    def _on_message(self, msg: Inbound) -> None:
+        if msg.retain and msg.payload:  # an empty retained payload is a cleared topic
+            self._cloud_seen.set()
+        if msg.topic == str(self._round_topic):
+            self._rounds.put(msg)
 
     def wait_round(self, round_id: str, *, on_change: Callable[[RoundState], None],
                    grace_s: float = 30.0) -> RoundState:

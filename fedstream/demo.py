@@ -22,6 +22,7 @@ from fedstream.broker import BrokerParams, Mosquitto
 from fedstream.client import FleetAddress, FleetClient
 from fedstream.operator import fleet_status, model_command, start_round
 from fedstream.predict import predict_csv
+from fedstream.shared.commands import RoundStart
 from fedstream.shared.control import DataBatch
 from fedstream.shared.errors import FedstreamError, Reason, TransportError
 from fedstream.shared.sources import SOURCES
@@ -40,7 +41,7 @@ class DemoParams:
     min_accuracy: float = 0.0
     dirichlet_alpha: float = 0.5
     ready_timeout_s: float = 180.0
-    round_overrides: Mapping[str, int | float | str | bool] = field(default_factory=dict)
+    round_request: RoundStart = field(default_factory=RoundStart)
     continual: bool = False
 
     def __post_init__(self) -> None:
@@ -200,8 +201,8 @@ def run_federation(params: DemoParams, *, out: TextIO) -> list[Mapping[str, Any]
                   f"{initial.model_metrics.get('accuracy', float('nan')):.4f}", file=out,
                   flush=True)
             if not params.continual:
-                return [start_round(address, wait=True, overrides=dict(params.round_overrides),
-                                    out=out).result for _ in range(params.rounds)]
+                return [start_round(address, params.round_request, wait=True, out=out).result
+                        for _ in range(params.rounds)]
             results = [_continual_round(address, i, params, out) for i in range(params.rounds)]
             show_serving(address, params.workdir, out)
             return results
@@ -222,8 +223,7 @@ def _continual_round(address: FleetAddress, index: int, params: DemoParams,
                                               window=f"round-{index + 1}"))
     print(f"cloud data: window round-{index + 1}, {stored.detail}", file=out, flush=True)
     try:
-        return start_round(address, wait=True, overrides=dict(params.round_overrides),
-                           out=out).result
+        return start_round(address, params.round_request, wait=True, out=out).result
     except FedstreamError as err:
         if err.reason not in (Reason.REGRESSED_NEWEST, Reason.REGRESSED_PAST):
             raise

@@ -10,8 +10,20 @@ from pydantic_settings import SettingsConfigDict
 
 from fedstream.client import FleetAddress, FleetClient
 from fedstream.predict import predict_csv
+from fedstream.shared.commands import (
+    ModelList,
+    ModelListReply,
+    ModelPromote,
+    ModelRollback,
+    ModelVersionReply,
+    RoundReply,
+    RoundStart,
+    RoundStop,
+    StatusQuery,
+    StatusReply,
+)
 from fedstream.shared.config import ServiceConfig
-from fedstream.shared.control import CommandReply, ModelInfo, RoundState
+from fedstream.shared.control import ModelInfo, RoundState, RoundStatus, VersionStatus
 from fedstream.shared.errors import FedstreamError, Reason
 
 
@@ -26,10 +38,9 @@ class CliConfig(ServiceConfig):
 _OWN_EXIT_CODES = {Reason.ROUND_STOPPED, Reason.REGRESSED_NEWEST, Reason.REGRESSED_PAST}
 
 
-def start_round(address: FleetAddress, *, wait: bool,
-                overrides: dict[str, float | int | str | bool],
+def start_round(address: FleetAddress, request: RoundStart, *, wait: bool,
                 out: TextIO) -> RoundState:
-    """Ask the cloud for a round (or, with `mode="async"`, a session); with `wait`, print
+    """Ask the cloud for a round (or, with `mode` async, a session); with `wait`, print
     progress (for a session: each version it publishes) until it ends.
 
     Raises:
@@ -37,9 +48,8 @@ def start_round(address: FleetAddress, *, wait: bool,
             (round_failed; round_stopped when the operator stopped it).
     """
     with FleetClient(address) as fleet:
-        reply = fleet.command("round_start", **overrides)
-        assert reply.round is not None
-        state = reply.round
+        state = fleet.command(request, RoundReply).round
+        assert state is not None
         codec = f"codec {state.codec} {dict(state.codec_params) or ''}".rstrip()
         if state.is_async:
             print(f"session {state.round_id} open on v{state.base_version} (async, buffer "
@@ -67,7 +77,7 @@ def start_round(address: FleetAddress, *, wait: bool,
                       flush=True)
 
         final = fleet.wait_round(state.round_id, on_change=progress)
-    if final.status == "failed":
+    if final.status is RoundStatus.FAILED:
         reason = Reason(final.reason) if final.reason in _OWN_EXIT_CODES else Reason.ROUND_FAILED
         raise FedstreamError(reason, f"{final.reason} {dict(final.result)}")
     r = final.result
@@ -86,26 +96,26 @@ def stop_round(address: FleetAddress, *, out: TextIO) -> RoundState | None:
     """End the open round now: a session folds its pending updates and ends, a sync round
     fails with round_stopped. Print how it ended (or the last round, if none was open)."""
     with FleetClient(address) as fleet:
-        state = fleet.command("round_stop").round
+        state = fleet.command(RoundStop(), RoundReply).round
     if state is None:
         print("no round to stop", file=out)
         return None
     r = state.result
     how = (f"{r.get('versions')} version(s) up to v{r.get('version')}, accuracy "
-           f"{r.get('accuracy')}" if state.status == "published" else
+           f"{r.get('accuracy')}" if state.status is RoundStatus.PUBLISHED else
            f"{state.reason} {r.get('detail', '')}".rstrip())
     print(f"{'session' if state.is_async else 'round'} {state.round_id} {state.status}: {how}",
           file=out)
     return state
 
 
-def fleet_status(address: FleetAddress) -> CommandReply:
+def fleet_status(address: FleetAddress) -> StatusReply:
     """The cloud's view of the fleet."""
     with FleetClient(address) as fleet:
-        return fleet.command("status")
+        return fleet.command(StatusQuery(), StatusReply)
 
 
-def show_status(address: FleetAddress, *, out: TextIO) -> CommandReply:
+def show_status(address: FleetAddress, *, out: TextIO) -> StatusReply:
     """Print edges, their backend, the model version and the last round."""
     reply = fleet_status(address)
     metrics = ", ".join(f"{k} {v}" for k, v in reply.model_metrics.items())
@@ -139,8 +149,11 @@ def show_status(address: FleetAddress, *, out: TextIO) -> CommandReply:
 
 
 def model_command(address: FleetAddress, *, action: str, version: int | None,
-                  out: TextIO) -> CommandReply:
+                  out: TextIO) -> ModelListReply | ModelVersionReply:
     """`fedstream model list|show V|rollback V|promote V`.
+
+    Returns:
+        The version now served (rollback, promote), or every version (list, show).
 
     Raises:
         FedstreamError: an unknown version (bad_config), round_in_progress on rollback or
@@ -148,12 +161,15 @@ def model_command(address: FleetAddress, *, action: str, version: int | None,
     """
     with FleetClient(address) as fleet:
         if action in ("rollback", "promote"):
-            reply = fleet.command(f"model_{action}", version=int(version or 0))
-            done = ("republished as" if action == "rollback" or reply.model_version != version
+            target = int(version or 0)
+            cmd = ModelRollback(version=target) if action == "rollback" else ModelPromote(
+                version=target)
+            moved = fleet.command(cmd, ModelVersionReply)
+            done = ("republished as" if action == "rollback" or moved.model_version != version
                     else "promoted: now serving")
-            print(f"v{version} {done} v{reply.model_version}", file=out)
-            return reply
-        reply = fleet.command("model_list")
+            print(f"v{version} {done} v{moved.model_version}", file=out)
+            return moved
+        reply = fleet.command(ModelList(), ModelListReply)
     rows = [v for v in reply.versions if action == "list" or v.version == version]
     if action == "show" and not rows:
         raise FedstreamError(Reason.BAD_CONFIG, f"no version {version}")
@@ -172,7 +188,7 @@ def _summary_line(v: ModelInfo, *, serving: int | None) -> str:
     how = origin or (
         f"round {v.round_id} {v.lineage.get('strategy', '')} {v.lineage.get('codec', '')}"
         if v.round_id else "initial")
-    state = (f"  [{v.status}: {v.reason}]" if v.status != "promoted"
+    state = (f"  [{v.status}: {v.reason}]" if v.status is not VersionStatus.PROMOTED
              else f"  [promoted by hand over {v.reason}]" if v.reason else "")
     return (f"{mark} v{v.version:<4} parent {'-' if v.parent is None else v.parent:<4} "
             f"accuracy {acc:<7} {how}{state}")
@@ -192,7 +208,7 @@ def _print_detail(v: ModelInfo, versions: Sequence[ModelInfo], out: TextIO) -> N
     if windows:
         # Rows: every served version up to this one (the history it is measured against).
         matrix = [w for w in versions if w.evals and w.version <= v.version
-                  and (w.status == "promoted" or w.version == v.version)]
+                  and (w.status is VersionStatus.PROMOTED or w.version == v.version)]
         print("    accuracy matrix (rows: versions, columns: evaluation windows)", file=out)
         print("          " + "".join(f"{name:>9}" for name in windows), file=out)
         for row in matrix:

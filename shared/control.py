@@ -1,9 +1,11 @@
-"""Control-plane messages: round state, edge status, and CLI command request/reply."""
+"""Control-plane messages: round state, edge status, model info and cloud data (the operator's
+commands and their replies are in `commands.py`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
@@ -21,14 +23,40 @@ from fedstream.shared._fields import (
 )
 from fedstream.shared.errors import ProtocolError, Reason
 
-T = TypeVar("T")
-ROUND_STATUSES = ("open", "collecting", "aggregating", "published", "failed")
-TERMINAL_STATUSES = ("published", "failed")
-ROUND_MODES = ("sync", "async")
+E = TypeVar("E", bound=StrEnum)
 MAX_BUFFER = 1 << 20
 MAX_ROWS = 1 << 16
 MAX_COLS = 1 << 12
 MAX_WINDOW_NAME = 128
+
+
+class RoundStatus(StrEnum):
+    """Where a round or session is: open -> collecting -> aggregating -> published | failed."""
+
+    OPEN = "open"
+    COLLECTING = "collecting"
+    AGGREGATING = "aggregating"
+    PUBLISHED = "published"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        """Published or failed: the round is over."""
+        return self in (RoundStatus.PUBLISHED, RoundStatus.FAILED)
+
+
+class RoundMode(StrEnum):
+    """A sync round, or an async (buffered, FedBuff-style) session."""
+
+    SYNC = "sync"
+    ASYNC = "async"
+
+
+class VersionStatus(StrEnum):
+    """A registered model version: served (now or before), or a candidate the gate refused."""
+
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,7 +102,7 @@ class RoundState:
     VERSION: ClassVar[int] = 1
     round_id: str
     model: str
-    status: str
+    status: RoundStatus
     base_version: int
     deadline: float
     train: TrainParams
@@ -86,14 +114,20 @@ class RoundState:
     received: int = 0
     result: Mapping[str, Scalar] = field(default_factory=dict)
     reason: str = ""
-    mode: str = "sync"
+    mode: RoundMode = RoundMode.SYNC
     buffer: int = 0
     max_staleness: int = 0
+
+    def __post_init__(self) -> None:
+        # A status or mode given as its string ("open") becomes its member, so comparisons
+        # by identity hold whoever built the state; an unknown string is a ValueError.
+        object.__setattr__(self, "status", RoundStatus(self.status))
+        object.__setattr__(self, "mode", RoundMode(self.mode))
 
     @property
     def is_async(self) -> bool:
         """True for an async (buffered, FedBuff-style) session."""
-        return self.mode == "async"
+        return self.mode is RoundMode.ASYNC
 
     @property
     def expected(self) -> int:
@@ -103,27 +137,23 @@ class RoundState:
     @property
     def terminal(self) -> bool:
         """True once the round is published or failed."""
-        return self.status in TERMINAL_STATUSES
+        return self.status.terminal
 
     def to_wire(self) -> Wire:
         """Short stable keys."""
-        return {"round": self.round_id, "model": self.model, "st": self.status,
+        return {"round": self.round_id, "model": self.model, "st": str(self.status),
                 "base": self.base_version, "dl": self.deadline, "train": self.train.to_wire(),
                 "codec": self.codec, "cp": dict(self.codec_params), "op": self.opened,
                 "sel": list(self.selection), "q": self.quorum,
                 "rx": self.received, "res": dict(self.result), "why": self.reason,
                 # Not "k": that key is every frame's kind (shared/wire.py).
-                "mode": self.mode, "buf": self.buffer, "ms": self.max_staleness}
+                "mode": str(self.mode), "buf": self.buffer, "ms": self.max_staleness}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
         """Parse; frames from before async sessions (no `mode`, `buf`, `ms`) are sync rounds."""
-        status: str = req(d, "st", str)
-        if status not in ROUND_STATUSES:
-            raise ProtocolError(Reason.BAD_FRAME, f"unknown round status {status!r}")
-        mode: str = req(d, "mode", str) if "mode" in d else "sync"
-        if mode not in ROUND_MODES:
-            raise ProtocolError(Reason.BAD_FRAME, f"unknown round mode {mode!r}")
+        status = _enum(d, "st", RoundStatus, "round status")
+        mode = _enum(d, "mode", RoundMode, "round mode") if "mode" in d else RoundMode.SYNC
         selection = req(d, "sel", list)
         if not all(isinstance(e, str) for e in selection):
             raise ProtocolError(Reason.BAD_FRAME, "selection must list edge ids")
@@ -202,25 +232,6 @@ class EdgeStatus:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CommandRequest:
-    """An operator command sent to the cloud (MQTT v5 request/response)."""
-
-    KIND: ClassVar[str] = "cmd"
-    VERSION: ClassVar[int] = 1
-    verb: str
-    args: Mapping[str, Scalar] = field(default_factory=dict)
-
-    def to_wire(self) -> Wire:
-        """Short stable keys."""
-        return {"verb": self.verb, "args": dict(self.args)}
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Parse."""
-        return cls(verb=req(d, "verb", str), args=req_scalars(d, "args"))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelInfo:
     """One registered model version, as the CLI shows it: lineage, whether it was promoted
     (or why the gate rejected it), and its accuracy per evaluation window."""
@@ -229,14 +240,17 @@ class ModelInfo:
     parent: int | None
     round_id: str
     lineage: Mapping[str, Scalar] = field(default_factory=dict)
-    status: str = "promoted"
+    status: VersionStatus = VersionStatus.PROMOTED
     reason: str = ""
     evals: Mapping[str, Scalar] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", VersionStatus(self.status))
 
     def to_wire(self) -> Wire:
         """Short stable keys; status, reason and evals were added without a version bump."""
         return {"ver": self.version, "parent": self.parent, "round": self.round_id,
-                "lin": dict(self.lineage), "st": self.status, "why": self.reason,
+                "lin": dict(self.lineage), "st": str(self.status), "why": self.reason,
                 "ev": dict(self.evals)}
 
     @classmethod
@@ -244,53 +258,10 @@ class ModelInfo:
         """Parse; a sender from before the gate omits status (promoted), reason and evals."""
         return cls(version=req_range(d, "ver", 0, 1 << 53), parent=opt_int(d, "parent"),
                    round_id=req(d, "round", str), lineage=req_scalars(d, "lin"),
-                   status=req(d, "st", str) if "st" in d else "promoted",
+                   status=(_enum(d, "st", VersionStatus, "version status") if "st" in d
+                           else VersionStatus.PROMOTED),
                    reason=req(d, "why", str) if "why" in d else "",
                    evals=req_scalars(d, "ev") if "ev" in d else {})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CommandReply:
-    """The cloud's answer: ok, or a reason code; a status reply carries the fleet view."""
-
-    KIND: ClassVar[str] = "reply"
-    VERSION: ClassVar[int] = 1
-    ok: bool
-    reason: str = ""
-    detail: str = ""
-    round: RoundState | None = None
-    edges: tuple[EdgeStatus, ...] = ()
-    model_version: int | None = None
-    model_metrics: Mapping[str, Scalar] = field(default_factory=dict)
-    rejections: Mapping[str, Scalar] = field(default_factory=dict)
-    versions: tuple[ModelInfo, ...] = ()
-    intake_bytes: int = 0
-    serving: Mapping[str, Scalar] = field(default_factory=dict)
-
-    def to_wire(self) -> Wire:
-        """Nested messages use their own wire forms; `srv` (the inference service's counters)
-        was added without a version bump."""
-        return {"ok": self.ok, "why": self.reason, "detail": self.detail,
-                "round": self.round.to_wire() if self.round else None,
-                "edges": [e.to_wire() for e in self.edges], "ver": self.model_version,
-                "metrics": dict(self.model_metrics), "rej": dict(self.rejections),
-                "vers": [v.to_wire() for v in self.versions], "ib": self.intake_bytes,
-                "srv": dict(self.serving)}
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Parse."""
-        raw_round = d.get("round")
-        return cls(ok=req(d, "ok", bool), reason=req(d, "why", str),
-                   detail=req(d, "detail", str),
-                   round=None if raw_round is None else RoundState.from_wire(req_map(d, "round")),
-                   edges=_list_of(d, "edges", EdgeStatus.from_wire),
-                   model_version=opt_int(d, "ver"),
-                   model_metrics=req_scalars(d, "metrics") if "metrics" in d else {},
-                   rejections=req_scalars(d, "rej") if "rej" in d else {},
-                   versions=_list_of(d, "vers", ModelInfo.from_wire),
-                   intake_bytes=opt_int(d, "ib") or 0,
-                   serving=req_scalars(d, "srv") if "srv" in d else {})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -354,10 +325,10 @@ class DataBatch:
         return cls(features=features, rows=rows, cols=cols, labels=labels, window=window)
 
 
-def _list_of(d: Mapping[str, Any], key: str,
-             parse: Callable[[Mapping[str, Any]], T]) -> tuple[T, ...]:
-    """An optional list of nested messages."""
-    items = d.get(key, [])
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise ProtocolError(Reason.BAD_FRAME, f"{key!r} must be a list of maps")
-    return tuple(parse(i) for i in items)
+def _enum(d: Mapping[str, Any], key: str, kind: type[E], what: str) -> E:
+    """A string field that must name a member of `kind`."""
+    value: str = req(d, key, str)
+    try:
+        return kind(value)
+    except ValueError:
+        raise ProtocolError(Reason.BAD_FRAME, f"unknown {what} {value!r}") from None

@@ -6,13 +6,13 @@ The only module that imports msgpack. Every frame is a map with `"v"` (format ve
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import msgpack
 
+from fedstream.shared.commands import ANSWERS, COMMANDS, Answer, Command, upgrade_cmd_v1
 from fedstream.shared.control import (
-    CommandReply,
-    CommandRequest,
     DataBatch,
     EdgeStatus,
     Receipt,
@@ -22,14 +22,22 @@ from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.infer import InferReply, InferRequest
 from fedstream.shared.messages import Manifest, ModelChunk, UpdateChunk
 
-Message = (UpdateChunk | ModelChunk | Manifest | RoundState | EdgeStatus | CommandRequest
-           | CommandReply | Receipt | DataBatch | InferRequest | InferReply)
+Message = (UpdateChunk | ModelChunk | Manifest | RoundState | EdgeStatus | Command
+           | Answer | Receipt | DataBatch | InferRequest | InferReply)
 
 KINDS: dict[str, type[Message]] = {
     cls.KIND: cls
-    for cls in (UpdateChunk, ModelChunk, Manifest, RoundState, EdgeStatus, CommandRequest,
-                CommandReply, Receipt, DataBatch, InferRequest, InferReply)
+    for cls in (UpdateChunk, ModelChunk, Manifest, RoundState, EdgeStatus, *COMMANDS,
+                *ANSWERS, Receipt, DataBatch, InferRequest, InferReply)
 }
+
+# Kinds no longer sent, each read by the one function that upgrades it (P2): kind -> (the
+# newest version it had, the upgrade).
+RETIRED: dict[str, tuple[int, Callable[[Mapping[str, Any]], Message]]] = {
+    "cmd": (1, upgrade_cmd_v1),  # {verb, args}, before one message per verb (P13)
+}
+
+M = TypeVar("M", bound=Message)
 
 # A frame is at most one chunk plus headers; anything larger is refused before parsing.
 MAX_FRAME = 16 << 20
@@ -57,19 +65,31 @@ def unpack(buf: bytes) -> Message:
     if not isinstance(d, dict):
         raise ProtocolError(Reason.BAD_FRAME, "frame is not a map")
     kind, version = d.get("k"), d.get("v")
+    if isinstance(kind, str) and kind in RETIRED:
+        newest, upgrade = RETIRED[kind]
+        _check_version(kind, version, newest)
+        return upgrade(d)
     cls = KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(Reason.UNKNOWN_KIND, f"kind {kind!r}")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ProtocolError(Reason.BAD_FRAME, f"bad version {version!r}")
-    if version > cls.VERSION:
-        raise ProtocolError(Reason.UNSUPPORTED_VERSION,
-                            f"{kind} v{version}; this build reads up to v{cls.VERSION}")
+    _check_version(kind, version, cls.VERSION)
     return cls.from_wire(d)
 
 
-def expect(buf: bytes, cls: type[Any]) -> Any:
-    """`unpack` and check the kind is `cls`."""
+def _check_version(kind: object, version: object, newest: int) -> None:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ProtocolError(Reason.BAD_FRAME, f"bad version {version!r}")
+    if version > newest:
+        raise ProtocolError(Reason.UNSUPPORTED_VERSION,
+                            f"{kind} v{version}; this build reads up to v{newest}")
+
+
+def expect(buf: bytes, cls: type[M]) -> M:
+    """`unpack` and check the message is a `cls`.
+
+    Raises:
+        ProtocolError: as `unpack`, or unknown_kind for a message of another kind.
+    """
     msg = unpack(buf)
     if not isinstance(msg, cls):
         raise ProtocolError(Reason.UNKNOWN_KIND, f"expected {cls.KIND}, got {msg.KIND}")

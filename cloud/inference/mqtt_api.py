@@ -70,7 +70,7 @@ class MqttApi:
             log.info("infer_dropped", topic=msg.topic, reason="no_response_topic")
             return
         try:
-            request: InferRequest = wire.expect(msg.payload, InferRequest)
+            request = wire.expect(msg.payload, InferRequest)
             future = self._batcher.submit(request.array())
         except FedstreamError as err:
             self._tally.rejected(VIA, str(err.reason))

@@ -14,7 +14,8 @@ from fedstream.cloud.coordinator import Coordinator, ModelVersion
 from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
 from fedstream.shared.codecs import CODECS
-from fedstream.shared.control import EdgeStatus, RoundState
+from fedstream.shared.commands import RoundStart
+from fedstream.shared.control import EdgeStatus, RoundMode, RoundState
 from fedstream.shared.errors import ConfigError, FedstreamError, ProtocolError, Reason
 from fedstream.shared.messages import UpdateMeta
 
@@ -134,12 +135,12 @@ def test_deadline_with_quorum_aggregates_what_arrived(tmp_path: Path) -> None:
     assert h.coord.round.result["updates"] == 1
 
 
-@pytest.mark.parametrize(("overrides", "error", "reason"), [
-    ({"codec": "zip"}, ConfigError, Reason.UNKNOWN_NAME),
-    ({"codec": "topk", "codec.density": 2.0}, ConfigError, Reason.BAD_CONFIG),
-    ({"epochs": 0}, FedstreamError, Reason.BAD_CONFIG),
+@pytest.mark.parametrize(("request_", "error", "reason"), [
+    (RoundStart(codec="zip"), ConfigError, Reason.UNKNOWN_NAME),
+    (RoundStart(codec="topk", codec_params={"density": 2.0}), ConfigError, Reason.BAD_CONFIG),
+    (RoundStart(epochs=0), FedstreamError, Reason.BAD_CONFIG),
 ])
-def test_bad_round_overrides_are_refused(overrides: dict[str, object], error: type,
+def test_bad_round_overrides_are_refused(request_: RoundStart, error: type,
                                          reason: Reason, tmp_path: Path) -> None:
     """An unknown codec, bad codec params or bad training params open no round."""
     # Prepare
@@ -148,7 +149,7 @@ def test_bad_round_overrides_are_refused(overrides: dict[str, object], error: ty
 
     # Execute
     with pytest.raises(error) as caught:
-        h.coord.start_round(now=0.0, **overrides)  # type: ignore[arg-type]
+        h.coord.start_round(now=0.0, request=request_)
 
     # Assert
     assert caught.value.reason is reason
@@ -180,7 +181,8 @@ def test_round_carries_the_chosen_codec_and_params(tmp_path: Path) -> None:
     h.online("a")
 
     # Execute
-    state = h.coord.start_round(now=0.0, codec="topk", **{"codec.density": 0.05})
+    state = h.coord.start_round(now=0.0, request=RoundStart(codec="topk",
+                                                             codec_params={"density": 0.05}))
 
     # Assert
     assert state.codec == "topk" and dict(state.codec_params) == {"density": 0.05}
@@ -193,7 +195,8 @@ def test_async_session_publishes_a_version_every_buffer_of_updates(tmp_path: Pat
     h = Harness(tmp_path)
     h.online("a", "b")
     v0 = [t.clone() for t in h.coord.current.tensors]
-    opened = h.coord.start_round(now=0.0, mode="async", buffer=2, max_staleness=1)
+    opened = h.coord.start_round(now=0.0, request=RoundStart(mode=RoundMode.ASYNC, buffer=2,
+                                                             max_staleness=1))
 
     # Execute
     h.coord.on_update(h.update("a", 1.0, 1), now=1.0)
@@ -230,7 +233,8 @@ def test_stale_update_is_weighted_by_one_over_sqrt_two(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     h.online("a", "b", "c")
     v0 = [t.clone() for t in h.coord.current.tensors]
-    h.coord.start_round(now=0.0, mode="async", buffer=2, max_staleness=1)
+    h.coord.start_round(now=0.0, request=RoundStart(mode=RoundMode.ASYNC, buffer=2,
+                                                    max_staleness=1))
     h.coord.on_update(h.update("a", 1.0, 1), now=1.0)
     h.coord.on_update(h.update("b", 3.0, 1), now=2.0)
 
@@ -257,7 +261,8 @@ def test_async_session_refuses_beyond_max_staleness_and_twice(
     # Prepare
     h = Harness(tmp_path)
     h.online("a", "b")
-    h.coord.start_round(now=0.0, mode="async", buffer=2, max_staleness=1)
+    h.coord.start_round(now=0.0, request=RoundStart(mode=RoundMode.ASYNC, buffer=2,
+                                                    max_staleness=1))
     for i, (e, b) in enumerate((("a", 0), ("b", 0), ("a", 1), ("b", 1))):
         h.coord.on_update(h.update(e, 1.0, 1, base=b), now=float(i))
 
@@ -280,7 +285,7 @@ def test_restarted_cloud_keeps_pending_updates_and_publishes_on_the_kth(tmp_path
     first = Harness(tmp_path)
     first.online("a", "b", "c")
     v0 = [t.clone() for t in first.coord.current.tensors]
-    session = first.coord.start_round(now=0.0, mode="async", buffer=3)
+    session = first.coord.start_round(now=0.0, request=RoundStart(mode=RoundMode.ASYNC, buffer=3))
     first.coord.on_update(first.update("a", 1.0, 1), now=1.0)
     first.coord.on_update(first.update("b", 4.0, 1), now=2.0)
     first.store.journal.close()
@@ -311,7 +316,7 @@ def test_restart_after_a_version_was_saved_but_not_announced_moves_the_session_o
     # Prepare
     first = Harness(tmp_path)
     first.online("a", "b")
-    first.coord.start_round(now=0.0, mode="async", buffer=2)
+    first.coord.start_round(now=0.0, request=RoundStart(mode=RoundMode.ASYNC, buffer=2))
     first.coord.on_update(first.update("a", 1.0, 1), now=1.0)
     before_version = first.coord.round
     first.coord.on_update(first.update("b", 3.0, 1), now=2.0)
@@ -338,7 +343,7 @@ def test_deadline_ends_a_session_folding_what_is_pending(tmp_path: Path) -> None
     h = Harness(tmp_path)
     h.online("a", "b", "c")
     v0 = [t.clone() for t in h.coord.current.tensors]
-    h.coord.start_round(now=0.0, mode="async", buffer=3, deadline_s=10)
+    h.coord.start_round(now=0.0, request=RoundStart(mode=RoundMode.ASYNC, buffer=3, deadline_s=10))
     h.coord.on_update(h.update("a", 1.0, 1), now=1.0)
     h.coord.on_update(h.update("b", 3.0, 1), now=2.0)
 
@@ -363,7 +368,7 @@ def test_session_that_never_published_fails_at_its_deadline(tmp_path: Path) -> N
     # Prepare
     h = Harness(tmp_path)
     h.online("a")
-    h.coord.start_round(now=0.0, mode="async", deadline_s=10)
+    h.coord.start_round(now=0.0, request=RoundStart(mode=RoundMode.ASYNC, deadline_s=10))
 
     # Execute
     h.coord.tick(now=10.0)
@@ -381,7 +386,7 @@ def test_stop_folds_a_sessions_pending_updates_and_fails_a_sync_round(tmp_path: 
     h = Harness(tmp_path)
     h.online("a", "b")
     v0 = [t.clone() for t in h.coord.current.tensors]
-    h.coord.start_round(now=0.0, mode="async", buffer=2)
+    h.coord.start_round(now=0.0, request=RoundStart(mode=RoundMode.ASYNC, buffer=2))
     h.coord.on_update(h.update("a", 2.0, 1), now=1.0)
 
     # Execute
@@ -399,27 +404,32 @@ def test_stop_folds_a_sessions_pending_updates_and_fails_a_sync_round(tmp_path: 
     assert [m.version for m in h.models] == [0, 1]
 
 
-@pytest.mark.parametrize("overrides", [
-    {"mode": "async", "fraction": 0.5},
-    {"mode": "async", "edges": "a"},
-    {"buffer": 2},
-    {"mode": "async", "max_staleness": -1},
-    {"mode": "eventually"},
+@pytest.mark.parametrize(("request_", "detail"), [
+    (RoundStart(mode=RoundMode.ASYNC, fraction=0.5),
+     "mode 'async' (one of ('sync', 'async')) does not take ['fraction']"),
+    (RoundStart(mode=RoundMode.ASYNC, edges=("a",)),
+     "mode 'async' (one of ('sync', 'async')) does not take ['edges']"),
+    (RoundStart(buffer=2), "mode 'sync' (one of ('sync', 'async')) does not take ['buffer']"),
+    (RoundStart(mode=RoundMode.SYNC, buffer=2, max_staleness=1),
+     "does not take ['buffer', 'max_staleness']"),
+    (RoundStart(mode=RoundMode.ASYNC, max_staleness=-1), "max_staleness >= 0"),
 ])
 def test_mode_specific_overrides_are_refused_in_the_other_mode(
-        overrides: dict[str, object], tmp_path: Path) -> None:
-    """A selection for a session, a buffer for a sync round, a negative staleness or an
-    unknown mode are bad_config, and open nothing."""
+        request_: RoundStart, detail: str, tmp_path: Path) -> None:
+    """A selection for a session, a buffer for a sync round or a negative staleness are
+    bad_config, and open nothing (an unknown mode cannot be sent: its frame is refused,
+    tests/shared/test_wire.py)."""
     # Prepare
     h = Harness(tmp_path)
     h.online("a")
 
     # Execute
     with pytest.raises(FedstreamError) as caught:
-        h.coord.start_round(now=0.0, **overrides)  # type: ignore[arg-type]
+        h.coord.start_round(now=0.0, request=request_)
 
     # Assert
     assert caught.value.reason is Reason.BAD_CONFIG
+    assert detail in caught.value.detail
     assert h.coord.round is None
 
 
@@ -430,7 +440,7 @@ def test_buffer_zero_means_the_edges_online(tmp_path: Path) -> None:
     h.online("a", "b", "c")
 
     # Execute
-    state = h.coord.start_round(now=0.0, mode="async")
+    state = h.coord.start_round(now=0.0, request=RoundStart(mode=RoundMode.ASYNC))
 
     # Assert
     assert (state.buffer, state.max_staleness, state.deadline) == (3, 1, 3600.0)

@@ -19,7 +19,8 @@ from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.versions import ModelVersion
 from fedstream.shared.codecs import CODECS
-from fedstream.shared.control import EdgeStatus, RoundState
+from fedstream.shared.commands import RoundStart
+from fedstream.shared.control import EdgeStatus, RoundMode, RoundState
 from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.model import build_mlp, tensors_of
 from fedstream.shared.sources import SOURCES
@@ -226,7 +227,8 @@ def test_async_session_ends_when_the_gate_refuses_a_candidate(cloud: Cloud) -> N
     """An async session publishes a good version, then ends failed on a refused one: its edges
     already trained on the served version and would wait forever for a new one."""
     # Prepare
-    cloud.coord.start_round(now=0.0, mode="async", buffer=1, max_staleness=1)
+    cloud.coord.start_round(now=0.0, request=RoundStart(mode=RoundMode.ASYNC, buffer=1,
+                                                        max_staleness=1))
 
     # Execute
     moved = cloud.update_towards(TRAINED)
@@ -248,8 +250,8 @@ def test_restart_after_a_refused_candidate_ends_the_round_with_the_gates_reason(
     first = Cloud(tmp_path / "c", tolerance_newest=0.02, tolerance_past=0.02)
     first.add_windows("w1", "w2", "w3")
     first.round_towards(TRAINED)
-    first.coord.start_round(now=0.0, **({"mode": "async", "buffer": 1} if mode == "async"
-                                         else {}))
+    first.coord.start_round(now=0.0, request=RoundStart(mode=RoundMode.ASYNC, buffer=1)
+                            if mode == "async" else None)
     cut = first.coord.round
     assert cut is not None
     first.update_towards(_zeroed())

@@ -84,6 +84,21 @@ def test_status_without_a_cloud_is_no_reply(broker: Mosquitto) -> None:
 
 
 @pytest.mark.mosquitto
+def test_status_on_the_wrong_federation_says_where_it_asked(broker: Mosquitto,
+                                                            federation: str) -> None:
+    """`--federation` picks the federation, and no_reply names it and the broker it asked."""
+    # Execute
+    done = _run("status", "--port", str(broker.port), "--federation", federation,
+                "--timeout", "0.5")
+
+    # Assert
+    assert done.returncode == REASONS[Reason.NO_REPLY].exit_code
+    assert f"no cloud answered on federation '{federation}' at 127.0.0.1:{broker.port}" in (
+        done.stderr)
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.mosquitto
 def test_round_start_with_no_edges_online_is_no_edges(
     broker: Mosquitto, federation: str, tmp_path: Path
 ) -> None:

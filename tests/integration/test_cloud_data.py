@@ -15,7 +15,8 @@ from fedstream.cloud.windows import EvalWindows
 from fedstream.demo import MODEL, Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status
 from fedstream.shared import wire
-from fedstream.shared.control import CommandReply, DataBatch
+from fedstream.shared.commands import StatusReply
+from fedstream.shared.control import DataBatch
 from fedstream.shared.mqtt import MqttClient
 from fedstream.shared.topics import Topics
 
@@ -64,7 +65,7 @@ def test_data_topic_stores_good_batches_and_counts_bad_ones(
     assert np.array_equal(x[:5], np.frombuffer(good[0].features, "<f4").reshape(5, 64))
 
 
-def _status_after(address: FleetAddress, *, rejected: int) -> CommandReply:
+def _status_after(address: FleetAddress, *, rejected: int) -> StatusReply:
     """The cloud's status once it has counted `rejected` rejections. Every frame was
     acknowledged by the broker before the first status request was sent, and the cloud handles
     its inbox in order, so the last good batch is stored by then too."""

@@ -27,7 +27,8 @@ from fedstream.demo import MODEL, Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status, model_command, start_round
 from fedstream.predict import predict_csv
 from fedstream.shared import wire
-from fedstream.shared.control import CommandReply, DataBatch
+from fedstream.shared.commands import ModelListReply, ModelVersionReply, Reply, RoundStart
+from fedstream.shared.control import DataBatch
 from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.infer import InferReply, InferRequest
 from fedstream.shared.mqtt import MqttClient
@@ -86,11 +87,10 @@ class Fleet:
         """MQTT v5 request/response on `topic`."""
         return self.client.request(topic, payload, self.reply_to, timeout_s=30).payload
 
-    def send_window(self, name: str, x: np.ndarray, y: np.ndarray) -> CommandReply:
-        reply: CommandReply = wire.expect(
+    def send_window(self, name: str, x: np.ndarray, y: np.ndarray) -> Reply:
+        return wire.expect(
             self.ask(self.topics.data(MODEL), wire.pack(DataBatch.of(x, y, window=name))),
-            CommandReply)
-        return reply
+            Reply)
 
     def close(self) -> None:
         self.client.close()
@@ -131,7 +131,7 @@ def _bad_input_gets_error_replies(fleet: Fleet) -> None:
            "unknown_kind": wire.pack(InferRequest.of(np.zeros((1, 64)))),
            "bad_frame": msgpack.packb({"v": 1, "k": "data", "x": "text", "r": 1, "c": 64,
                                        "y": b"\x00" * 8})}
-    replies = {want: wire.expect(fleet.ask(fleet.topics.data(MODEL), frame), CommandReply)
+    replies = {want: wire.expect(fleet.ask(fleet.topics.data(MODEL), frame), Reply)
                for want, frame in bad.items()}
     assert {want: (r.ok, r.reason) for want, r in replies.items()} == {
         want: (False, want) for want in bad}
@@ -143,8 +143,7 @@ def _bad_input_gets_error_replies(fleet: Fleet) -> None:
                  "size_mismatch": msgpack.packb({"v": 1, "k": "infer", "x": b"\x00" * 12,
                                                  "r": 1, "c": 64})}
     for want, frame in bad_infer.items():
-        answer: InferReply = wire.expect(fleet.ask(fleet.topics.infer(MODEL), frame),
-                                         InferReply)
+        answer = wire.expect(fleet.ask(fleet.topics.infer(MODEL), frame), InferReply)
         assert (answer.ok, answer.reason) == (False, want)
 
 
@@ -159,7 +158,7 @@ def _gate_promotes_a_good_candidate_and_rejects_a_damaged_one(fleet: Fleet, x: n
 
     # Round 1: the fine-tuned candidate beats the random initial model: promoted.
     out = io.StringIO()
-    first = start_round(fleet.address, wait=True, overrides={}, out=out)
+    first = start_round(fleet.address, RoundStart(), wait=True, out=out)
     assert first.status == "published" and first.result["version"] == 1
 
     # Round 2: the fresh window c holds one class only; d is the newest. Fine-tuning on c
@@ -167,7 +166,7 @@ def _gate_promotes_a_good_candidate_and_rejects_a_damaged_one(fleet: Fleet, x: n
     assert fleet.send_window("c", x[one_class][:60], y[one_class][:60]).ok
     assert fleet.send_window("d", x[200:], y[200:]).ok
     with pytest.raises(FedstreamError) as refused:
-        start_round(fleet.address, wait=True, overrides={}, out=io.StringIO())
+        start_round(fleet.address, RoundStart(), wait=True, out=io.StringIO())
     assert refused.value.reason in (Reason.REGRESSED_NEWEST, Reason.REGRESSED_PAST)
     status = fleet_status(fleet.address)
     assert status.model_version == 1 and status.serving["version"] == 1
@@ -175,6 +174,7 @@ def _gate_promotes_a_good_candidate_and_rejects_a_damaged_one(fleet: Fleet, x: n
     # The registry keeps it, rejected with the reason; `model show` prints the matrix.
     shown = io.StringIO()
     listing = model_command(fleet.address, action="show", version=2, out=shown)
+    assert isinstance(listing, ModelListReply)
     (candidate,) = [v for v in listing.versions if v.version == 2]
     assert candidate.status == "rejected" and candidate.reason == refused.value.reason
     # c holds 36 rows of class 3: 10 evaluation rows, too few to be scored (min 20).
@@ -206,7 +206,7 @@ def _hot_swap_under_load(fleet: Fleet, x: np.ndarray) -> list[int]:
     def mqtt_client() -> None:
         while not stop.is_set():
             try:
-                reply: InferReply = wire.expect(fleet.ask(
+                reply = wire.expect(fleet.ask(
                     fleet.topics.infer(MODEL), wire.pack(InferRequest.of(x[:4]))), InferReply)
                 if reply.ok:
                     record("mqtt", reply.version)
@@ -232,8 +232,10 @@ def _hot_swap_under_load(fleet: Fleet, x: np.ndarray) -> list[int]:
     promoted = []
     try:
         for target in (0, 1, 2, 1, 0):
-            promoted.append(model_command(fleet.address, action="rollback", version=target,
-                                          out=io.StringIO()).model_version)
+            moved = model_command(fleet.address, action="rollback", version=target,
+                                  out=io.StringIO())
+            assert isinstance(moved, ModelVersionReply)
+            promoted.append(moved.model_version)
         final["version"] = int(fleet_status(fleet.address).serving["version"])
         # Each client keeps going until it has been answered by the last version.
         for event in saw_final.values():

@@ -22,6 +22,7 @@ from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
 from fedstream.demo import MODEL, Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status, start_round
+from fedstream.shared.commands import RoundReply, RoundStart
 from fedstream.shared.control import EdgeStatus, RoundState
 from fedstream.shared.model import build_mlp, spec_of
 from fedstream.shared.mqtt import Inbound, MqttClient
@@ -50,10 +51,9 @@ class Fleet:
     def run_round(self, on_change: Callable[[RoundState], None]) -> RoundState:
         """Start a round and follow it to its end, calling `on_change` on every state."""
         with FleetClient(self.address) as fleet:
-            opened = fleet.command("round_start", epochs=1)
-            assert opened.round is not None
-            return fleet.wait_round(opened.round.round_id, on_change=on_change,
-                                    grace_s=60)
+            opened = fleet.command(RoundStart(epochs=1), RoundReply).round
+            assert opened is not None
+            return fleet.wait_round(opened.round_id, on_change=on_change, grace_s=60)
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def _uninterrupted_model(data_dir: Path, round_id: str, scratch: Path) -> list[t
     # The fresh store starts from the same seeded v0 as the crashed one.
     for edge in sorted({r.edge_id for r in rows}):
         coord.on_status(EdgeStatus(edge_id=edge, online=True))
-    state = coord.start_round(now=0.0, deadline_s=1e9)
+    state = coord.start_round(now=0.0, request=RoundStart(deadline_s=1e9))
     for row in rows:
         blob = crashed.spool.get(row.spool)
         clean_row = UpdateRow(update_id=row.update_id, round_id=state.round_id,
@@ -249,18 +249,18 @@ def test_killed_edge_restores_its_error_feedback_residual(
     procs = Processes(tmp_path)
     address = FleetAddress.local(host=broker.host, port=broker.port, federation=federation,
                                  model=MODEL, timeout_s=30.0)
-    overrides = {"epochs": 1, "codec": "topk", "codec.density": 0.05}
+    request = RoundStart(epochs=1, codec="topk", codec_params={"density": 0.05})
     try:
         procs.spawn("cloud", "cloud", cloud_cfg)
         procs.spawn("edge", "edge", edge_cfg)
         wait_ready(address, edges=1, procs=procs)
-        first = start_round(address, wait=True, overrides=overrides, out=io.StringIO())
+        first = start_round(address, request, wait=True, out=io.StringIO())
 
         # Execute
         procs.kill("edge")
         procs.spawn("edge", "edge", edge_cfg)
         wait_ready(address, edges=1, procs=procs)
-        second = start_round(address, wait=True, overrides=overrides, out=io.StringIO())
+        second = start_round(address, request, wait=True, out=io.StringIO())
     finally:
         procs.stop()
 

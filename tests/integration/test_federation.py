@@ -15,6 +15,7 @@ from fedstream.client import FleetAddress
 from fedstream.cloud.registry_store import ModelFiles
 from fedstream.demo import Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status, model_command, show_status, start_round
+from fedstream.shared.commands import ModelListReply, ModelVersionReply, RoundStart
 from fedstream.shared.model import build_mlp, spec_of
 from fedstream.shared.sources import SOURCES
 
@@ -42,8 +43,8 @@ def test_two_rounds_advance_the_model_and_count_every_edge(
         initial = fleet_status(address)
 
         # Execute
-        results = [start_round(address, wait=True, overrides=overrides, out=io.StringIO())
-                   for overrides in ({"epochs": 2}, {"epochs": 2, "codec": "int8"})]
+        results = [start_round(address, request, wait=True, out=io.StringIO())
+                   for request in (RoundStart(epochs=2), RoundStart(epochs=2, codec="int8"))]
         printed = io.StringIO()
         after = show_status(address, out=printed)
         rolled = model_command(address, action="rollback", version=1, out=io.StringIO())
@@ -67,7 +68,8 @@ def test_two_rounds_advance_the_model_and_count_every_edge(
     assert all(e.backend.get("backend") in ("ipex", "torch") for e in after.edges)
     assert "3 online of 3 seen" in printed.getvalue()
     assert all(p.returncode == 0 for p in procs.procs.values())
-    assert rolled.model_version == 3
+    assert isinstance(rolled, ModelVersionReply) and rolled.model_version == 3
+    assert isinstance(versions, ModelListReply)
     assert [(v.version, v.parent) for v in versions.versions] == [(0, None), (1, 0), (2, 1),
                                                                   (3, 1)]
     assert versions.versions[3].lineage["rollback_of"] == 1

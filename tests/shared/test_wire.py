@@ -1,4 +1,5 @@
-"""Tests for shared/wire.py with the messages it frames (messages.py, control.py, _fields.py)."""
+"""Tests for shared/wire.py with the messages it frames (messages.py, control.py, commands.py,
+_fields.py)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,29 @@ import msgpack
 import pytest
 
 from fedstream.shared import wire
+from fedstream.shared.commands import (
+    ModelList,
+    ModelListReply,
+    ModelPromote,
+    ModelRollback,
+    ModelVersionReply,
+    Reply,
+    RoundReply,
+    RoundStart,
+    RoundStop,
+    StatusQuery,
+    StatusReply,
+)
 from fedstream.shared.control import (
-    CommandReply,
-    CommandRequest,
     DataBatch,
     EdgeStatus,
     ModelInfo,
     Receipt,
+    RoundMode,
     RoundState,
+    RoundStatus,
     TrainParams,
+    VersionStatus,
 )
 from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.infer import InferReply, InferRequest
@@ -38,11 +53,13 @@ _SPEC = (TensorSpec(name="w", shape=(2, 2)),)
 _HEADER = BlobHeader(blob_id="b1", size=16, sha256=hashlib.sha256(_BLOB).digest(), count=2,
                      chunk_size=8, codec="f32", spec=_SPEC)
 _TRAIN = TrainParams(epochs=2, lr=0.05, momentum=0.9, batch_size=32)
-_ROUND = RoundState(round_id="r1", model="mlp", status="collecting", base_version=3,
+_ROUND = RoundState(round_id="r1", model="mlp", status=RoundStatus.COLLECTING, base_version=3,
                     deadline=1000.5, train=_TRAIN, codec="f32", selection=("e1", "e2"),
                     quorum=1, received=1)
 _STATUS = EdgeStatus(edge_id="e1", online=True, version=3, samples=360,
                      backend={"name": "torch", "bf16": False}, last_round="r1")
+_INFO = ModelInfo(version=4, parent=3, round_id="r4", lineage={"metrics.accuracy": 0.5},
+                  status=VersionStatus.REJECTED, reason="regressed_past", evals={"w1": 0.5})
 
 EXAMPLES: dict[str, wire.Message] = {
     "update": UpdateChunk(
@@ -54,10 +71,24 @@ EXAMPLES: dict[str, wire.Message] = {
                          metrics={"accuracy": 0.9}),
     "round": _ROUND,
     "status": _STATUS,
-    "cmd": CommandRequest(verb="round_start", args={"epochs": 2, "lr": 0.1}),
+    "round_start": RoundStart(epochs=2, lr=0.1, momentum=0.5, batch_size=16, deadline_s=30.0,
+                              codec="topk", codec_params={"density": 0.05},
+                              mode=RoundMode.SYNC, fraction=0.5, edges=("e1", "e2"), buffer=3,
+                              max_staleness=1),
+    "round_stop": RoundStop(),
+    "status_query": StatusQuery(),
+    "model_list": ModelList(),
+    "model_rollback": ModelRollback(version=2),
+    "model_promote": ModelPromote(version=4),
     "receipt": Receipt(update_id="u1", round_id="r1", status="rejected", reason="stale_round",
                        detail="round r0 is closed"),
-    "reply": CommandReply(ok=True, round=_ROUND, edges=(_STATUS,), model_version=3),
+    "reply": Reply(ok=False, reason="no_edges", detail="no edge is online"),
+    "round_reply": RoundReply(round=_ROUND, model_version=3),
+    "status_reply": StatusReply(round=_ROUND, edges=(_STATUS,), model_version=3,
+                                model_metrics={"accuracy": 0.9}, rejections={"bad_hash": 2},
+                                intake_bytes=1024, serving={"served": 5}),
+    "model_list_reply": ModelListReply(model_version=3, versions=(_INFO,)),
+    "model_version_reply": ModelVersionReply(model_version=5),
     "data": DataBatch.of([[0.5, 1.0], [2.0, -3.0]], [1, 0], window="day1"),
     "infer": InferRequest.of([[0.5, 1.0], [2.0, -3.0]]),
     "infer_reply": InferReply.answer(3, [1, 0], [0.75, 0.5]),
@@ -122,23 +153,23 @@ def test_frame_carries_kind_and_version(kind: str) -> None:
     assert raw["v"] == msg.VERSION
 
 
-def test_reply_without_round_round_trips() -> None:
-    """A reply with no round and no edges (the common error answer) survives the trip."""
+def test_round_reply_without_round_round_trips() -> None:
+    """A round reply with no round (`round stop` before any round ran) survives the trip."""
     # Prepare
-    msg = CommandReply(ok=False, reason="no_edges", detail="no edge is online")
+    msg = RoundReply(round=None, model_version=0)
 
     # Execute
     back = wire.unpack(wire.pack(msg))
 
     # Assert
     assert back == msg
-    assert back.round is None
+    assert isinstance(back, RoundReply) and back.round is None
 
 
-def test_golden_bytes_of_a_command_request() -> None:
-    """A small CommandRequest packs to exactly these bytes, so format drift fails loudly."""
+def test_golden_bytes_of_a_v1_command_request_read_as_the_typed_command() -> None:
+    """The bytes a v1 CLI sent for `status` (kind `cmd`, retired) still read, as a StatusQuery
+    (P2: an older frame is upgraded in one named function)."""
     # Prepare
-    msg = CommandRequest(verb="status", args={"n": 1})
     golden = bytes.fromhex(
         "84"            # map of 4
         "a176" "01"     # "v": 1
@@ -148,11 +179,45 @@ def test_golden_bytes_of_a_command_request() -> None:
     )
 
     # Execute
+    msg = wire.unpack(golden)
+
+    # Assert
+    assert msg == StatusQuery()
+
+
+def test_golden_bytes_of_a_command() -> None:
+    """A ModelRollback packs to exactly these bytes, so format drift fails loudly."""
+    # Prepare
+    msg = ModelRollback(version=3)
+    golden = bytes.fromhex(
+        "83"            # map of 3
+        "a176" "01"     # "v": 1
+        "a16b" "ae6d6f64656c5f726f6c6c6261636b"  # "k": "model_rollback"
+        "a3766572" "03"  # "ver": 3
+    )
+
+    # Execute
     buf = wire.pack(msg)
 
     # Assert
     assert buf == golden
     assert wire.unpack(golden) == msg
+
+
+def test_round_status_and_mode_travel_as_plain_strings() -> None:
+    """The StrEnum fields of a round state are the same strings on the wire as before."""
+    # Prepare
+    msg = dataclasses.replace(_ROUND, status=RoundStatus.FAILED, mode=RoundMode.ASYNC)
+
+    # Execute
+    raw = _raw(msg)
+    back = wire.unpack(wire.pack(msg))
+
+    # Assert
+    assert (type(raw["st"]), raw["st"], type(raw["mode"]), raw["mode"]) == (
+        str, "failed", str, "async")
+    assert isinstance(back, RoundState)
+    assert back.status is RoundStatus.FAILED and back.mode is RoundMode.ASYNC
 
 
 @pytest.mark.parametrize("kind", ["update", "model"])
@@ -234,7 +299,7 @@ def test_rejects_newer_version(kind: str) -> None:
 def test_rejects_bad_version(version: object) -> None:
     """A version that is not a positive int (bool included) is a bad frame."""
     # Prepare
-    buf = _repack(EXAMPLES["cmd"], lambda d: d.update(v=version))
+    buf = _repack(EXAMPLES["model_rollback"], lambda d: d.update(v=version))
 
     # Execute
     reason = _rejects(buf)
@@ -247,7 +312,9 @@ def test_rejects_bad_version(version: object) -> None:
     ("kind", "key"),
     [("update", "data"), ("update", "sha"), ("update", "edge"), ("update", "i"),
      ("model", "ver"), ("manifest", "hdr"), ("round", "train"), ("status", "on"),
-     ("cmd", "verb"), ("reply", "ok")],
+     ("model_rollback", "ver"), ("model_promote", "ver"), ("reply", "ok"),
+     ("round_reply", "ver"), ("status_reply", "edges"), ("model_list_reply", "vers"),
+     ("model_version_reply", "ver")],
 )
 def test_rejects_missing_field(kind: str, key: str) -> None:
     """A required field left out is a bad frame, never a KeyError."""
@@ -283,10 +350,20 @@ def test_rejects_missing_field(kind: str, key: str) -> None:
         ("status", "on", 1),
         ("status", "ver", True),
         ("status", "ver", -1),
-        ("cmd", "args", {"n": None}),
+        ("round_start", "ep", True),
+        ("round_start", "lr", "0.1"),
+        ("round_start", "mode", "eventually"),
+        ("round_start", "edges", ["e1", 2]),
+        ("round_start", "edges", "e1,e2"),
+        ("round_start", "cp", {"density": [1]}),
+        ("round_start", "codec", 1),
+        ("model_rollback", "ver", True),
+        ("model_promote", "ver", -1),
         ("reply", "ok", 1),
-        ("reply", "edges", [1]),
-        ("reply", "ver", True),
+        ("status_reply", "edges", [1]),
+        ("status_reply", "rej", {"bad_hash": None}),
+        ("round_reply", "ver", True),
+        ("model_list_reply", "vers", [{"ver": 1}]),
     ],
 )
 def test_rejects_wrong_type(kind: str, key: str, value: object) -> None:
@@ -443,7 +520,7 @@ def test_rejects_bool_layer_width() -> None:
 def test_rejects_falsy_non_map_round(value: object) -> None:
     """A reply whose round is neither nil nor a map is a bad frame."""
     # Prepare
-    buf = _repack(EXAMPLES["reply"], lambda d: d.update(round=value))
+    buf = _repack(EXAMPLES["round_reply"], lambda d: d.update(round=value))
 
     # Execute
     reason = _rejects(buf)
@@ -467,7 +544,7 @@ def test_expect_returns_the_right_kind() -> None:
 def test_expect_rejects_another_kind() -> None:
     """`expect` refuses a valid frame of another kind with unknown_kind."""
     # Prepare
-    buf = wire.pack(EXAMPLES["cmd"])
+    buf = wire.pack(EXAMPLES["model_rollback"])
 
     # Execute
     with pytest.raises(ProtocolError) as info:
@@ -475,14 +552,14 @@ def test_expect_rejects_another_kind() -> None:
 
     # Assert
     assert info.value.reason is Reason.UNKNOWN_KIND
-    assert "update" in info.value.detail and "cmd" in info.value.detail
+    assert "update" in info.value.detail and "model_rollback" in info.value.detail
 
 
 def test_async_session_state_round_trips() -> None:
     """An async session's mode, buffer and staleness bound survive the trip (keys `mode`,
     `buf`, `ms`), and the frame's kind stays `round`."""
     # Prepare
-    msg = dataclasses.replace(_ROUND, mode="async", buffer=3, max_staleness=2)
+    msg = dataclasses.replace(_ROUND, mode=RoundMode.ASYNC, buffer=3, max_staleness=2)
 
     # Execute
     raw = _raw(msg)
@@ -513,8 +590,9 @@ def test_model_info_carries_status_reason_and_evals() -> None:
     inside a reply; an older cloud's entry without them reads as a promoted version."""
     # Prepare
     info = ModelInfo(version=4, parent=3, round_id="r4", lineage={"metrics.accuracy": 0.5},
-                     status="rejected", reason="regressed_past", evals={"w1": 0.5, "w2": 0.75})
-    reply = CommandReply(ok=True, versions=(info,))
+                     status=VersionStatus.REJECTED, reason="regressed_past",
+                     evals={"w1": 0.5, "w2": 0.75})
+    reply = ModelListReply(model_version=3, versions=(info,))
     old = {"ver": 4, "parent": 3, "round": "r4", "lin": {}}
 
     # Execute
@@ -522,5 +600,5 @@ def test_model_info_carries_status_reason_and_evals() -> None:
     from_old = ModelInfo.from_wire(old)
 
     # Assert
-    assert isinstance(back, CommandReply) and back.versions == (info,)
+    assert isinstance(back, ModelListReply) and back.versions == (info,)
     assert (from_old.status, from_old.reason, dict(from_old.evals)) == ("promoted", "", {})

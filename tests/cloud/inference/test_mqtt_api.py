@@ -43,8 +43,7 @@ class _Setup:
     def ask(self, payload: bytes) -> InferReply:
         msg = self.client.request(self.topics.infer(MODEL), payload, self.reply_to,
                                   timeout_s=10)
-        reply: InferReply = wire.expect(msg.payload, InferReply)
-        return reply
+        return wire.expect(msg.payload, InferReply)
 
 
 @pytest.fixture

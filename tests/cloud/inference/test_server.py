@@ -96,7 +96,7 @@ def _mqtt_load(server: InferenceServer, broker: Mosquitto, federation: str,
                 msg = client.request(topics.infer(MODEL),
                                      wire.pack(InferRequest.of(inputs[row:row + 1])),
                                      reply_to, timeout_s=10)
-                reply: InferReply = wire.expect(msg.payload, InferReply)
+                reply = wire.expect(msg.payload, InferReply)
                 progress.record("mqtt", row, reply if reply.ok else reply.reason)
             except Exception as err:  # every failure is a finding, recorded for the assert
                 progress.record("mqtt", row, repr(err))
