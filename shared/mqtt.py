@@ -90,7 +90,8 @@ class Connection:
         host: Broker host name or address.
         port: Broker TCP port.
         keepalive_s: MQTT keepalive; the broker drops a client silent for 1.5 times this.
-        connect_timeout_s: How long `connect` keeps retrying an unreachable broker.
+        connect_timeout_s: The connect deadline for this broker; callers pass it to
+            `MqttClient.connect` (which does not read it yet).
 
     Raises:
         ConfigError: bad_config for an empty host or a port, keepalive or timeout out of range.
