@@ -48,7 +48,11 @@ class IntakeConfig(Section):
     max_sender_bytes: int = Field(default=512 << 20, ge=1024,
                                   description="partial updates one edge may pin at once")
     max_total_bytes: int = Field(default=1 << 30, ge=1024)
-    partial_timeout_s: float = Field(default=120.0, gt=0)
+    partial_timeout_s: float = Field(default=120.0, gt=0,
+                                     description="a partial update idle this long is dropped")
+    idle_s: float = Field(default=10.0, gt=0,
+                          description="a partial update idle this long is answered with the "
+                                      "chunks it lacks, so its edge sends only those")
 
 
 class FinetuneConfig(Section):

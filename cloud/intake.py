@@ -1,4 +1,10 @@
-"""Update intake: frames from the update topics -> verified, decoded updates of the open round."""
+"""Update intake: frames from the update topics -> complete blobs -> verified, decoded updates.
+
+Intake only checks; it decides nothing. Each `ProtocolError` it raises carries its scope: a
+FRAME rejection refuses one frame (its update may still complete from good frames), an UPDATE
+rejection refuses the update as a whole. Recording the verdict is the receiver's job
+(`cloud/receiver.py`): the journal is the one record of what was decided.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +17,13 @@ from fedstream.cloud import rounds
 from fedstream.cloud.config import IntakeConfig
 from fedstream.shared import wire
 from fedstream.shared.blobs import decode_blob
-from fedstream.shared.chunks import Reassembler
+from fedstream.shared.chunks import Completed, Reassembler
 from fedstream.shared.control import RoundState
-from fedstream.shared.errors import ProtocolError, Reason
+from fedstream.shared.errors import ProtocolError, Reason, Scope
 from fedstream.shared.messages import BlobHeader, Spec, UpdateChunk, UpdateMeta
+from fedstream.shared.transfer import UpdateProbe
 
-# Rejections that condemn the whole update (the edge gets a receipt and drops it); any other
-# rejection concerns one frame, and the update may still complete from good frames.
-FINAL = frozenset({Reason.STALE_ROUND, Reason.UNKNOWN_EDGE, Reason.DUPLICATE_UPDATE,
-                   Reason.BAD_HASH, Reason.OVERSIZED, Reason.NON_FINITE, Reason.SPEC_MISMATCH,
-                   Reason.UNKNOWN_CODEC})
+UpdateFrame = UpdateChunk | UpdateProbe
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,7 @@ class Intake:
 
     Args:
         spec: The model's tensor spec; an update with another spec is rejected.
-        params: Memory bounds and the partial-update timeout.
+        params: Memory bounds and the partial-update timeouts.
     """
 
     def __init__(self, *, spec: Spec, params: IntakeConfig) -> None:
@@ -63,45 +66,68 @@ class Intake:
         return parts
 
     @staticmethod
-    def parse(payload: bytes, *, topic_edge: str) -> UpdateChunk:
-        """Parse one frame from an edge's update topic.
+    def parse(payload: bytes, *, topic_edge: str) -> UpdateFrame:
+        """Parse one frame from an edge's update topic: a chunk or a probe.
 
         Raises:
             ProtocolError: the frame is malformed or names another edge than its topic.
         """
-        chunk: UpdateChunk = wire.expect(payload, UpdateChunk)
-        if chunk.meta.edge_id != topic_edge:
-            raise ProtocolError(Reason.BAD_FRAME,
-                                f"frame names {chunk.meta.edge_id}, topic {topic_edge}")
-        return chunk
+        frame = wire.unpack(payload)
+        if not isinstance(frame, UpdateChunk | UpdateProbe):
+            raise ProtocolError(Reason.UNKNOWN_KIND, f"{frame.KIND} on an update topic")
+        sender = frame.meta.edge_id if isinstance(frame, UpdateChunk) else frame.edge_id
+        if sender != topic_edge:
+            raise ProtocolError(Reason.BAD_FRAME, f"frame names {sender}, topic {topic_edge}")
+        return frame
 
-    def take(self, payload: bytes | UpdateChunk, *, topic_edge: str,
-             state: RoundState | None, counted: AbstractSet[tuple[str, int]],
-             now: float) -> Update | None:
-        """Take one frame (raw or parsed); return the update once it is complete and valid.
+    def collect(self, chunk: UpdateChunk, *, state: RoundState | None,
+                counted: AbstractSet[tuple[str, int]], now: float) -> Completed | None:
+        """Take one chunk; return its blob once every chunk is in and the sha256 matches.
 
         `counted` holds the (edge id, base version) of updates the round already accepted.
+        The round is checked on a blob's first chunk, before any memory is spent on it.
 
         Raises:
-            ProtocolError: with the reason the frame or update is rejected; for a reason in
-                `FINAL` the update as a whole is refused and its partial is dropped.
+            ProtocolError: with the reason and scope of the rejection.
         """
-        chunk = payload if isinstance(payload, UpdateChunk) else self.parse(
-            payload, topic_edge=topic_edge)
-        # A round is checked on a blob's first chunk (before any memory is spent on it) and
-        # again on completion, since the round may have closed in between.
-        parts = self._reassembler(topic_edge)
-        if not parts.knows(chunk.header.blob_id):
+        parts = self._reassembler(chunk.meta.edge_id)
+        if not parts.holds(chunk.header.blob_id):
             rounds.check_update(state, chunk.meta, counted)
-            if self.held_bytes + chunk.header.size > self.params.max_total_bytes:
+            size = chunk.header.size
+            # A blob over the per-update bound is refused as a whole by the reassembler.
+            total = self.params.max_total_bytes
+            if size <= parts.max_blob_bytes and self.held_bytes + size > total:
                 raise ProtocolError(Reason.OVERSIZED, "total reassembly memory bound reached")
-        done = parts.add(chunk.header, chunk.index, chunk.data, now)
-        if done is None:
-            return None
-        rounds.check_update(state, chunk.meta, counted)
-        delta = decode_blob(done.header, done.blob, self.spec)
-        return Update(meta=chunk.meta, header=done.header, blob=done.blob, delta=delta)
+        return parts.add(chunk.header, chunk.index, chunk.data, now)
 
-    def expire(self, now: float) -> list[str]:
-        """Drop partial updates that stopped arriving; return their blob ids."""
-        return [b for parts in self._senders.values() for b in parts.expire(now)]
+    def verify(self, meta: UpdateMeta, done: Completed, *, state: RoundState | None,
+               counted: AbstractSet[tuple[str, int]]) -> Update:
+        """Check a complete blob against the round again (it may have closed since its first
+        chunk) and decode it.
+
+        Raises:
+            ProtocolError: scope UPDATE, with the reason the update is refused.
+        """
+        rounds.check_update(state, meta, counted)
+        try:
+            delta = decode_blob(done.header, done.blob, self.spec)
+        except ProtocolError as err:
+            # The blob is whole and hashed: what fails to decode now fails on every re-send.
+            raise ProtocolError(err.reason, err.detail, scope=Scope.UPDATE) from err
+        return Update(meta=meta, header=done.header, blob=done.blob, delta=delta)
+
+    def drop(self, edge_id: str, blob_id: str) -> None:
+        """Forget a partial update refused as a whole."""
+        parts = self._senders.get(edge_id)
+        if parts is not None:
+            parts.drop(blob_id)
+
+    def expire(self, now: float) -> list[tuple[str, str]]:
+        """Drop partial updates that stopped arriving; return their (edge id, blob id)."""
+        return [(edge, b) for edge, parts in self._senders.items() for b in parts.expire(now)]
+
+    def idle(self, now: float) -> list[tuple[str, BlobHeader]]:
+        """(edge id, header) of partial updates that got no chunk for `params.idle_s`, each
+        once per idle spell."""
+        return [(edge, h) for edge, parts in self._senders.items()
+                for h in parts.idle(now, self.params.idle_s)]

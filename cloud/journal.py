@@ -21,7 +21,7 @@ import structlog
 
 from fedstream.cloud._sqlite import open_wal, transact
 from fedstream.shared import wire
-from fedstream.shared.control import RoundState, VersionStatus
+from fedstream.shared.control import ReceiptStatus, RoundState, VersionStatus
 from fedstream.shared.errors import Reason, StoreError
 
 log = structlog.get_logger(__name__)
@@ -65,7 +65,7 @@ class UpdateRow:
     update_id: str
     round_id: str
     edge_id: str
-    status: str
+    status: ReceiptStatus
     reason: str = ""
     samples: int = 0
     bytes: int = 0
@@ -124,11 +124,21 @@ class Journal:
         self._run(lambda db: db.execute(
             "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?)", (blob_id, index, edge_id, frame)))
 
-    def chunk_frames(self) -> Iterator[tuple[str, bytes]]:
-        """Every kept chunk frame with its sender, for replay after a restart."""
+    def chunk_frames(self, blob_id: str | None = None) -> Iterator[tuple[str, bytes]]:
+        """Kept chunk frames with their sender (of one blob, or all), for replay."""
         # Read them all first: the caller may delete rows while it walks the result.
-        yield from self._db.execute(
-            "SELECT edge_id, frame FROM chunks ORDER BY blob_id, idx").fetchall()
+        if blob_id is None:
+            yield from self._db.execute(
+                "SELECT edge_id, frame FROM chunks ORDER BY blob_id, idx").fetchall()
+        else:
+            yield from self._db.execute(
+                "SELECT edge_id, frame FROM chunks WHERE blob_id = ? ORDER BY idx",
+                (blob_id,)).fetchall()
+
+    def chunk_indices(self, blob_id: str) -> list[int]:
+        """The indices of a blob's kept chunks, ascending."""
+        return [i for (i,) in self._db.execute(
+            "SELECT idx FROM chunks WHERE blob_id = ? ORDER BY idx", (blob_id,))]
 
     def drop_chunks(self, blob_id: str) -> None:
         """Forget the chunks of a blob (completed, rejected or expired)."""
@@ -136,7 +146,8 @@ class Journal:
 
     # -- updates ---------------------------------------------------------------------------
     def record_update(self, row: UpdateRow) -> None:
-        """Record the decision on an update and drop its chunks, in one transaction."""
+        """Record the verdict on an update and drop its chunks, in one transaction; a second
+        verdict on the same update is ignored (the first one stands)."""
         def work(db: sqlite3.Connection) -> None:
             db.execute(f"INSERT OR IGNORE INTO updates ({UPDATE_COLUMNS}) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -149,20 +160,20 @@ class Journal:
         """The decision on an update, if one was made."""
         row = self._db.execute(f"SELECT {UPDATE_COLUMNS} FROM updates WHERE update_id = ?",
                                (update_id,)).fetchone()
-        return UpdateRow(*row) if row else None
+        return _update_row(row) if row else None
 
     def accepted(self, round_id: str) -> list[UpdateRow]:
         """Accepted updates of a round, in update-id order (the aggregation order)."""
         rows = self._db.execute(f"SELECT {UPDATE_COLUMNS} FROM updates WHERE round_id = ? AND "
                                 "status = 'accepted' ORDER BY update_id", (round_id,))
-        return [UpdateRow(*r) for r in rows]
+        return [_update_row(r) for r in rows]
 
     def pending(self, round_id: str) -> list[UpdateRow]:
         """Accepted updates of a round that no version has folded in yet, in update-id order."""
         rows = self._db.execute(f"SELECT {UPDATE_COLUMNS} FROM updates WHERE round_id = ? AND "
                                 "status = 'accepted' AND applied IS NULL ORDER BY update_id",
                                 (round_id,))
-        return [UpdateRow(*r) for r in rows]
+        return [_update_row(r) for r in rows]
 
     # -- rounds ----------------------------------------------------------------------------
     def save_round(self, state: RoundState) -> None:
@@ -237,6 +248,14 @@ class Journal:
         """A named value, if set."""
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+
+def _update_row(values: Sequence[Any]) -> UpdateRow:
+    update_id, round_id, edge_id, status, reason, samples, size, codec, spool, base, applied = (
+        values)
+    return UpdateRow(update_id=update_id, round_id=round_id, edge_id=edge_id,
+                     status=ReceiptStatus(status), reason=reason, samples=samples, bytes=size,
+                     codec=codec, spool=spool, base=base, applied=applied)
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Set as AbstractSet
 
 from fedstream.shared._fields import Scalar
 from fedstream.shared.control import MAX_BUFFER, RoundMode, RoundState, RoundStatus, TrainParams
-from fedstream.shared.errors import FedstreamError, ProtocolError, Reason
+from fedstream.shared.errors import FedstreamError, ProtocolError, Reason, Scope
 from fedstream.shared.messages import UpdateMeta
 
 
@@ -92,22 +92,25 @@ def check_update(state: RoundState | None, meta: UpdateMeta,
     version it trained on (in a sync round, once).
 
     Raises:
-        ProtocolError: stale_round, unknown_edge or duplicate_update.
+        ProtocolError: stale_round, unknown_edge or duplicate_update, each of scope UPDATE.
     """
     if state is None or state.terminal or state.status is RoundStatus.AGGREGATING:
-        raise ProtocolError(Reason.STALE_ROUND, f"round {meta.round_id} is not collecting")
+        raise ProtocolError(Reason.STALE_ROUND, f"round {meta.round_id} is not collecting",
+                            scope=Scope.UPDATE)
     oldest = state.base_version - state.max_staleness if state.is_async else state.base_version
     if meta.round_id != state.round_id or not oldest <= meta.base_version <= state.base_version:
         window = (f"v{max(0, oldest)}..v{state.base_version}" if oldest < state.base_version
                   else f"v{state.base_version}")
         raise ProtocolError(Reason.STALE_ROUND,
                             f"update for round {meta.round_id} on v{meta.base_version}; "
-                            f"open is {state.round_id} on {window}")
+                            f"open is {state.round_id} on {window}", scope=Scope.UPDATE)
     if not state.is_async and meta.edge_id not in state.selection:
-        raise ProtocolError(Reason.UNKNOWN_EDGE, f"{meta.edge_id} not selected")
+        raise ProtocolError(Reason.UNKNOWN_EDGE, f"{meta.edge_id} not selected",
+                            scope=Scope.UPDATE)
     if (meta.edge_id, meta.base_version) in counted:
         raise ProtocolError(Reason.DUPLICATE_UPDATE,
-                            f"{meta.edge_id} already counted on v{meta.base_version}")
+                            f"{meta.edge_id} already counted on v{meta.base_version}",
+                            scope=Scope.UPDATE)
 
 
 def staleness_weight(samples: float, staleness: int) -> float:

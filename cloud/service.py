@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import assert_never
 
@@ -22,6 +22,7 @@ from fedstream.cloud.intake import Intake
 from fedstream.cloud.journal import VersionRow
 from fedstream.cloud.publisher import ModelPublisher
 from fedstream.cloud.receiver import UpdateReceiver
+from fedstream.cloud.rejections import RejectionLog
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.versions import ModelVersion
 from fedstream.shared import wire
@@ -54,6 +55,7 @@ from fedstream.shared.model import accuracy, build_mlp, load_tensors
 from fedstream.shared.mqtt import Connection, Inbound, MqttClient
 from fedstream.shared.sources import SOURCES, Dataset
 from fedstream.shared.topics import Topics
+from fedstream.shared.transfer import MissingChunks
 
 log = structlog.get_logger(__name__)
 
@@ -119,9 +121,10 @@ class CloudService:
                                        stage=make_stage(cfg, self.data))
         self.intake = Intake(spec=self.coordinator.spec, params=cfg.intake)
         self.receiver = UpdateReceiver(intake=self.intake, store=self.store,
-                                       coordinator=self.coordinator,
-                                       send_receipt=self._send_receipt)
-        self.rejections: Counter[str] = Counter()
+                                       coordinator=self.coordinator, send=self._send_to_edge)
+        self.rejections = RejectionLog()
+        # Set when a tick failed half-way: the next tick recovers the round first.
+        self._recover = False
         self.publisher = ModelPublisher(mqtt=self.mqtt, topics=self.topics, model=cfg.model,
                                         spec=self.coordinator.spec, layers=cfg.layers,
                                         chunk_size=cfg.chunk_size)
@@ -144,8 +147,9 @@ class CloudService:
                     msg = None
                 if msg is not None:
                     self._handle(msg)
-                self._tick(time.time())
+                self.tick(time.time())
         finally:
+            self.rejections.flush(math.inf)  # what the interval held back, before going
             if self.inference is not None:
                 self.inference.stop()
             self.mqtt.close()
@@ -170,15 +174,22 @@ class CloudService:
             log.error("message_deferred", topic=msg.topic, reason=str(err.reason),
                       detail=err.detail)
         except FedstreamError as err:
-            self.rejections[str(err.reason)] += 1
-            log.warning("message_rejected", topic=msg.topic, reason=str(err.reason),
-                        detail=err.detail)
+            if isinstance(err, ProtocolError | ConfigError):
+                self.rejections.record(sender=self._sender(msg.topic), reason=str(err.reason),
+                                       topic=msg.topic, detail=err.detail, now=time.time())
+            else:
+                # The message was fine; acting on it failed half-way (a publish the broker
+                # did not confirm): the next tick recovers the round as after a restart.
+                self._recover = True
+                log.error("message_failed", topic=msg.topic, reason=str(err.reason),
+                          detail=err.detail)
             if self.data is not None and self._subs["data"].matches(msg.topic):
                 # A data producer that asked for an answer learns why it was refused.
                 self._answer(msg, Reply(ok=False, reason=str(err.reason), detail=err.detail))
         except Exception as err:
-            self.rejections["internal"] += 1
-            log.exception("message_rejected", topic=msg.topic, reason="internal",
+            self.rejections.totals[str(Reason.INTERNAL)] += 1
+            self._recover = True
+            log.exception("message_rejected", topic=msg.topic, reason=str(Reason.INTERNAL),
                           detail=repr(err))
         finally:
             if ack:
@@ -186,6 +197,14 @@ class CloudService:
 
     def _on_update(self, msg: Inbound) -> None:
         self.receiver.on_frame(msg.payload, self.topics.last_but(msg.topic, 0), time.time())
+
+    def _sender(self, topic: str) -> str:
+        """Who sent a message, as far as its topic tells (an edge's id on its topics)."""
+        if self._subs["update"].matches(topic):
+            return self.topics.last_but(topic, 0)
+        if self._subs["status"].matches(topic):
+            return self.topics.last_but(topic, 1)
+        return topic
 
     def _on_data(self, msg: Inbound) -> None:
         assert self.data is not None
@@ -247,7 +266,7 @@ class CloudService:
                 return StatusReply(round=coord.round, edges=tuple(coord.edges.values()),
                                    model_version=coord.current.version,
                                    model_metrics=coord.current.metrics,
-                                   rejections=dict(self.rejections),
+                                   rejections=dict(self.rejections.totals),
                                    intake_bytes=self.intake.held_bytes,
                                    serving=self.inference.status() if self.inference else {})
             case ModelList():
@@ -262,11 +281,21 @@ class CloudService:
             case _:
                 assert_never(cmd)
 
-    def _tick(self, now: float) -> None:
-        for blob_id in self.intake.expire(now):
-            self.store.journal.drop_chunks(blob_id)
-            log.warning("update_dropped", blob_id=blob_id, reason="partial_timeout")
-        self.coordinator.tick(now)
+    def tick(self, now: float) -> None:
+        """The periodic work of the service, guarded like a message: a failure (a publish the
+        broker refused, a fine-tune that crashed) is logged and retried on the next tick,
+        after the coordinator recovered its round as after a restart."""
+        try:
+            if self._recover:
+                self.coordinator.start(now)
+                self._recover = False
+            self.receiver.tick(now)
+            self.coordinator.tick(now)
+        except Exception as err:
+            self._recover = True
+            reason = err.reason if isinstance(err, FedstreamError) else Reason.INTERNAL
+            log.exception("tick_failed", reason=str(reason), detail=str(err))
+        self.rejections.flush(now)
 
     def _publish_model(self, version: ModelVersion) -> int:
         sent = self.publisher.publish(version=version.version, parent=version.parent,
@@ -282,10 +311,18 @@ class CloudService:
                 log.exception("model_swap_failed", version=version.version, detail=repr(err))
         return sent
 
-    def _send_receipt(self, edge_id: str, receipt: Receipt) -> None:
-        self.mqtt.publish(self.topics.receipt(edge_id), wire.pack(receipt))
-        log.info("receipt_sent", edge_id=edge_id, update_id=receipt.update_id,
-                 status=receipt.status, reason=receipt.reason or None)
+    def _send_to_edge(self, edge_id: str, answer: Receipt | MissingChunks) -> None:
+        """Publish a receipt or a list of missing chunks. One the broker does not confirm is
+        logged, not raised: the verdict is in the journal, and the edge's next probe gets it."""
+        fields = ({"status": str(answer.status), "reason": answer.reason or None}
+                  if isinstance(answer, Receipt) else {"missing": len(answer.indices)})
+        try:
+            self.mqtt.publish(self.topics.receipt(edge_id), wire.pack(answer))
+        except TransportError as err:
+            log.warning("receipt_failed", edge_id=edge_id, update_id=answer.update_id,
+                        reason=str(err.reason), detail=err.detail)
+            return
+        log.info("receipt_sent", edge_id=edge_id, update_id=answer.update_id, **fields)
 
     def _publish_round(self, state: RoundState) -> None:
         self.mqtt.publish(self.topics.round(self.cfg.model), wire.pack(state), retain=True)

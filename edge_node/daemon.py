@@ -31,12 +31,19 @@ from fedstream.shared.blobs import pack_blob
 from fedstream.shared.codecs import CODECS
 from fedstream.shared.codecs.feedback import ErrorFeedback
 from fedstream.shared.control import EdgeStatus, Receipt, RoundState
-from fedstream.shared.errors import FedstreamError, Reason, StoreError, TransportError
+from fedstream.shared.errors import (
+    FedstreamError,
+    ProtocolError,
+    Reason,
+    StoreError,
+    TransportError,
+)
 from fedstream.shared.messages import UpdateChunk, UpdateMeta
 from fedstream.shared.model import build_mlp
 from fedstream.shared.mqtt import Connection, Inbound, MqttClient, Will
 from fedstream.shared.sources import SOURCES
 from fedstream.shared.topics import Topics
+from fedstream.shared.transfer import MissingChunks, UpdateProbe
 
 log = structlog.get_logger(__name__)
 
@@ -73,13 +80,19 @@ class EdgeDaemon:
         self._receipt_topic = self.topics.receipt(cfg.edge_id)
         self.outbox = Outbox(cfg.data_dir / "outbox")
         self._next_resend = 0.0
+        # The last runs resumed per update and when: a probe's answer and the cloud's idle
+        # notice often name the same runs moments apart; one send of them is enough.
+        self._resumed: dict[str, tuple[float, tuple[tuple[int, int], ...]]] = {}
+        # Set on paho's thread when the broker takes us back: probe the outbox at once.
+        self._reconnected = threading.Event()
         self._status_topic = self.topics.status(cfg.edge_id)
         offline = EdgeStatus(edge_id=cfg.edge_id, online=False, samples=len(self.data))
         self.mqtt = MqttClient(
             client_id=f"fedstream-edge-{cfg.federation}-{cfg.edge_id}",
             conn=Connection.from_config(cfg.broker), on_message=self._inbox.put,
             subscriptions=(self._model_filter, self._round_topic, self._receipt_topic),
-            persistent=True, will=Will(self._status_topic, wire.pack(offline)))
+            persistent=True, will=Will(self._status_topic, wire.pack(offline)),
+            on_reconnect=self._reconnected.set)
         self.log = log.bind(edge_id=cfg.edge_id)
 
     def run(self, stop: threading.Event) -> None:
@@ -92,11 +105,15 @@ class EdgeDaemon:
                           classes=self.data.class_counts(), source=self.cfg.source.name)
             if self._feedback.residual is not None:
                 self.log.info("feedback_restored", seq=self._seq, norm=self._residual_norm())
-            self._resend(min_age_s=0.0)  # whatever a previous run left goes out now
+            self._resend(min_age_s=0.0)  # ask about whatever a previous run left
             while not stop.is_set():
                 with contextlib.suppress(queue.Empty):
                     self._handle(self._inbox.get(timeout=0.5))
-                if time.monotonic() >= self._next_resend:
+                if self._reconnected.is_set():
+                    # A cut may have lost chunks the broker had confirmed: ask about all.
+                    self._reconnected.clear()
+                    self._resend(min_age_s=0.0)
+                elif time.monotonic() >= self._next_resend:
                     # Only updates that had a full interval to get their receipt.
                     self._resend(min_age_s=self.cfg.resend_after_s)
             said_offline = self._say_offline()
@@ -129,7 +146,13 @@ class EdgeDaemon:
             elif msg.topic == str(self._round_topic) and msg.payload:
                 self._on_round(wire.expect(msg.payload, RoundState))
             elif msg.topic == str(self._receipt_topic):
-                self._on_receipt(wire.expect(msg.payload, Receipt))
+                answer = wire.unpack(msg.payload)
+                if isinstance(answer, Receipt):
+                    self._on_receipt(answer)
+                elif isinstance(answer, MissingChunks):
+                    self._on_missing(answer)
+                else:
+                    raise ProtocolError(Reason.UNKNOWN_KIND, f"{answer.KIND} on receipts")
         except FedstreamError as err:
             self.log.warning("message_rejected", topic=msg.topic, reason=str(err.reason),
                              detail=err.detail)
@@ -150,24 +173,52 @@ class EdgeDaemon:
         self._maybe_train()
 
     def _on_receipt(self, receipt: Receipt) -> None:
+        self._resumed.pop(receipt.update_id, None)
         self.feedback_store.drop(receipt.update_id)
         if self.outbox.remove(receipt.update_id):
             self.log.info("receipt_received", update_id=receipt.update_id,
                           round_id=receipt.round_id, status=receipt.status,
                           reason=receipt.reason or None, outbox=len(self.outbox))
 
+    def _on_missing(self, missing: MissingChunks) -> None:
+        """Send only the chunks the cloud says it lacks (P17)."""
+        item = self.outbox.get(missing.update_id)
+        if item is None:
+            return  # decided and dropped meanwhile, or another run's update
+        now = time.monotonic()
+        last = self._resumed.get(missing.update_id)
+        if last is not None and last[1] == missing.runs and now - last[0] < self.cfg.resend_after_s:
+            return
+        self._resumed[missing.update_id] = (now, missing.runs)
+        wanted = [i for i in missing.indices if i < len(item.frames)]
+        self.log.info("update_resumed", update_id=missing.update_id, chunks=len(wanted),
+                      of=len(item.frames))
+        try:
+            self._publish_frames([item.frames[i] for i in wanted])
+        except TransportError as err:
+            # Still in the outbox: the next probe asks again.
+            self.log.warning("update_resend_failed", update_id=item.update_id,
+                             reason=str(err.reason), detail=err.detail)
+
     def _resend(self, *, min_age_s: float) -> None:
-        """Publish again the updates still waiting for their receipt (the cloud dedupes)."""
+        """Ask the cloud about every update still waiting for its receipt (P17): it answers
+        with the verdict, or with the chunks it lacks, which `_on_missing` sends."""
         self._next_resend = time.monotonic() + self.cfg.resend_after_s
+        probes = []
         for item in self.outbox.pending(min_age_s=min_age_s):
-            self.log.info("update_resent", update_id=item.update_id, chunks=len(item.frames))
-            try:
-                self._publish_frames(item.frames)
-            except TransportError as err:
-                # Still in the outbox: the next pass tries again; the daemon keeps serving.
-                self.log.warning("update_resend_failed", update_id=item.update_id,
-                                 reason=str(err.reason), detail=err.detail)
-                return
+            first = wire.expect(item.frames[0], UpdateChunk)
+            probes.append(wire.pack(UpdateProbe(
+                edge_id=self.cfg.edge_id, update_id=item.update_id,
+                round_id=first.meta.round_id, count=first.header.count)))
+            self.log.info("update_probed", update_id=item.update_id, chunks=len(item.frames))
+        if not probes:
+            return
+        try:
+            self._publish_frames(probes)
+        except TransportError as err:
+            # Still in the outbox: the next pass tries again; the daemon keeps serving.
+            self.log.warning("update_probe_failed", reason=str(err.reason),
+                             detail=err.detail)
 
     @tenacity.retry(retry=tenacity.retry_if_exception_type(TransportError), reraise=True,
                     wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=10),

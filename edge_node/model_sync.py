@@ -54,6 +54,8 @@ class ModelSync:
         elif isinstance(msg, ModelChunk) and msg.model == self.model:
             if self.current is not None and msg.version <= self.current.version:
                 return None
+            if self._decoded is not None and self._decoded[0].blob_id == msg.header.blob_id:
+                return self._promote()  # a late duplicate of the blob waiting for its manifest
             done = self._parts.add(msg.header, msg.index, msg.data, now)
             if done is not None:
                 tensors = decode_blob(done.header, done.blob, None)

@@ -34,6 +34,17 @@ class Outbox:
         """Keep an update durably until `remove` (atomic: whole or absent)."""
         write_atomic(self.root / f"{update_id}.out", wire.pack_frames(frames))
 
+    def get(self, update_id: str) -> Pending | None:
+        """One kept update; None if it is not here (or unreadable, which is logged)."""
+        path = self.root / f"{update_id}.out"
+        try:
+            return Pending(update_id=update_id, frames=wire.unpack_frames(path.read_bytes()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ProtocolError) as err:
+            log.error("outbox_entry_unreadable", path=str(path), detail=str(err))
+            return None
+
     def remove(self, update_id: str) -> bool:
         """Drop an update once its receipt arrived; False if it was not here."""
         try:

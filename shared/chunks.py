@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedstream.shared.errors import ProtocolError, Reason
+from fedstream.shared.errors import ProtocolError, Reason, Scope
 from fedstream.shared.messages import BlobHeader, Spec
 
 DEFAULT_CHUNK_SIZE = 64 * 1024
@@ -37,6 +37,8 @@ class _Partial:
     buf: memoryview
     started: float
     have: set[int] = field(default_factory=set)
+    # Whether `idle` reported this partial since its last chunk.
+    reported: bool = False
     # sha256 of chunks [0, hashed): the hash follows the contiguous prefix as chunks arrive,
     # so completing a blob only hashes what came after the last gap.
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
@@ -55,44 +57,60 @@ class Completed:
     blob: memoryview
 
 
+def ranges(indices: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    """Sorted indices as half-open runs: `[0, 1, 2, 5]` -> `((0, 3), (5, 6))`."""
+    runs: list[tuple[int, int]] = []
+    for i in sorted(indices):
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return tuple(runs)
+
+
+def missing_ranges(have: Iterable[int], count: int) -> tuple[tuple[int, int], ...]:
+    """The runs of chunk indices in `[0, count)` not in `have`."""
+    return ranges(set(range(count)) - set(have))
+
+
 class Reassembler:
     """Collects chunks of many blobs in any order, with duplicates, within memory bounds.
+
+    It only collects: a completed blob is handed on and forgotten. Whether a blob was decided
+    already is the owner's record to keep (the cloud's journal, the edge's held model), so a
+    verdict that failed to be recorded never leaves a blob marked done.
 
     Args:
         max_blob_bytes: Largest single blob accepted.
         max_total_bytes: Bound on bytes held by all partial blobs together.
         timeout_s: A partial blob untouched for this long is dropped by `expire`.
-        remember: How many completed blob ids to remember so late duplicates are ignored.
     """
 
-    def __init__(self, *, max_blob_bytes: int, max_total_bytes: int, timeout_s: float,
-                 remember: int = 4096) -> None:
+    def __init__(self, *, max_blob_bytes: int, max_total_bytes: int, timeout_s: float) -> None:
         self.max_blob_bytes = max_blob_bytes
         self.max_total_bytes = max_total_bytes
         self.timeout_s = timeout_s
-        self._remember = remember
         self._partials: dict[str, _Partial] = {}
-        self._done: OrderedDict[str, None] = OrderedDict()
 
     @property
     def held_bytes(self) -> int:
         """Bytes preallocated for partial blobs."""
         return sum(p.header.size for p in self._partials.values())
 
-    def knows(self, blob_id: str) -> bool:
-        """True if the blob is being reassembled or was completed recently."""
-        return blob_id in self._partials or blob_id in self._done
+    def holds(self, blob_id: str) -> bool:
+        """True while the blob is being reassembled."""
+        return blob_id in self._partials
 
     def add(self, header: BlobHeader, index: int, data: bytes | memoryview,
             now: float) -> Completed | None:
         """Take one chunk; return the blob once every chunk is in and its sha256 matches.
 
         Raises:
-            ProtocolError: the chunk conflicts with its blob, has the wrong size, would exceed
-                a memory bound, or completes a blob whose hash is wrong (the blob is dropped).
+            ProtocolError: the chunk conflicts with its blob, has the wrong size or would
+                exceed a memory bound (scope FRAME: the blob may still complete from good
+                chunks); the blob can never fit or completes with the wrong hash (scope
+                UPDATE: the blob is dropped).
         """
-        if header.blob_id in self._done:
-            return None
         part = self._partials.get(header.blob_id)
         if part is None:
             part = self._start(header, now)
@@ -105,6 +123,7 @@ class Reassembler:
             raise ProtocolError(Reason.SIZE_MISMATCH,
                                 f"chunk {index} has {len(data)} bytes, expected {length}")
         part.started = now
+        part.reported = False
         if index in part.have:
             return None
         part.buf[start:start + length] = data
@@ -115,9 +134,21 @@ class Reassembler:
             return None
         del self._partials[header.blob_id]
         if part.hasher.digest() != header.sha256:
-            raise ProtocolError(Reason.BAD_HASH, f"blob {header.blob_id}")
-        self._mark_done(header.blob_id)
+            raise ProtocolError(Reason.BAD_HASH, f"blob {header.blob_id}", scope=Scope.UPDATE)
         return Completed(header=header, blob=part.buf)
+
+    def drop(self, blob_id: str) -> None:
+        """Forget a partial blob (its update was refused as a whole)."""
+        self._partials.pop(blob_id, None)
+
+    def idle(self, now: float, after_s: float) -> list[BlobHeader]:
+        """Headers of partial blobs that got no chunk for `after_s`, each reported once per
+        idle spell."""
+        found = [p for p in self._partials.values()
+                 if not p.reported and now - p.started >= after_s]
+        for part in found:
+            part.reported = True
+        return [p.header for p in found]
 
     def expire(self, now: float) -> list[str]:
         """Drop partial blobs idle for longer than the timeout; return their ids."""
@@ -129,8 +160,10 @@ class Reassembler:
     def _start(self, header: BlobHeader, now: float) -> _Partial:
         if header.size > self.max_blob_bytes:
             raise ProtocolError(Reason.OVERSIZED,
-                                f"blob of {header.size} bytes > limit {self.max_blob_bytes}")
+                                f"blob of {header.size} bytes > limit {self.max_blob_bytes}",
+                                scope=Scope.UPDATE)
         if self.held_bytes + header.size > self.max_total_bytes:
+            # Room frees up as other blobs complete: the sender's next pass may fit.
             raise ProtocolError(Reason.OVERSIZED, "reassembly memory bound reached")
         # numpy's zeroed allocation maps fresh (huge) pages lazily instead of writing zeros
         # over the whole blob first as bytearray(size) does: 5x faster for a 64 MiB update.
@@ -148,7 +181,3 @@ class Reassembler:
         cs = part.header.chunk_size
         part.hasher.update(part.buf[first * cs:min(part.hashed * cs, part.header.size)])
 
-    def _mark_done(self, blob_id: str) -> None:
-        self._done[blob_id] = None
-        while len(self._done) > self._remember:
-            self._done.popitem(last=False)

@@ -169,38 +169,40 @@ class RoundState:
                    max_staleness=req_range(d, "ms", 0, 1 << 53) if "ms" in d else 0)
 
 
-RECEIPT_STATUSES = ("accepted", "rejected")
+class ReceiptStatus(StrEnum):
+    """The final verdict on an update."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Receipt:
-    """The end-to-end ack of one update: the edge drops it from its outbox on receipt."""
+    """The end-to-end ack of one update: its final verdict, as recorded in the cloud's journal.
+    The edge drops the update from its outbox on receipt."""
 
     KIND: ClassVar[str] = "receipt"
     VERSION: ClassVar[int] = 1
     update_id: str
     round_id: str
-    status: str
+    status: ReceiptStatus
     reason: str = ""
     detail: str = ""
 
-    @property
-    def final(self) -> bool:
-        """Accepted or rejected: nothing more will happen to this update."""
-        return self.status in RECEIPT_STATUSES
-
     def to_wire(self) -> Wire:
         """Short stable keys."""
-        return {"upd": self.update_id, "round": self.round_id, "st": self.status,
+        return {"upd": self.update_id, "round": self.round_id, "st": str(self.status),
                 "why": self.reason, "detail": self.detail}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
         """Parse."""
         status: str = req(d, "st", str)
-        if status not in RECEIPT_STATUSES:
-            raise ProtocolError(Reason.BAD_FRAME, f"unknown receipt status {status!r}")
-        return cls(update_id=req(d, "upd", str), round_id=req(d, "round", str), status=status,
+        try:
+            verdict = ReceiptStatus(status)
+        except ValueError:
+            raise ProtocolError(Reason.BAD_FRAME, f"unknown receipt status {status!r}") from None
+        return cls(update_id=req(d, "upd", str), round_id=req(d, "round", str), status=verdict,
                    reason=req(d, "why", str), detail=req(d, "detail", str))
 
 

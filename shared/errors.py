@@ -124,8 +124,27 @@ class ConfigError(FedstreamError):
     """Configuration or user-supplied data is invalid."""
 
 
+class Scope(StrEnum):
+    """What a rejected frame condemns: itself only, or the whole update it belongs to."""
+
+    FRAME = "frame"
+    UPDATE = "update"
+
+
 class ProtocolError(FedstreamError):
-    """Bad input from the wire."""
+    """Bad input from the wire.
+
+    Args:
+        reason: Why.
+        detail: What exactly, for the log and the receipt.
+        scope: `FRAME` (the default) when only this frame is refused and its update may still
+            complete from good frames; `UPDATE` when the update as a whole is refused (it gets
+            a final receipt and its edge drops it).
+    """
+
+    def __init__(self, reason: Reason, detail: str = "", *, scope: Scope = Scope.FRAME) -> None:
+        super().__init__(reason, detail)
+        self.scope = scope
 
 
 class TransportError(FedstreamError):

@@ -144,6 +144,8 @@ class MqttClient:
             (services hand the message to a queue).
         manual_ack: Ack QoS 1 messages only when `ack()` is called (after durable handling).
         subscriptions: Filters (re)subscribed at QoS 1 on every connect.
+        on_reconnect: Called on the network thread after each accepted reconnect (not the
+            first connect); keep it short.
     """
 
     def __init__(self, *, client_id: str, conn: Connection,
@@ -151,12 +153,14 @@ class MqttClient:
                  subscriptions: Iterable[Topic] = (), persistent: bool = False,
                  session_expiry_s: int = 24 * 3600,
                  will: Will | None = None, manual_ack: bool = False,
-                 max_inflight: int = 100) -> None:
+                 max_inflight: int = 100,
+                 on_reconnect: Callable[[], None] | None = None) -> None:
         self.client_id = client_id
         self.conn = conn
         self._host, self._port, self._keepalive = conn.host, conn.port, conn.keepalive_s
         self._persistent, self._expiry = persistent, session_expiry_s
         self._on_inbound = on_message
+        self._on_reconnect = on_reconnect
         self._subscriptions = list(subscriptions)
         self._connected = threading.Event()
         self._lock = threading.Lock()
@@ -403,6 +407,8 @@ class MqttClient:
         self._connected.set()
         if first:
             self._connack.set_result(code)
+        elif self._on_reconnect is not None:
+            self._on_reconnect()
 
     def _on_disconnect(self, _c: paho.Client, _u: object, _f: object, code: ReasonCode,
                        _p: object) -> None:

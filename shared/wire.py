@@ -21,14 +21,17 @@ from fedstream.shared.control import (
 from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.infer import InferReply, InferRequest
 from fedstream.shared.messages import Manifest, ModelChunk, UpdateChunk
+from fedstream.shared.transfer import MissingChunks, UpdateProbe
 
 Message = (UpdateChunk | ModelChunk | Manifest | RoundState | EdgeStatus | Command
-           | Answer | Receipt | DataBatch | InferRequest | InferReply)
+           | Answer | Receipt | DataBatch | InferRequest | InferReply | UpdateProbe
+           | MissingChunks)
 
 KINDS: dict[str, type[Message]] = {
     cls.KIND: cls
     for cls in (UpdateChunk, ModelChunk, Manifest, RoundState, EdgeStatus, *COMMANDS,
-                *ANSWERS, Receipt, DataBatch, InferRequest, InferReply)
+                *ANSWERS, Receipt, DataBatch, InferRequest, InferReply, UpdateProbe,
+                MissingChunks)
 }
 
 # Kinds no longer sent, each read by the one function that upgrades it (P2): kind -> (the

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 import pytest
 import torch
 
 from fedstream.cloud.config import IntakeConfig
-from fedstream.cloud.intake import Intake
+from fedstream.cloud.intake import Intake, Update
 from fedstream.cloud.rounds import open_round
 from fedstream.shared import wire
 from fedstream.shared.blobs import encode_blob
@@ -18,6 +20,16 @@ from fedstream.shared.model import build_mlp, spec_of, tensors_of
 LAYERS = (64, 32, 10)
 SPEC = spec_of(build_mlp(LAYERS))
 BLOB_BYTES = 4 * sum(t.numel for t in SPEC)
+
+def _take(intake: Intake, payload: bytes, *, topic_edge: str, state: RoundState | None,
+          counted: AbstractSet[tuple[str, int]], now: float) -> Update | None:
+    """What the receiver does with one frame, without its journal: collect, then verify."""
+    chunk = intake.parse(payload, topic_edge=topic_edge)
+    assert isinstance(chunk, UpdateChunk)
+    done = intake.collect(chunk, state=state, counted=counted, now=now)
+    return None if done is None else intake.verify(chunk.meta, done, state=state,
+                                                    counted=counted)
+
 
 
 def _round(edges: tuple[str, ...] = ("e1", "e2")) -> RoundState:
@@ -41,15 +53,16 @@ def _intake(**bounds: int) -> Intake:
 
 
 def test_complete_update_is_handed_on_once() -> None:
-    """All chunks (reversed, one duplicated) give one update equal to what was sent."""
+    """All chunks (reversed, one duplicated before completion) give one update equal to what
+    was sent, and nothing is held after it."""
     # Prepare
     intake, state = _intake(), _round()
     frames = _frames("e1")
     expected = tensors_of(build_mlp(LAYERS, seed=0))
 
     # Execute
-    out = [intake.take(f, topic_edge="e1", state=state, counted=set(), now=0.0)
-           for f in [*reversed(frames), frames[0]]]
+    out = [_take(intake, f, topic_edge="e1", state=state, counted=set(), now=0.0)
+           for f in [frames[-1], *reversed(frames)]]
 
     # Assert
     done = [u for u in out if u is not None]
@@ -72,7 +85,7 @@ def test_updates_outside_the_round_are_refused_before_buffering(
 
     # Execute
     with pytest.raises(ProtocolError) as caught:
-        intake.take(frame, topic_edge=edge, state=state, counted=set(), now=0.0)
+        _take(intake, frame, topic_edge=edge, state=state, counted=set(), now=0.0)
 
     # Assert
     assert caught.value.reason is reason
@@ -86,7 +99,7 @@ def test_frame_naming_another_edge_than_its_topic_is_bad_frame() -> None:
 
     # Execute
     with pytest.raises(ProtocolError) as caught:
-        intake.take(_frames("e1")[0], topic_edge="e2", state=_round(), counted=set(), now=0.0)
+        _take(intake, _frames("e1")[0], topic_edge="e2", state=_round(), counted=set(), now=0.0)
 
     # Assert
     assert caught.value.reason is Reason.BAD_FRAME
@@ -98,14 +111,14 @@ def test_sender_and_total_bounds_refuse_new_blobs() -> None:
     # Prepare
     intake = _intake(max_sender_bytes=BLOB_BYTES + 10, max_total_bytes=2 * BLOB_BYTES + 10)
     state = _round(("e1", "e2", "e3"))
-    intake.take(_frames("e1", seed=1)[0], topic_edge="e1", state=state, counted=set(), now=0.0)
-    intake.take(_frames("e2", seed=2)[0], topic_edge="e2", state=state, counted=set(), now=0.0)
+    _take(intake, _frames("e1", seed=1)[0], topic_edge="e1", state=state, counted=set(), now=0.0)
+    _take(intake, _frames("e2", seed=2)[0], topic_edge="e2", state=state, counted=set(), now=0.0)
 
     # Execute
     reasons = []
     for edge, seed in (("e1", 3), ("e3", 4)):
         with pytest.raises(ProtocolError) as caught:
-            intake.take(_frames(edge, seed=seed)[0], topic_edge=edge, state=state,
+            _take(intake, _frames(edge, seed=seed)[0], topic_edge=edge, state=state,
                         counted=set(), now=0.0)
         reasons.append(caught.value.reason)
     held = intake.held_bytes

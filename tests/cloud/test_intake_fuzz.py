@@ -3,6 +3,7 @@ its memory bound, and whatever it hands on is exactly what an edge sent."""
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import msgpack
@@ -12,12 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedstream.cloud.config import IntakeConfig
-from fedstream.cloud.intake import Intake
+from fedstream.cloud.intake import Intake, Update
 from fedstream.cloud.rounds import open_round
 from fedstream.shared import wire
 from fedstream.shared.blobs import encode_blob
 from fedstream.shared.codecs import CODECS
-from fedstream.shared.control import TrainParams
+from fedstream.shared.control import RoundState, TrainParams
 from fedstream.shared.errors import ProtocolError
 from fedstream.shared.messages import UpdateChunk, UpdateMeta
 from fedstream.shared.model import build_mlp, spec_of, tensors_of
@@ -31,6 +32,17 @@ MAX_TOTAL = 4096
 STATE = open_round(round_id="r1", model="m", base_version=0, now=0.0, deadline_s=60,
                    train=TrainParams(epochs=1, lr=0.1, momentum=0.0, batch_size=8),
                    codec="f32", codec_params={}, selection=EDGES, quorum=1)
+
+
+def _take(intake: Intake, payload: bytes, *, topic_edge: str, state: RoundState | None,
+          counted: AbstractSet[tuple[str, int]], now: float) -> Update | None:
+    """What the receiver does with one frame, without its journal: collect, then verify."""
+    chunk = intake.parse(payload, topic_edge=topic_edge)
+    assert isinstance(chunk, UpdateChunk)
+    done = intake.collect(chunk, state=state, counted=counted, now=now)
+    return None if done is None else intake.verify(chunk.meta, done, state=state,
+                                                    counted=counted)
+
 
 
 def _sent() -> tuple[list[tuple[str, bytes]], dict[bytes, list[torch.Tensor]]]:
@@ -110,7 +122,7 @@ def test_no_input_crashes_breaks_bounds_or_corrupts(steps: list[tuple[int, Any]]
         payload = op[1] if op[0] == "garbage" else (
             frame if op[0] == "deliver" else _mutate(frame, op))
         try:
-            update = intake.take(payload, topic_edge=edge, state=STATE, counted=set(),
+            update = _take(intake, payload, topic_edge=edge, state=STATE, counted=set(),
                                  now=float(now))
         except ProtocolError:
             update = None
@@ -136,7 +148,7 @@ def test_every_legit_frame_in_order_hands_on_every_update() -> None:
 
     # Execute
     done = [u for edge, f in FRAMES
-            if (u := intake.take(f, topic_edge=edge, state=STATE, counted=set(), now=0.0))]
+            if (u := _take(intake, f, topic_edge=edge, state=STATE, counted=set(), now=0.0))]
 
     # Assert
     assert sorted(u.header.sha256 for u in done) == sorted(BY_HASH)

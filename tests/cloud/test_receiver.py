@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,11 +15,12 @@ from fedstream.cloud.intake import Intake
 from fedstream.cloud.receiver import UpdateReceiver
 from fedstream.cloud.store import CloudStore
 from fedstream.shared import wire
-from fedstream.shared.blobs import decode_with, encode_blob
-from fedstream.shared.control import EdgeStatus, Receipt, RoundState
-from fedstream.shared.errors import ProtocolError, Reason
+from fedstream.shared.blobs import decode_with, encode_blob, pack_blob
+from fedstream.shared.control import EdgeStatus, Receipt, ReceiptStatus, RoundState
+from fedstream.shared.errors import ProtocolError, Reason, StoreError
 from fedstream.shared.messages import UpdateChunk, UpdateMeta
 from fedstream.shared.model import build_mlp, spec_of
+from fedstream.shared.transfer import MissingChunks, UpdateProbe
 
 LAYERS = (4, 3, 2)
 SPEC = spec_of(build_mlp(LAYERS))
@@ -31,7 +33,7 @@ class Cloud:
     """A receiver over a real intake, store and coordinator in a temp dir; receipts recorded."""
 
     def __init__(self, data_dir: Path, **cfg: object) -> None:
-        self.receipts: list[tuple[str, Receipt]] = []
+        self.receipts: list[tuple[str, Receipt | MissingChunks]] = []
         self.rounds: list[RoundState] = []
         self.store = CloudStore.open(data_dir)
         config = CloudConfig(layers=LAYERS, **cfg)
@@ -40,7 +42,7 @@ class Cloud:
                                  publish_round=self.rounds.append)
         self.receiver = UpdateReceiver(
             intake=Intake(spec=self.coord.spec, params=config.intake), store=self.store,
-            coordinator=self.coord, send_receipt=lambda edge, r: self.receipts.append((edge, r)))
+            coordinator=self.coord, send=lambda edge, r: self.receipts.append((edge, r)))
         self.coord.start(now=0.0)
 
     @staticmethod
@@ -71,9 +73,12 @@ def cloud(tmp_path: Path) -> Iterator[Callable[..., Cloud]]:
     opened[-1].store.journal.close()
 
 
-def _update(edge: str, round_id: str, *, corrupt: int | None = None) -> tuple[str, list[bytes]]:
-    """An update's blob id and its three frames; `corrupt` flips a byte of that chunk."""
-    enc = encode_blob(DELTA, SPEC, codec="f32", chunk_size=CHUNK)
+def _update(edge: str, round_id: str, *, corrupt: int | None = None,
+            blob: bytes | None = None) -> tuple[str, list[bytes]]:
+    """An update's blob id and its frames; `corrupt` flips a byte of that chunk after the
+    hash was taken, `blob` sends these bytes (hashed correctly) instead of the delta's."""
+    enc = (encode_blob(DELTA, SPEC, codec="f32", chunk_size=CHUNK) if blob is None
+           else pack_blob(blob, SPEC, codec="f32", chunk_size=CHUNK))
     meta = UpdateMeta(edge_id=edge, round_id=round_id, base_version=0, samples=3, loss=0.5)
     frames = []
     for i, view in enumerate(enc.chunks):
@@ -251,3 +256,161 @@ def test_replayed_partial_of_a_closed_round_gets_one_rejected_receipt(
     assert again.chunks() == []
     assert [(e, r.update_id, r.status, r.reason) for e, r in again.receipts] == [
         ("a", update_id, "rejected", "stale_round")]
+
+
+def _verdicts(c: Cloud) -> list[tuple[str, str, str]]:
+    """(update id, status, reason) of every receipt sent, in order."""
+    return [(r.update_id, r.status, r.reason) for _, r in c.receipts if isinstance(r, Receipt)]
+
+
+@pytest.mark.parametrize(("blob", "reason"), [
+    (b"\0" * 88, Reason.SIZE_MISMATCH),  # 22 floats where the spec holds 23
+    (np.full(23, np.nan, dtype="<f4").tobytes(), Reason.NON_FINITE),
+])
+def test_update_that_hashes_right_but_does_not_decode_is_rejected_once_and_answered_again(
+    cloud: Callable[..., Cloud], blob: bytes, reason: Reason,
+) -> None:
+    """A whole, correctly hashed blob that fails to decode is a verdict on the update: one
+    rejected row, one receipt, its chunks dropped; a re-send is answered with the same
+    verdict from the journal and is neither kept nor decided again."""
+    # Prepare
+    c = cloud()
+    round_id = c.open_round("a", "b")
+    update_id, frames = _update("a", round_id, blob=blob)
+    for f in frames[:-1]:
+        c.receiver.on_frame(f, "a", now=1.0)
+
+    # Execute
+    with pytest.raises(ProtocolError) as caught:
+        c.receiver.on_frame(frames[-1], "a", now=1.0)
+    for f in frames:
+        c.receiver.on_frame(f, "a", now=2.0)
+
+    # Assert
+    assert caught.value.reason is reason
+    assert _verdicts(c) == [(update_id, "rejected", str(reason))] * 2
+    row = c.store.journal.update(update_id)
+    assert row is not None and (row.status, row.reason) == ("rejected", str(reason))
+    assert c.chunks() == []
+    assert c.coord.round is not None and c.coord.round.received == 0
+
+
+def test_spool_failure_leaves_the_update_undecided_and_tick_decides_it_once_it_heals(
+    cloud: Callable[..., Cloud], tmp_path: Path,
+) -> None:
+    """With the spool unwritable (a file where its round directory goes), the completing
+    chunk raises StoreError: no verdict, no receipt, every chunk kept. Ticks retry from the
+    kept chunks; once the spool heals, the update is accepted and counted exactly once."""
+    # Prepare
+    c = cloud()
+    round_id = c.open_round("a", "b")
+    update_id, frames = _update("a", round_id)
+    blocker = c.store.spool.root / round_id
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_bytes(b"not a directory")
+    for f in frames[:-1]:
+        c.receiver.on_frame(f, "a", now=1.0)
+
+    # Execute
+    with pytest.raises(StoreError):
+        c.receiver.on_frame(frames[-1], "a", now=1.0)
+    stranded = (c.store.journal.update(update_id), len(c.chunks()), c.receiver.undecided)
+    c.receiver.on_frame(frames[-1], "a", now=1.5)  # a redelivery while undecided
+    c.receiver.tick(now=2.0)  # still broken: stays undecided
+    still = c.receiver.undecided
+    blocker.unlink()
+    c.receiver.tick(now=3.0)
+    c.receiver.tick(now=4.0)
+
+    # Assert
+    assert stranded == (None, 3, frozenset({("a", update_id)}))
+    assert still == frozenset({("a", update_id)})
+    assert c.receiver.undecided == frozenset()
+    assert _verdicts(c) == [(update_id, "accepted", "")]
+    row = c.store.journal.update(update_id)
+    assert row is not None and row.status is ReceiptStatus.ACCEPTED
+    assert c.chunks() == []
+    assert c.coord.round is not None and c.coord.round.received == 1
+
+
+def test_probe_is_answered_with_the_missing_runs_the_verdict_or_everything(
+    cloud: Callable[..., Cloud],
+) -> None:
+    """A probe for a partial update names the chunk runs the journal lacks; for an update
+    never seen, all of them; for a decided one, its receipt."""
+    # Prepare
+    c = cloud()
+    round_id = c.open_round("a", "b")
+    partial_id, partial = _update("a", round_id)
+    c.receiver.on_frame(partial[1], "a", now=1.0)
+    unseen_id, _ = _update("a", round_id)
+    done_id, done = _update("b", round_id)
+    for f in done:
+        c.receiver.on_frame(f, "b", now=1.0)
+    c.receipts.clear()
+
+    def probe(edge: str, update_id: str) -> bytes:
+        return wire.pack(UpdateProbe(edge_id=edge, update_id=update_id, round_id=round_id,
+                                     count=3))
+
+    # Execute
+    for edge, update_id in (("a", partial_id), ("a", unseen_id), ("b", done_id)):
+        c.receiver.on_frame(probe(edge, update_id), edge, now=2.0)
+
+    # Assert
+    assert c.receipts == [
+        ("a", MissingChunks(update_id=partial_id, count=3, runs=((0, 1), (2, 3)))),
+        ("a", MissingChunks(update_id=unseen_id, count=3, runs=((0, 3),))),
+        ("b", Receipt(update_id=done_id, round_id=round_id, status=ReceiptStatus.ACCEPTED)),
+    ]
+
+
+def test_idle_partial_is_told_its_missing_chunks_once_and_resumes_from_them(
+    cloud: Callable[..., Cloud],
+) -> None:
+    """A partial silent for `intake.idle_s` gets one unprompted MissingChunks; sending just
+    those chunks completes it."""
+    # Prepare
+    c = cloud(intake={"idle_s": 5.0})
+    round_id = c.open_round("a", "b")
+    update_id, frames = _update("a", round_id)
+    c.receiver.on_frame(frames[0], "a", now=0.0)
+
+    # Execute
+    c.receiver.tick(now=4.0)
+    c.receiver.tick(now=5.0)
+    c.receiver.tick(now=9.0)
+    told = list(c.receipts)
+    answer = told[0][1]
+    assert isinstance(answer, MissingChunks)
+    for i in answer.indices:
+        c.receiver.on_frame(frames[i], "a", now=10.0)
+
+    # Assert
+    assert told == [("a", MissingChunks(update_id=update_id, count=3, runs=((1, 3),)))]
+    assert _verdicts(c) == [(update_id, "accepted", "")]
+
+
+def test_memory_bound_refuses_the_frame_only(cloud: Callable[..., Cloud]) -> None:
+    """A blob that does not fit while others are held is refused frame by frame (no verdict,
+    no receipt): it may fit on a later pass. One larger than any update may be is refused as
+    a whole, with a receipt."""
+    # Prepare
+    c = cloud(intake={"max_total_bytes": 1024, "max_update_bytes": 1024})
+    round_id = c.open_round("a", "b")
+    _, filler = _update("b", round_id, blob=b"\0" * 1000)  # held, never completed
+    c.receiver.on_frame(filler[0], "b", now=0.0)
+    crowded_id, crowded = _update("a", round_id)
+    huge_id, huge = _update("a", round_id, blob=b"\0" * 2048)
+
+    # Execute
+    reasons = []
+    for frames in (crowded, huge):
+        with pytest.raises(ProtocolError) as caught:
+            c.receiver.on_frame(frames[0], "a", now=1.0)
+        reasons.append((caught.value.reason, caught.value.scope))
+
+    # Assert
+    assert reasons == [(Reason.OVERSIZED, "frame"), (Reason.OVERSIZED, "update")]
+    assert c.store.journal.update(crowded_id) is None
+    assert _verdicts(c) == [(huge_id, "rejected", "oversized")]

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from fedstream.shared.blobs import EncodedBlob, decode_blob, encode_blob
-from fedstream.shared.chunks import Completed, Reassembler, chunk_views, make_header
+from fedstream.shared.chunks import (
+    Completed,
+    Reassembler,
+    chunk_views,
+    make_header,
+    missing_ranges,
+)
 from fedstream.shared.codecs import CODECS
 from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.messages import BlobHeader, TensorSpec
@@ -38,9 +44,12 @@ def _reassembler(*, max_blob: int = 1024, max_total: int = 4096,
 
 def _feed(parts: Reassembler, header: BlobHeader, chunks: list[tuple[int, bytes]],
           now: float = 0.0) -> list[Completed]:
-    """Add every chunk in order; return what the reassembler handed back."""
+    """Add chunks in order as their owner does: none after the blob completed (the owner's
+    record, not the reassembler, knows it is done); return what the reassembler handed back."""
     done = []
     for index, data in chunks:
+        if done:
+            break
         got = parts.add(header, index, data, now)
         if got is not None:
             done.append(got)
@@ -99,7 +108,7 @@ def test_round_trip_with_shuffled_and_duplicated_chunks() -> None:
     blob = encode_blob(tensors, _SPEC, codec="f32", chunk_size=_CHUNK)
     rng = random.Random(42)
     chunks = [(i, bytes(c)) for i, c in enumerate(blob.chunks)]
-    chunks += rng.choices(chunks, k=5)  # duplicates, some possibly after completion
+    chunks += rng.choices(chunks, k=5)  # duplicates, before or after completion
     rng.shuffle(chunks)
     parts = _reassembler()
 
@@ -151,7 +160,7 @@ def test_flipped_byte_is_bad_hash_and_nothing_is_returned() -> None:
     assert early == []
     assert info.value.reason is Reason.BAD_HASH
     assert parts.held_bytes == 0
-    assert not parts.knows(blob.header.blob_id)
+    assert not parts.holds(blob.header.blob_id)
 
 
 def test_blob_can_be_resent_after_bad_hash() -> None:
@@ -267,23 +276,59 @@ def test_expire_drops_idle_partials(touched: float, now: float, expired: bool) -
     # Assert
     assert dropped == ([blob.header.blob_id] if expired else [])
     assert parts.held_bytes == (0 if expired else 64)
-    assert parts.knows(blob.header.blob_id) is not expired
+    assert parts.holds(blob.header.blob_id) is not expired
 
 
-def test_late_duplicate_after_completion_is_ignored() -> None:
-    """A chunk of a completed blob returns None and does not start a new partial."""
+def test_completed_blob_is_forgotten_and_a_late_duplicate_starts_afresh() -> None:
+    """The reassembler keeps nothing of a blob it handed on: a late chunk of it starts a new
+    partial (its owner, who recorded the verdict, is the one to ignore it)."""
     # Prepare
     blob = _encoded()
     parts = _reassembler()
     _feed(parts, blob.header, [(i, bytes(c)) for i, c in enumerate(blob.chunks)])
+    held_after = parts.held_bytes
 
     # Execute
     late = parts.add(blob.header, 3, bytes(blob.chunks[3]), 1.0)
 
     # Assert
+    assert held_after == 0
     assert late is None
-    assert parts.held_bytes == 0
-    assert parts.knows(blob.header.blob_id)
+    assert parts.holds(blob.header.blob_id)
+
+
+def test_idle_reports_a_partial_once_per_idle_spell() -> None:
+    """A partial silent for `after_s` is reported once; a new chunk starts a new spell."""
+    # Prepare
+    blob = _encoded()
+    parts = _reassembler(timeout_s=60.0)
+    parts.add(blob.header, 0, bytes(blob.chunks[0]), 0.0)
+
+    # Execute
+    early = parts.idle(4.0, after_s=5.0)
+    first = parts.idle(5.0, after_s=5.0)
+    again = parts.idle(9.0, after_s=5.0)
+    parts.add(blob.header, 1, bytes(blob.chunks[1]), 10.0)
+    quiet = parts.idle(14.0, after_s=5.0)
+    second = parts.idle(15.0, after_s=5.0)
+
+    # Assert
+    assert (early, again, quiet) == ([], [], [])
+    assert first == second == [blob.header]
+
+
+@pytest.mark.parametrize(("have", "count", "runs"), [
+    ([], 3, ((0, 3),)),
+    ([0, 1, 2], 3, ()),
+    ([1], 4, ((0, 1), (2, 4))),
+    ([0, 2, 4], 6, ((1, 2), (3, 4), (5, 6))),
+])
+def test_missing_ranges_lists_the_gaps_as_half_open_runs(
+    have: list[int], count: int, runs: tuple[tuple[int, int], ...],
+) -> None:
+    """Indices not held, in [0, count), come out as sorted half-open runs."""
+    # Execute / Assert
+    assert missing_ranges(have, count) == runs
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])

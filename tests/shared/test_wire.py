@@ -46,6 +46,7 @@ from fedstream.shared.messages import (
     UpdateChunk,
     UpdateMeta,
 )
+from fedstream.shared.transfer import MissingChunks, UpdateProbe
 
 # 16 bytes = four float32 weights of a 2x2 tensor, cut into two chunks of 8 bytes.
 _BLOB = bytes(range(16))
@@ -92,6 +93,8 @@ EXAMPLES: dict[str, wire.Message] = {
     "data": DataBatch.of([[0.5, 1.0], [2.0, -3.0]], [1, 0], window="day1"),
     "infer": InferRequest.of([[0.5, 1.0], [2.0, -3.0]]),
     "infer_reply": InferReply.answer(3, [1, 0], [0.75, 0.5]),
+    "probe": UpdateProbe(edge_id="e1", update_id="u1", round_id="r1", count=152),
+    "missing": MissingChunks(update_id="u1", count=152, runs=((0, 3), (76, 152))),
 }
 
 

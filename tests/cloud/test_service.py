@@ -1,0 +1,82 @@
+"""The cloud service's periodic tick, in-process against a real broker: a failure there is
+logged and recovered from, never fatal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from structlog.testing import capture_logs
+
+from fedstream.broker import Mosquitto
+from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.service import CloudService
+from fedstream.shared import wire
+from fedstream.shared.blobs import encode_blob
+from fedstream.shared.commands import RoundStart
+from fedstream.shared.control import EdgeStatus
+from fedstream.shared.errors import Reason, TransportError
+from fedstream.shared.messages import UpdateChunk, UpdateMeta
+
+pytestmark = pytest.mark.mosquitto
+
+LAYERS = (64, 8, 10)
+
+
+def test_publish_failure_at_the_deadline_is_logged_and_the_round_recovers(
+    broker: Mosquitto, federation: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker refuses the model publish at the round's deadline: the tick logs
+    `tick_failed` with the reason and returns; the next tick recovers the round (as after a
+    restart) and publishes v1 from the same accepted update."""
+    # Prepare
+    cfg = CloudConfig(federation=federation, layers=LAYERS, data_dir=tmp_path / "cloud",
+                      broker={"host": broker.host, "port": broker.port},
+                      rounds={"deadline_s": 10.0, "quorum": 1})
+    service = CloudService(cfg)
+    service.mqtt.connect(10)
+    try:
+        service.coordinator.start(0.0)
+        for edge in ("e1", "e2"):
+            service.coordinator.on_status(EdgeStatus(edge_id=edge, online=True))
+        state = service.coordinator.start_round(0.0, RoundStart())
+        delta = [torch.full(t.shape, 0.01) for t in service.coordinator.spec]
+        enc = encode_blob(delta, service.coordinator.spec, codec="f32", chunk_size=4096)
+        meta = UpdateMeta(edge_id="e1", round_id=state.round_id, base_version=0, samples=5,
+                          loss=0.1)
+        for i, view in enumerate(enc.chunks):
+            service.receiver.on_frame(wire.pack(UpdateChunk(header=enc.header, meta=meta,
+                                                            index=i, data=bytes(view))),
+                                      "e1", 1.0)
+        real_publish = service.publisher.publish
+        refusals = []
+
+        def refuse_once(**kwargs: object) -> int:
+            if not refusals:
+                refusals.append(kwargs["version"])
+                raise TransportError(Reason.PUBLISH_FAILED, "refused by the test")
+            return real_publish(**kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(service.publisher, "publish", refuse_once)
+
+        # Execute
+        with capture_logs() as logs:
+            service.tick(11.0)
+            failed = service.coordinator.round
+            service.tick(12.0)
+        versions = [v.version for v in service.store.journal.versions()]
+    finally:
+        service.mqtt.close()
+        service.store.journal.close()
+
+    # Assert
+    events = [e for e in logs if e["event"] in ("tick_failed", "round_resumed")]
+    assert [(e["event"], e.get("reason")) for e in events] == [
+        ("tick_failed", "publish_failed"), ("round_resumed", None)]
+    assert refusals == [1]
+    assert failed is not None and failed.status == "aggregating"
+    final = service.coordinator.round
+    assert final is not None and final.status == "published" and final.received == 1
+    assert service.coordinator.current.version == 1
+    assert versions == [0, 1]
