@@ -20,6 +20,7 @@ from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.registry_store import ServerState
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.strategies import STRATEGIES
+from fedstream.cloud.strategies.base import Strategy
 from fedstream.cloud.versions import ModelVersion, VersionRegistry
 from fedstream.shared.blobs import decode_with
 from fedstream.shared.control import VersionStatus
@@ -55,39 +56,59 @@ class Judged:
 class ModelKeeper:
     """Owns the served model, the strategy's server state and the registry.
 
+    Build one with `open`; the constructor only assigns.
+
     Args:
         cfg: Cloud configuration.
         store: Journal, spool and model files.
         evaluate: Accuracy of a set of model tensors on the held-out split.
         publish_model: Makes a version the served model (retained on the broker) and returns
             the bytes of its blob.
+        strategy: The aggregation strategy.
+        registry: The versions saved in `store`.
+        current: The served model.
+        server_state: The strategy's server state after `current`.
         stage: Fine-tunes and judges candidates; None promotes every aggregate.
     """
 
     def __init__(self, *, cfg: CloudConfig, store: CloudStore,
                  evaluate: Callable[[list[torch.Tensor]], float],
-                 publish_model: Callable[[ModelVersion], int],
-                 stage: ContinualStage | None = None) -> None:
+                 publish_model: Callable[[ModelVersion], int], strategy: Strategy,
+                 registry: VersionRegistry, current: ModelVersion,
+                 server_state: ServerState | None, stage: ContinualStage | None) -> None:
         self.cfg, self.store, self.stage = cfg, store, stage
         self._evaluate = evaluate
         self.publish_model = publish_model
-        self.strategy = STRATEGIES.build(cfg.strategy, **cfg.strategy_params)
-        initial = build_mlp(cfg.layers, seed=cfg.seed)
-        self.spec = spec_of(initial)
-        self.registry = VersionRegistry(store, self.spec)
-        self.current, self.server_state = self._load_current(tensors_of(initial))
+        self.strategy, self.registry = strategy, registry
+        self.spec = registry.spec
+        self.current, self.server_state = current, server_state
 
-    def _load_current(self, initial: list[torch.Tensor]) -> tuple[ModelVersion,
-                                                                  ServerState | None]:
-        served = self.registry.served()
-        if served is not None:
-            return served
-        scores = self.stage.score(initial) if self.stage is not None else {}
-        first = ModelVersion(version=0, parent=None, tensors=initial,
-                             metrics={"accuracy": round(self._evaluate(initial), 4)})
-        self.registry.save(first, None, round_id="", evals=scores,
-                           lineage={"origin": "initial", "seed": self.cfg.seed})
-        return first, None
+    @classmethod
+    def open(cls, *, cfg: CloudConfig, store: CloudStore,
+             evaluate: Callable[[list[torch.Tensor]], float],
+             publish_model: Callable[[ModelVersion], int],
+             stage: ContinualStage | None = None) -> ModelKeeper:
+        """The keeper of the versions in `store`; a new store gets the seeded initial model
+        as v0, scored and saved.
+
+        Raises:
+            ConfigError: unknown_name or bad_config for the configured strategy.
+        """
+        strategy = STRATEGIES.build(cfg.strategy, **cfg.strategy_params)
+        initial = build_mlp(cfg.layers, seed=cfg.seed)
+        registry = VersionRegistry(store, spec_of(initial))
+        served = registry.served()
+        if served is None:
+            tensors = tensors_of(initial)
+            scores = stage.score(tensors) if stage is not None else {}
+            first = ModelVersion(version=0, parent=None, tensors=tensors,
+                                 metrics={"accuracy": round(evaluate(tensors), 4)})
+            registry.save(first, None, round_id="", evals=scores,
+                          lineage={"origin": "initial", "seed": cfg.seed})
+            served = (first, None)
+        return cls(cfg=cfg, store=store, evaluate=evaluate, publish_model=publish_model,
+                   strategy=strategy, registry=registry, current=served[0],
+                   server_state=served[1], stage=stage)
 
     def fold(self, *, round_id: str, codec: str, rows: Sequence[UpdateRow],
              weights: Sequence[float], lineage: Mapping[str, object]) -> Folded:

@@ -175,3 +175,12 @@ def to_failed(state: RoundState, reason: Reason, detail: str = "",
     return dataclasses.replace(state, status=RoundStatus.FAILED, reason=str(reason),
                                result={**(result or {}), **({"detail": detail} if detail
                                                             else {})})
+
+
+def live_keys(state: RoundState, counted: AbstractSet[tuple[str, int]]) -> set[tuple[str, int]]:
+    """The (edge id, base version) duplicate keys still worth keeping: an async session refuses
+    updates on versions older than its staleness window as stale anyway, so their keys can go
+    (bounded memory); a sync round keeps all of its (one per selected edge)."""
+    if not state.is_async:
+        return set(counted)
+    return {key for key in counted if key[1] >= state.base_version - state.max_staleness}

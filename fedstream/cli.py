@@ -35,9 +35,9 @@ def _broker_run(args: argparse.Namespace) -> int:
 
 def _cloud_run(args: argparse.Namespace) -> int:
     from fedstream.cloud.config import CloudConfig
-    from fedstream.cloud.service import CloudService
+    from fedstream.cloud.wiring import build_cloud
 
-    return _serve(args.config, CloudConfig, CloudService)
+    return _serve(args.config, CloudConfig, build_cloud)
 
 
 def _edge_run(args: argparse.Namespace) -> int:

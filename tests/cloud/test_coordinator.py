@@ -29,12 +29,12 @@ class Harness:
         self.models: list[ModelVersion] = []
         self.rounds: list[RoundState] = []
         self.store = CloudStore.open(data_dir)
-        self.coord = Coordinator(cfg=CloudConfig(layers=LAYERS, **cfg),  # type: ignore[arg-type]
+        self.coord = Coordinator.open(cfg=CloudConfig(layers=LAYERS, **cfg),  # type: ignore[arg-type]
                                  store=self.store,
                                  evaluate=lambda ts: float(sum(t.sum() for t in ts)),
                                  publish_model=self._publish_model,
                                  publish_round=self.rounds.append)
-        self.coord.start(now=0.0)
+        self.coord.recover(now=0.0)
 
     def _publish_model(self, version: ModelVersion) -> int:
         self.models.append(version)

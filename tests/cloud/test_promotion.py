@@ -57,10 +57,10 @@ class Cloud:
         self.store = CloudStore.open(data_dir)
         self.data = DataIntake.open(self.cfg, self.store)
         stage = ContinualStage(data=self.data, layers=LAYERS, cfg=self.cfg.continual, tuner=None)
-        self.coord = Coordinator(cfg=self.cfg, store=self.store, evaluate=lambda ts: 0.5,
+        self.coord = Coordinator.open(cfg=self.cfg, store=self.store, evaluate=lambda ts: 0.5,
                                  publish_model=self._publish, publish_round=self.rounds.append,
                                  stage=stage)
-        self.coord.start(now=0.0)
+        self.coord.recover(now=0.0)
         self.coord.on_status(EdgeStatus(edge_id="e1", online=True))
 
     def _publish(self, version: ModelVersion) -> int:

@@ -37,13 +37,13 @@ class Cloud:
         self.rounds: list[RoundState] = []
         self.store = CloudStore.open(data_dir)
         config = CloudConfig(layers=LAYERS, **cfg)
-        self.coord = Coordinator(cfg=config, store=self.store, evaluate=lambda ts: 0.0,
+        self.coord = Coordinator.open(cfg=config, store=self.store, evaluate=lambda ts: 0.0,
                                  publish_model=self._publish_model,
                                  publish_round=self.rounds.append)
         self.receiver = UpdateReceiver(
             intake=Intake(spec=self.coord.spec, params=config.intake), store=self.store,
             coordinator=self.coord, send=lambda edge, r: self.receipts.append((edge, r)))
-        self.coord.start(now=0.0)
+        self.coord.recover(now=0.0)
 
     @staticmethod
     def _publish_model(version: ModelVersion) -> int:

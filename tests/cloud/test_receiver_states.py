@@ -108,12 +108,12 @@ class ReceiverMachine(RuleBasedStateMachine):
 
     def _open(self) -> None:
         self.store = CloudStore.open(self.dir)
-        self.coord = Coordinator(cfg=self.cfg, store=self.store, evaluate=lambda ts: 0.0,
+        self.coord = Coordinator.open(cfg=self.cfg, store=self.store, evaluate=lambda ts: 0.0,
                                  publish_model=lambda v: 0, publish_round=lambda s: None)
         self.receiver = UpdateReceiver(
             intake=Intake(spec=self.coord.spec, params=self.cfg.intake), store=self.store,
             coordinator=self.coord, send=lambda edge, a: self.answers.append((edge, a)))
-        self.coord.start(self.now)
+        self.coord.recover(self.now)
         for edge in EDGES:
             self.coord.on_status(EdgeStatus(edge_id=edge, online=True))
         self.receiver.replay(self.now)

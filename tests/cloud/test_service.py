@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from fedstream.broker import Mosquitto
 from fedstream.cloud.config import CloudConfig
-from fedstream.cloud.service import CloudService
+from fedstream.cloud.wiring import build_cloud
 from fedstream.shared import wire
 from fedstream.shared.blobs import encode_blob
 from fedstream.shared.commands import RoundStart
@@ -34,10 +34,10 @@ def test_publish_failure_at_the_deadline_is_logged_and_the_round_recovers(
     cfg = CloudConfig(federation=federation, layers=LAYERS, data_dir=tmp_path / "cloud",
                       broker={"host": broker.host, "port": broker.port},
                       rounds={"deadline_s": 10.0, "quorum": 1})
-    service = CloudService(cfg)
+    service = build_cloud(cfg)
     service.mqtt.connect(10)
     try:
-        service.coordinator.start(0.0)
+        service.coordinator.recover(0.0)
         for edge in ("e1", "e2"):
             service.coordinator.on_status(EdgeStatus(edge_id=edge, online=True))
         state = service.coordinator.start_round(0.0, RoundStart())
@@ -49,7 +49,7 @@ def test_publish_failure_at_the_deadline_is_logged_and_the_round_recovers(
             service.receiver.on_frame(wire.pack(UpdateChunk(header=enc.header, meta=meta,
                                                             index=i, data=bytes(view))),
                                       "e1", 1.0)
-        real_publish = service.publisher.publish
+        real_publish = service.outlet.publisher.publish
         refusals = []
 
         def refuse_once(**kwargs: object) -> int:
@@ -58,7 +58,7 @@ def test_publish_failure_at_the_deadline_is_logged_and_the_round_recovers(
                 raise TransportError(Reason.PUBLISH_FAILED, "refused by the test")
             return real_publish(**kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(service.publisher, "publish", refuse_once)
+        monkeypatch.setattr(service.outlet.publisher, "publish", refuse_once)
 
         # Execute
         with capture_logs() as logs:

@@ -89,7 +89,7 @@ def _uninterrupted_model(data_dir: Path, round_id: str, scratch: Path) -> list[t
     crashed = CloudStore.open(data_dir)
     rows = crashed.journal.accepted(round_id)
     clean = CloudStore.open(scratch)
-    coord = Coordinator(cfg=CloudConfig(layers=json.loads(LAYERS)), store=clean,
+    coord = Coordinator.open(cfg=CloudConfig(layers=json.loads(LAYERS)), store=clean,
                         evaluate=lambda ts: 0.0, publish_model=lambda v: 0,
                         publish_round=lambda s: None)
     # The fresh store starts from the same seeded v0 as the crashed one.

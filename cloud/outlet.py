@@ -1,0 +1,88 @@
+"""Everything the cloud sends: model versions, round states, receipts, replies."""
+
+from __future__ import annotations
+
+import structlog
+
+from fedstream.cloud.inference import InferenceServer
+from fedstream.cloud.publisher import ModelPublisher
+from fedstream.cloud.versions import ModelVersion
+from fedstream.shared import wire
+from fedstream.shared.commands import Answer
+from fedstream.shared.control import Receipt, RoundState
+from fedstream.shared.errors import TransportError
+from fedstream.shared.mqtt import Inbound, MqttClient
+from fedstream.shared.topics import Topics
+from fedstream.shared.transfer import MissingChunks
+
+log = structlog.get_logger(__name__)
+
+
+class Outlet:
+    """Publishes on the cloud's behalf.
+
+    Args:
+        mqtt: The cloud's client.
+        topics: The federation's topics.
+        model: The model name.
+        publisher: Publishes model versions as retained chunks and manifest.
+        inference: Serves each published version, if serving is on.
+    """
+
+    def __init__(self, *, mqtt: MqttClient, topics: Topics, model: str,
+                 publisher: ModelPublisher, inference: InferenceServer | None) -> None:
+        self.mqtt, self.topics, self.model = mqtt, topics, model
+        self.publisher, self.inference = publisher, inference
+
+    def publish_model(self, version: ModelVersion) -> int:
+        """Make `version` the retained global model (and the served one); returns the bytes
+        of its blob.
+
+        Raises:
+            TransportError: publish_failed if the broker refused or did not confirm it.
+        """
+        sent = self.publisher.publish(version=version.version, parent=version.parent,
+                                      tensors=version.tensors, metrics=dict(version.metrics))
+        if self.inference is not None:
+            # On this (the coordinator's) thread: preparing a model with IPEX must not overlap
+            # another preparation (see cloud/inference/serving.py).
+            try:
+                self.inference.swap(version.version, version.tensors)
+            except Exception as err:
+                # The version is saved and published; serving the previous one beats a cloud
+                # that dies here, and again on every restart.
+                log.exception("model_swap_failed", version=version.version, detail=repr(err))
+        return sent
+
+    def publish_round(self, state: RoundState) -> None:
+        """Announce a round state (retained).
+
+        Raises:
+            TransportError: publish_failed if the broker refused or did not confirm it.
+        """
+        self.mqtt.publish(self.topics.round(self.model), wire.pack(state), retain=True)
+
+    def send_to_edge(self, edge_id: str, answer: Receipt | MissingChunks) -> None:
+        """Publish a receipt or a list of missing chunks. One the broker does not confirm is
+        logged, not raised: the verdict is in the journal, and the edge's next probe gets it."""
+        fields = ({"status": str(answer.status), "reason": answer.reason or None}
+                  if isinstance(answer, Receipt) else {"missing": len(answer.indices)})
+        try:
+            self.mqtt.publish(self.topics.receipt(edge_id), wire.pack(answer))
+        except TransportError as err:
+            log.warning("receipt_failed", edge_id=edge_id, update_id=answer.update_id,
+                        reason=str(err.reason), detail=err.detail)
+            return
+        log.info("receipt_sent", edge_id=edge_id, update_id=answer.update_id, **fields)
+
+    def answer(self, msg: Inbound, reply: Answer) -> None:
+        """Reply on the request's response topic, if it has one. A reply the broker refuses
+        or never confirms is logged: the message itself was handled, and the requester
+        times out and asks again."""
+        if msg.response_topic is None:
+            return
+        try:
+            self.mqtt.reply(msg, wire.pack(reply))
+        except TransportError as err:
+            log.warning("reply_failed", topic=msg.topic, reason=str(err.reason),
+                        detail=err.detail)

@@ -1,0 +1,102 @@
+"""Builds the cloud consumer from its config: the one place that opens stores, loads
+evaluation data and connects the parts. Everything it builds only assigns in its
+constructor, so each part is testable on its own, in-process."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+
+import torch
+
+from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.continual_stage import ContinualStage
+from fedstream.cloud.coordinator import Coordinator
+from fedstream.cloud.data_intake import DataIntake
+from fedstream.cloud.finetune import FineTuner
+from fedstream.cloud.inference import InferenceServer
+from fedstream.cloud.intake import Intake
+from fedstream.cloud.outlet import Outlet
+from fedstream.cloud.publisher import ModelPublisher
+from fedstream.cloud.receiver import UpdateReceiver
+from fedstream.cloud.service import CloudService, Subscriptions
+from fedstream.cloud.store import CloudStore
+from fedstream.shared.errors import ConfigError, Reason
+from fedstream.shared.model import accuracy, build_mlp, load_tensors, spec_of
+from fedstream.shared.mqtt import Connection, Inbound, MqttClient
+from fedstream.shared.sources import SOURCES, Dataset
+from fedstream.shared.topics import Topics
+
+
+def build_cloud(cfg: CloudConfig) -> CloudService:
+    """The cloud service `cfg` describes, with its stores open and not yet connected.
+
+    Raises:
+        ConfigError: bad evaluation data, codec, strategy or continual settings.
+        StoreError: the data directory's journal or files cannot be opened.
+    """
+    topics = Topics(cfg.federation)
+    subs = Subscriptions.of(topics, cfg.model, data=cfg.continual.enabled)
+    inbox: queue.Queue[Inbound] = queue.Queue()
+    conn = Connection.from_config(cfg.broker)
+    mqtt = MqttClient(client_id=f"fedstream-cloud-{cfg.federation}-{cfg.model}", conn=conn,
+                      on_message=inbox.put, subscriptions=subs.all(), persistent=True,
+                      manual_ack=True)
+    store = CloudStore.open(cfg.data_dir, synchronous=cfg.synchronous)
+    data = DataIntake.open(cfg, store) if cfg.continual.enabled else None
+    held_out = load_eval(cfg)
+    inference = InferenceServer(
+        cfg=cfg.inference, layers=cfg.layers, topics=topics, model=cfg.model, conn=conn,
+        evaluation=(held_out.features, held_out.labels)) if cfg.inference.enabled else None
+    publisher = ModelPublisher(mqtt=mqtt, topics=topics, model=cfg.model,
+                               spec=spec_of(build_mlp(cfg.layers)), layers=cfg.layers,
+                               chunk_size=cfg.chunk_size)
+    outlet = Outlet(mqtt=mqtt, topics=topics, model=cfg.model, publisher=publisher,
+                    inference=inference)
+    coordinator = Coordinator.open(cfg=cfg, store=store, evaluate=make_evaluator(cfg, held_out),
+                                   publish_model=outlet.publish_model,
+                                   publish_round=outlet.publish_round,
+                                   stage=make_stage(cfg, data))
+    intake = Intake(spec=coordinator.spec, params=cfg.intake)
+    receiver = UpdateReceiver(intake=intake, store=store, coordinator=coordinator,
+                              send=outlet.send_to_edge)
+    return CloudService(cfg=cfg, topics=topics, subs=subs, inbox=inbox, mqtt=mqtt,
+                        store=store, data=data, inference=inference, coordinator=coordinator,
+                        intake=intake, receiver=receiver, outlet=outlet)
+
+
+def load_eval(cfg: CloudConfig) -> Dataset:
+    """The configured held-out source, checked against the model's shape.
+
+    Raises:
+        ConfigError: bad_config when its width or classes do not fit the layers.
+    """
+    data = SOURCES.build(cfg.eval_source.name, **cfg.eval_source.params).load()
+    if data.features.shape[1] != cfg.layers[0] or data.num_classes > cfg.layers[-1]:
+        raise ConfigError(
+            Reason.BAD_CONFIG,
+            f"eval data has {data.features.shape[1]} features and {data.num_classes} classes; "
+            f"layers are {list(cfg.layers)}")
+    return data
+
+
+def make_evaluator(cfg: CloudConfig, data: Dataset) -> Callable[[list[torch.Tensor]], float]:
+    """Accuracy on the held-out `data`."""
+    features, labels = torch.tensor(data.features), torch.tensor(data.labels)
+    model = build_mlp(cfg.layers)
+
+    def evaluate(tensors: list[torch.Tensor]) -> float:
+        load_tensors(model, tensors)
+        return accuracy(model, features, labels)
+
+    return evaluate
+
+
+def make_stage(cfg: CloudConfig, data: DataIntake | None) -> ContinualStage | None:
+    """The fine-tune-and-judge stage when continual learning is on (with fine-tuning only
+    when it has steps to run)."""
+    if data is None:
+        return None
+    tune = cfg.continual.finetune
+    tuner = FineTuner(cfg.layers, tune, cfg.seed) if tune.steps else None
+    return ContinualStage(data=data, layers=cfg.layers, cfg=cfg.continual, tuner=tuner)
