@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from fedstream.client import DEFAULT_TIMEOUT_S
 from fedstream.shared.errors import REASONS, FedstreamError
 from fedstream.shared.logs import configure_logging
 
@@ -138,7 +139,8 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="broker host (with --port)")
     p.add_argument("--port", type=int, help="broker port (overrides the config)")
     p.add_argument("--federation", help="federation name (overrides the config)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the cloud")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                   help="seconds to wait for the cloud")
 
 
 def _key_value(text: str) -> tuple[str, int | float | str | bool]:

@@ -23,6 +23,9 @@ from fedstream.shared.topics import Topic, Topics
 
 R = TypeVar("R", bound=Answer)
 
+# How long the CLI waits for the broker and for each of the cloud's replies.
+DEFAULT_TIMEOUT_S = 10.0
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FleetAddress:
@@ -38,17 +41,18 @@ class FleetAddress:
     conn: Connection
     federation: str
     model: str
-    timeout_s: float = 10.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
     @classmethod
-    def from_config(cls, cfg: ServiceConfig, *, timeout_s: float = 10.0) -> FleetAddress:
+    def from_config(cls, cfg: ServiceConfig, *,
+                    timeout_s: float = DEFAULT_TIMEOUT_S) -> FleetAddress:
         """The cloud a service config names (its `[broker]`, federation and model)."""
         return cls(conn=Connection.from_config(cfg.broker), federation=cfg.federation,
                    model=cfg.model, timeout_s=timeout_s)
 
     @classmethod
     def local(cls, *, host: str, port: int, federation: str, model: str,
-              timeout_s: float = 10.0) -> FleetAddress:
+              timeout_s: float = DEFAULT_TIMEOUT_S) -> FleetAddress:
         """A cloud behind the broker at `host:port` (connection settings left at defaults)."""
         return cls(conn=Connection(host=host, port=port), federation=federation, model=model,
                    timeout_s=timeout_s)

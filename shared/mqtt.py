@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import paho.mqtt.client as paho
 import structlog
@@ -21,13 +20,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from fedstream.shared.config import BrokerConfig
 from fedstream.shared.errors import ConfigError, Reason, TransportError
 from fedstream.shared.topics import Topic
 
-if TYPE_CHECKING:
-    from fedstream.shared.config import BrokerConfig
-
 log = structlog.get_logger(__name__)
+_DEFAULTS = BrokerConfig()
 
 # Errors worth another connect attempt: the broker may still be starting or restarting, or the
 # network still coming up. `_worth_retrying` takes out the OSErrors that waiting cannot fix.
@@ -90,8 +88,9 @@ class Connection:
         host: Broker host name or address.
         port: Broker TCP port.
         keepalive_s: MQTT keepalive; the broker drops a client silent for 1.5 times this.
-        connect_timeout_s: The connect deadline for this broker; callers pass it to
-            `MqttClient.connect` (which does not read it yet).
+        connect_timeout_s: How long `MqttClient.connect` keeps trying by default.
+
+    The defaults are the `[broker]` table's (`BrokerConfig`): written once, there.
 
     Raises:
         ConfigError: bad_config for an empty host or a port, keepalive or timeout out of range.
@@ -99,8 +98,8 @@ class Connection:
 
     host: str
     port: int
-    keepalive_s: int = 30
-    connect_timeout_s: float = 30.0
+    keepalive_s: int = _DEFAULTS.keepalive_s
+    connect_timeout_s: float = _DEFAULTS.connect_timeout_s
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -182,7 +181,7 @@ class MqttClient:
         self._client.on_publish = self._on_publish
         self._client.on_socket_open = _no_delay
 
-    def connect(self, timeout_s: float = 30.0) -> None:
+    def connect(self, timeout_s: float | None = None) -> None:
         """Connect (retrying while the broker is unreachable) and start the network thread.
 
         What waiting cannot fix fails at once: a host name that does not resolve, and a
@@ -191,9 +190,12 @@ class MqttClient:
         Raises:
             TransportError: broker_unknown_host if the host name does not resolve;
                 broker_refused if the broker's CONNACK refuses the session;
-                broker_unreachable once `timeout_s` has passed without a TCP connection,
+                broker_unreachable once `timeout_s` (default: the connection's
+                `connect_timeout_s`) has passed without a TCP connection,
                 or without a CONNACK after it.
         """
+        if timeout_s is None:
+            timeout_s = self.conn.connect_timeout_s
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._expiry if self._persistent else 0
         retrying = tenacity.retry(
