@@ -33,7 +33,8 @@ from fedstream.cloud.receiver import Answer, UpdateReceiver
 from fedstream.cloud.store import CloudStore
 from fedstream.shared import wire
 from fedstream.shared.blobs import decode_with, encode_blob, pack_blob
-from fedstream.shared.control import EdgeStatus, Receipt, ReceiptStatus
+from fedstream.shared.commands import RoundStart
+from fedstream.shared.control import EdgeStatus, Receipt, ReceiptStatus, RoundMode
 from fedstream.shared.errors import FedstreamError
 from fedstream.shared.messages import UpdateChunk, UpdateMeta
 from fedstream.shared.model import build_mlp, spec_of
@@ -65,7 +66,7 @@ class Sent:
         return str(chunk.header.blob_id)
 
 
-def _make(edge: str, round_id: str, kind: str, seed: int) -> Sent:
+def _make(edge: str, round_id: str, base: int, kind: str, seed: int) -> Sent:
     gen = torch.Generator().manual_seed(seed)
     delta = [torch.randn(t.shape, generator=gen) for t in SPEC]
     if kind == "undecodable":  # hashed right, one float short of the spec
@@ -75,7 +76,7 @@ def _make(edge: str, round_id: str, kind: str, seed: int) -> Sent:
                         chunk_size=CHUNK)
     else:
         enc = encode_blob(delta, SPEC, codec="f32", chunk_size=CHUNK)
-    meta = UpdateMeta(edge_id=edge, round_id=round_id, base_version=0, samples=3, loss=0.1)
+    meta = UpdateMeta(edge_id=edge, round_id=round_id, base_version=base, samples=3, loss=0.1)
     frames = []
     for i, view in enumerate(enc.chunks):
         data = bytearray(view)
@@ -136,7 +137,8 @@ class ReceiverMachine(RuleBasedStateMachine):
     def make_update(self, edge: str, kind: str) -> Sent:
         assert self.coord.round is not None
         self.seed += 1
-        made = _make(edge, self.coord.round.round_id, kind, self.seed)
+        made = _make(edge, self.coord.round.round_id, self.coord.current.version, kind,
+                     self.seed)
         self.updates[made.update_id] = made
         return made
 
@@ -195,11 +197,13 @@ class ReceiverMachine(RuleBasedStateMachine):
         self.store.journal.close()
         self._open()
 
-    @rule()
-    def next_round(self) -> None:
+    @rule(mode=st.sampled_from([RoundMode.SYNC, RoundMode.ASYNC]))
+    def next_round(self, mode: RoundMode) -> None:
+        request = RoundStart(mode=mode, buffer=2, max_staleness=1) if mode is RoundMode.ASYNC \
+            else RoundStart()
         with contextlib.suppress(FedstreamError):  # e.g. stuck aggregating on a broken spool
             self.coord.stop_round(self.now)
-            self.coord.start_round(self.now)
+            self.coord.start_round(self.now, request)
 
     @invariant()
     def one_verdict_each_answered_alike(self) -> None:
@@ -231,7 +235,7 @@ class ReceiverMachine(RuleBasedStateMachine):
             return
         accepted = self.store.journal.accepted(state.round_id)
         assert state.received == len(accepted)
-        assert len({r.edge_id for r in accepted}) == len(accepted)
+        assert len({(r.edge_id, r.base) for r in accepted}) == len(accepted)
 
     def check_settled(self) -> None:
         """Once the spool works and a tick ran, every update whose chunks all arrived has
@@ -256,6 +260,6 @@ class SettlingMachine(ReceiverMachine):
 
 
 SettlingMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=30, derandomize=True, deadline=None,
+    max_examples=200, stateful_step_count=40, derandomize=True, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 test_every_update_gets_exactly_one_verdict = SettlingMachine.TestCase
