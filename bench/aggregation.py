@@ -88,7 +88,7 @@ def write_updates(spool_root: Path, n: int) -> None:
     import torch  # noqa: PLC0415  (child only: keeps the parent's RSS small)
 
     from fedstream.cloud.spool import Spool  # noqa: PLC0415
-    from fedstream.shared.codecs import CODECS  # noqa: PLC0415
+    from fedstream.shared.protocol.codecs import CODECS  # noqa: PLC0415
 
     spool, codec = Spool(spool_root), CODECS.build("f32")
     for i in range(n):
@@ -104,14 +104,14 @@ def import_all() -> None:
 
     import fedstream.cloud.spool  # noqa: PLC0415
     import fedstream.cloud.strategies  # noqa: PLC0415
-    import fedstream.shared.blobs  # noqa: F401, PLC0415
+    import fedstream.shared.protocol.blobs  # noqa: F401, PLC0415
 
 
 def agg_coordinator(spool_root: Path, rows: list[tuple[str, float]]) -> list[Any]:
     """Exactly `cloud/coordinator.py::_aggregate`'s loop, with the registered FedAvg."""
     from fedstream.cloud.spool import Spool  # noqa: PLC0415
     from fedstream.cloud.strategies import STRATEGIES  # noqa: PLC0415
-    from fedstream.shared.blobs import decode_with  # noqa: PLC0415
+    from fedstream.shared.protocol.blobs import decode_with  # noqa: PLC0415
 
     spool, spec = Spool(spool_root), make_spec()
     agg = STRATEGIES.build("fedavg").new_round()
@@ -123,7 +123,7 @@ def agg_coordinator(spool_root: Path, rows: list[tuple[str, float]]) -> list[Any
 
 def make_spec() -> Any:
     """The model's `Spec`."""
-    from fedstream.shared.messages import TensorSpec  # noqa: PLC0415
+    from fedstream.shared.protocol.messages import TensorSpec  # noqa: PLC0415
 
     return tuple(TensorSpec(name=k, shape=s) for k, s in SHAPES.items())
 

@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 
 from fedstream.demo import DemoParams, run_federation
-from fedstream.shared.commands import RoundStart
 from fedstream.shared.logs import configure_logging
+from fedstream.shared.protocol.commands import RoundStart
 
 CODECS: list[tuple[str, dict[str, float | int]]] = [
     ("f32", {}), ("f16", {}), ("bf16", {}), ("int8", {"block_size": 256}),

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import torch
 
-from fedstream.shared.codecs import CODECS
-from fedstream.shared.messages import TensorSpec
+from fedstream.shared.protocol.codecs import CODECS
+from fedstream.shared.protocol.messages import TensorSpec
 
 # An MLP-shaped update of exactly 1,000,000 weights.
 SHAPES = [(1000, 784), (1000,), (200, 1000), (200,), (74, 200)]

@@ -51,12 +51,12 @@ from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.versions import ModelVersion
 from fedstream.edge_node.trainer import train_round
-from fedstream.shared.backends import BACKENDS
-from fedstream.shared.codecs import CODECS
-from fedstream.shared.control import EdgeStatus, TrainParams
+from fedstream.shared.learning.backends import BACKENDS
+from fedstream.shared.learning.model import accuracy, build_mlp, load_tensors
+from fedstream.shared.learning.sources import SOURCES, Dataset
 from fedstream.shared.logs import configure_logging
-from fedstream.shared.model import accuracy, build_mlp, load_tensors
-from fedstream.shared.sources import SOURCES, Dataset
+from fedstream.shared.protocol.codecs import CODECS
+from fedstream.shared.protocol.control import EdgeStatus, TrainParams
 
 LAYERS = (64, 100, 100, 10)
 EDGES = 3

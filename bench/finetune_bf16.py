@@ -24,13 +24,13 @@ import torch
 from fedstream.cloud.config import FinetuneConfig
 from fedstream.cloud.finetune import FineTuner, mixed_batches
 from fedstream.cloud.replay import Arrays
-from fedstream.shared.backends import BACKENDS, Backend, ipex_status
-from fedstream.shared.cpu import detect_cpu
-from fedstream.shared.isa import bf16_isa, onednn_isa
+from fedstream.shared.learning.backends import BACKENDS, Backend, ipex_status
+from fedstream.shared.learning.cpu import detect_cpu
+from fedstream.shared.learning.isa import bf16_isa, onednn_isa
+from fedstream.shared.learning.model import accuracy, build_mlp, load_tensors, tensors_of
+from fedstream.shared.learning.sources import SOURCES
+from fedstream.shared.learning.training import Batch, prepare_sgd, train_steps
 from fedstream.shared.logs import configure_logging
-from fedstream.shared.model import accuracy, build_mlp, load_tensors, tensors_of
-from fedstream.shared.sources import SOURCES
-from fedstream.shared.training import Batch, prepare_sgd, train_steps
 
 # The seed digits MLP, and a matmul-heavy one of 17.1M parameters where bf16 kernels matter.
 MODELS = {"digits_mlp": (64, 100, 100, 10), "wide_mlp": (64, 4096, 4096, 10)}

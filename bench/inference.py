@@ -46,16 +46,16 @@ from fedstream.cloud.config import InferenceConfig
 from fedstream.cloud.continual import apply_delta
 from fedstream.cloud.inference import InferenceServer, MicroBatcher, ModelPreparer, ServedModel
 from fedstream.edge_node.trainer import train_round
-from fedstream.shared import wire
-from fedstream.shared.backends import BACKENDS
-from fedstream.shared.control import TrainParams
-from fedstream.shared.infer import InferReply, InferRequest
+from fedstream.shared.learning.backends import BACKENDS
+from fedstream.shared.learning.model import build_mlp, tensors_of
+from fedstream.shared.learning.sources import SOURCES
 from fedstream.shared.logs import configure_logging
-from fedstream.shared.model import build_mlp, tensors_of
-from fedstream.shared.mqtt import Connection as BrokerConnection
-from fedstream.shared.mqtt import MqttClient
-from fedstream.shared.sources import SOURCES
-from fedstream.shared.topics import Topics
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.control import TrainParams
+from fedstream.shared.protocol.infer import InferReply, InferRequest
+from fedstream.shared.protocol.mqtt import Connection as BrokerConnection
+from fedstream.shared.protocol.mqtt import MqttClient
+from fedstream.shared.protocol.topics import Topics
 
 LAYERS = (64, 100, 100, 10)
 MODEL = "digits"

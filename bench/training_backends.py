@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from fedstream.shared.backends import BACKENDS, ipex_status
-from fedstream.shared.cpu import detect_cpu
-from fedstream.shared.model import build_mlp
+from fedstream.shared.learning.backends import BACKENDS, ipex_status
+from fedstream.shared.learning.cpu import detect_cpu
+from fedstream.shared.learning.model import build_mlp
 
 MODELS = {"seed_mlp": ((64, 100, 100, 10), 32), "wide_mlp": ((784, 2048, 2048, 10), 256)}
 

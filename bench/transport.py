@@ -45,14 +45,14 @@ import torch
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fedstream.broker import BrokerParams, Mosquitto
-from fedstream.shared import wire
-from fedstream.shared.blobs import decode_blob, encode_blob
-from fedstream.shared.chunks import DEFAULT_CHUNK_SIZE, Reassembler
 from fedstream.shared.logs import configure_logging
-from fedstream.shared.messages import Spec, TensorSpec, UpdateChunk, UpdateMeta
-from fedstream.shared.mqtt import Connection as BrokerConnection
-from fedstream.shared.mqtt import Inbound, MqttClient
-from fedstream.shared.topics import Topic, Topics
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.blobs import decode_blob, encode_blob
+from fedstream.shared.protocol.chunks import DEFAULT_CHUNK_SIZE, Reassembler
+from fedstream.shared.protocol.messages import Spec, TensorSpec, UpdateChunk, UpdateMeta
+from fedstream.shared.protocol.mqtt import Connection as BrokerConnection
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient
+from fedstream.shared.protocol.topics import Topic, Topics
 
 SPEC: Spec = (TensorSpec(name="l0.w", shape=(4096, 2048)),
               TensorSpec(name="l1.w", shape=(2048, 2048)),

@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedstream.shared import wire
-from fedstream.shared.blobs import decode_blob, encode_blob
-from fedstream.shared.chunks import DEFAULT_CHUNK_SIZE, Reassembler
-from fedstream.shared.codecs import CODECS
-from fedstream.shared.messages import Spec, TensorSpec, UpdateChunk, UpdateMeta
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.blobs import decode_blob, encode_blob
+from fedstream.shared.protocol.chunks import DEFAULT_CHUNK_SIZE, Reassembler
+from fedstream.shared.protocol.codecs import CODECS
+from fedstream.shared.protocol.messages import Spec, TensorSpec, UpdateChunk, UpdateMeta
 
 # 16M float32 = 64 MiB, in a few tensors of a wide MLP's shape.
 SPEC: Spec = (TensorSpec(name="l0.w", shape=(4096, 2048)),

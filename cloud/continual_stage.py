@@ -17,7 +17,7 @@ from fedstream.cloud.data_intake import DataIntake
 from fedstream.cloud.forgetting import Evals, ForgettingMetrics, metrics_of
 from fedstream.cloud.gate import Verdict, judge
 from fedstream.cloud.replay import Arrays
-from fedstream.shared.model import accuracy, build_mlp, load_tensors
+from fedstream.shared.learning.model import accuracy, build_mlp, load_tensors
 
 if TYPE_CHECKING:  # the tuner is built by the service; this module only calls it
     from fedstream.cloud.finetune import FineTuner

@@ -38,11 +38,11 @@ from fedstream.cloud.model_keeper import ModelKeeper
 from fedstream.cloud.policies import FedBuffSessions, Opening, RoundPolicy, SyncRounds
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.versions import ModelVersion
-from fedstream.shared.codecs import CODECS
-from fedstream.shared.commands import RoundStart
-from fedstream.shared.control import EdgeStatus, RoundMode, RoundState, TrainParams
 from fedstream.shared.errors import FedstreamError, Reason
-from fedstream.shared.messages import Spec
+from fedstream.shared.protocol.codecs import CODECS
+from fedstream.shared.protocol.commands import RoundStart
+from fedstream.shared.protocol.control import EdgeStatus, RoundMode, RoundState, TrainParams
+from fedstream.shared.protocol.messages import Spec
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedstream.shared.errors import ConfigError, Reason
-from fedstream.shared.sources import SOURCES, Dataset
+from fedstream.shared.learning.sources import SOURCES, Dataset
 
 Window = tuple[str, npt.NDArray[np.float32], npt.NDArray[np.int64]]
 

@@ -14,9 +14,9 @@ from fedstream.cloud.data_dir import load_data_dir
 from fedstream.cloud.replay import ReplayBuffer
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.windows import EvalWindows, eval_rows
-from fedstream.shared import wire
-from fedstream.shared.control import DataBatch
 from fedstream.shared.errors import ProtocolError, Reason
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.control import DataBatch
 
 log = structlog.get_logger(__name__)
 

@@ -18,10 +18,10 @@ from torch.nn import functional
 
 from fedstream.cloud.config import FinetuneConfig
 from fedstream.cloud.replay import Arrays, check_batch
-from fedstream.shared.backends import Backend, select_backend
-from fedstream.shared.isa import bf16_isa, onednn_isa
-from fedstream.shared.model import build_mlp, load_tensors, tensors_of
-from fedstream.shared.training import Batch, Penalty, prepare_sgd, train_steps
+from fedstream.shared.learning.backends import Backend, select_backend
+from fedstream.shared.learning.isa import bf16_isa, onednn_isa
+from fedstream.shared.learning.model import build_mlp, load_tensors, tensors_of
+from fedstream.shared.learning.training import Batch, Penalty, prepare_sgd, train_steps
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +42,7 @@ class FinetuneResult:
         backend: Backend that trained ("torch", "ipex").
         precision: "fp32" or "bf16".
         isa: The bf16 instruction set the fine-tune runs on: what the CPU flags offer
-            (`shared.isa.bf16_isa`) when training in bf16, "none" in fp32.
+            (`shared.learning.isa.bf16_isa`) when training in bf16, "none" in fp32.
         onednn_isa: oneDNN's own ISA line, "not_probed" or "unknown".
         onednn_impl: oneDNN's bf16 matmul kernels, "not_probed" or "unknown".
         anchor: "none", "l2sp" or "ewc".

@@ -15,13 +15,13 @@ import torch
 
 from fedstream.cloud import rounds
 from fedstream.cloud.config import IntakeConfig
-from fedstream.shared import wire
-from fedstream.shared.blobs import decode_blob
-from fedstream.shared.chunks import Completed, Reassembler
-from fedstream.shared.control import RoundState
 from fedstream.shared.errors import ProtocolError, Reason, Scope
-from fedstream.shared.messages import BlobHeader, Spec, UpdateChunk, UpdateMeta
-from fedstream.shared.transfer import UpdateProbe
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.blobs import decode_blob
+from fedstream.shared.protocol.chunks import Completed, Reassembler
+from fedstream.shared.protocol.control import RoundState
+from fedstream.shared.protocol.messages import BlobHeader, Spec, UpdateChunk, UpdateMeta
+from fedstream.shared.protocol.transfer import UpdateProbe
 
 UpdateFrame = UpdateChunk | UpdateProbe
 

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 import structlog
 
 from fedstream.cloud._sqlite import open_wal, transact
-from fedstream.shared import wire
-from fedstream.shared.control import ReceiptStatus, RoundState, VersionStatus
 from fedstream.shared.errors import Reason, StoreError
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.control import ReceiptStatus, RoundState, VersionStatus
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

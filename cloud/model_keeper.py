@@ -22,10 +22,10 @@ from fedstream.cloud.store import CloudStore
 from fedstream.cloud.strategies import STRATEGIES
 from fedstream.cloud.strategies.base import Strategy
 from fedstream.cloud.versions import ModelVersion, VersionRegistry
-from fedstream.shared.blobs import decode_with
-from fedstream.shared.control import VersionStatus
 from fedstream.shared.errors import FedstreamError, Reason
-from fedstream.shared.model import build_mlp, spec_of, tensors_of
+from fedstream.shared.learning.model import build_mlp, spec_of, tensors_of
+from fedstream.shared.protocol.blobs import decode_with
+from fedstream.shared.protocol.control import VersionStatus
 
 log = structlog.get_logger(__name__)
 

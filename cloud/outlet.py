@@ -7,13 +7,13 @@ import structlog
 from fedstream.cloud.inference import InferenceServer
 from fedstream.cloud.publisher import ModelPublisher
 from fedstream.cloud.versions import ModelVersion
-from fedstream.shared import wire
-from fedstream.shared.commands import Answer
-from fedstream.shared.control import Receipt, RoundState
 from fedstream.shared.errors import TransportError
-from fedstream.shared.mqtt import Inbound, MqttClient
-from fedstream.shared.topics import Topics
-from fedstream.shared.transfer import MissingChunks
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.commands import Answer
+from fedstream.shared.protocol.control import Receipt, RoundState
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient
+from fedstream.shared.protocol.topics import Topics
+from fedstream.shared.protocol.transfer import MissingChunks
 
 log = structlog.get_logger(__name__)
 

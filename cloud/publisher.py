@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import torch
 
-from fedstream.shared import wire
-from fedstream.shared.blobs import encode_blob
-from fedstream.shared.messages import BlobHeader, Manifest, ModelChunk, Spec
-from fedstream.shared.mqtt import MqttClient
-from fedstream.shared.topics import Topics
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.blobs import encode_blob
+from fedstream.shared.protocol.messages import BlobHeader, Manifest, ModelChunk, Spec
+from fedstream.shared.protocol.mqtt import MqttClient
+from fedstream.shared.protocol.topics import Topics
 
 
 class ModelPublisher:

@@ -18,11 +18,11 @@ from fedstream.cloud.coordinator import Coordinator
 from fedstream.cloud.intake import Intake
 from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
-from fedstream.shared.chunks import Completed, missing_ranges
-from fedstream.shared.control import Receipt, ReceiptStatus
 from fedstream.shared.errors import ProtocolError, Scope, StoreError
-from fedstream.shared.messages import UpdateChunk, UpdateMeta
-from fedstream.shared.transfer import MissingChunks, UpdateProbe, capped
+from fedstream.shared.protocol.chunks import Completed, missing_ranges
+from fedstream.shared.protocol.control import Receipt, ReceiptStatus
+from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
+from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe, capped
 
 log = structlog.get_logger(__name__)
 

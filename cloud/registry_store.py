@@ -11,7 +11,7 @@ from safetensors.torch import load, save
 
 from fedstream.shared.errors import Reason, StoreError
 from fedstream.shared.files import write_atomic
-from fedstream.shared.messages import Spec
+from fedstream.shared.protocol.messages import Spec
 
 ServerState = dict[str, list[torch.Tensor]]
 _STATE = "__state__"

@@ -12,10 +12,16 @@ import random
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 
-from fedstream.shared._fields import Scalar
-from fedstream.shared.control import MAX_BUFFER, RoundMode, RoundState, RoundStatus, TrainParams
 from fedstream.shared.errors import FedstreamError, ProtocolError, Reason, Scope
-from fedstream.shared.messages import UpdateMeta
+from fedstream.shared.protocol._fields import Scalar
+from fedstream.shared.protocol.control import (
+    MAX_BUFFER,
+    RoundMode,
+    RoundState,
+    RoundStatus,
+    TrainParams,
+)
+from fedstream.shared.protocol.messages import UpdateMeta
 
 
 def open_round(*, round_id: str, model: str, base_version: int, now: float, deadline_s: float,

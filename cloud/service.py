@@ -23,8 +23,15 @@ from fedstream.cloud.outlet import Outlet
 from fedstream.cloud.receiver import UpdateReceiver
 from fedstream.cloud.rejections import RejectionLog
 from fedstream.cloud.store import CloudStore
-from fedstream.shared import wire
-from fedstream.shared.commands import (
+from fedstream.shared.errors import (
+    ConfigError,
+    FedstreamError,
+    ProtocolError,
+    Reason,
+    StoreError,
+)
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.commands import (
     COMMANDS,
     Answer,
     Command,
@@ -40,16 +47,9 @@ from fedstream.shared.commands import (
     StatusQuery,
     StatusReply,
 )
-from fedstream.shared.control import EdgeStatus, ModelInfo
-from fedstream.shared.errors import (
-    ConfigError,
-    FedstreamError,
-    ProtocolError,
-    Reason,
-    StoreError,
-)
-from fedstream.shared.mqtt import Inbound, MqttClient
-from fedstream.shared.topics import Topic, Topics
+from fedstream.shared.protocol.control import EdgeStatus, ModelInfo
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient
+from fedstream.shared.protocol.topics import Topic, Topics
 
 log = structlog.get_logger(__name__)
 

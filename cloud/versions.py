@@ -17,9 +17,9 @@ import torch
 from fedstream.cloud.journal import VersionRow
 from fedstream.cloud.registry_store import ServerState
 from fedstream.cloud.store import CloudStore
-from fedstream.shared.control import VersionStatus
 from fedstream.shared.errors import FedstreamError, Reason
-from fedstream.shared.messages import Spec
+from fedstream.shared.protocol.control import VersionStatus
+from fedstream.shared.protocol.messages import Spec
 
 Metrics = Mapping[str, float | int | str]
 

@@ -22,10 +22,10 @@ from fedstream.cloud.receiver import UpdateReceiver
 from fedstream.cloud.service import CloudService, Subscriptions
 from fedstream.cloud.store import CloudStore
 from fedstream.shared.errors import ConfigError, Reason
-from fedstream.shared.model import accuracy, build_mlp, load_tensors, spec_of
-from fedstream.shared.mqtt import Connection, Inbound, MqttClient
-from fedstream.shared.sources import SOURCES, Dataset
-from fedstream.shared.topics import Topics
+from fedstream.shared.learning.model import accuracy, build_mlp, load_tensors, spec_of
+from fedstream.shared.learning.sources import SOURCES, Dataset
+from fedstream.shared.protocol.mqtt import Connection, Inbound, MqttClient
+from fedstream.shared.protocol.topics import Topics
 
 
 def build_cloud(cfg: CloudConfig) -> CloudService:

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import Field
 
-from fedstream.shared.chunks import DEFAULT_CHUNK_SIZE
 from fedstream.shared.config import Section, ServiceConfig, state_dir_field
+from fedstream.shared.protocol.chunks import DEFAULT_CHUNK_SIZE
 
 
 class SourceConfig(Section):

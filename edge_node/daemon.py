@@ -25,12 +25,6 @@ from fedstream.edge_node.model_sync import HeldModel, ModelSync
 from fedstream.edge_node.outbox import Outbox
 from fedstream.edge_node.participation import Step, next_step
 from fedstream.edge_node.trainer import train_round
-from fedstream.shared import wire
-from fedstream.shared.backends import BackendChoice, select_backend
-from fedstream.shared.blobs import pack_blob
-from fedstream.shared.codecs import CODECS
-from fedstream.shared.codecs.feedback import ErrorFeedback
-from fedstream.shared.control import EdgeStatus, Receipt, RoundState
 from fedstream.shared.errors import (
     FedstreamError,
     ProtocolError,
@@ -38,12 +32,18 @@ from fedstream.shared.errors import (
     StoreError,
     TransportError,
 )
-from fedstream.shared.messages import UpdateChunk, UpdateMeta
-from fedstream.shared.model import build_mlp
-from fedstream.shared.mqtt import Connection, Inbound, MqttClient, Will
-from fedstream.shared.sources import SOURCES
-from fedstream.shared.topics import Topics
-from fedstream.shared.transfer import MissingChunks, UpdateProbe
+from fedstream.shared.learning.backends import BackendChoice, select_backend
+from fedstream.shared.learning.model import build_mlp
+from fedstream.shared.learning.sources import SOURCES
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.blobs import pack_blob
+from fedstream.shared.protocol.codecs import CODECS
+from fedstream.shared.protocol.codecs.feedback import ErrorFeedback
+from fedstream.shared.protocol.control import EdgeStatus, Receipt, RoundState
+from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
+from fedstream.shared.protocol.mqtt import Connection, Inbound, MqttClient, Will
+from fedstream.shared.protocol.topics import Topics
+from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe
 
 log = structlog.get_logger(__name__)
 

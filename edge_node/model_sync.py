@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from fedstream.shared import wire
-from fedstream.shared.blobs import decode_blob
-from fedstream.shared.chunks import Reassembler
-from fedstream.shared.messages import BlobHeader, Manifest, ModelChunk, Spec
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.blobs import decode_blob
+from fedstream.shared.protocol.chunks import Reassembler
+from fedstream.shared.protocol.messages import BlobHeader, Manifest, ModelChunk, Spec
 
 
 @dataclass(frozen=True, slots=True)

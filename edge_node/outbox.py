@@ -8,9 +8,9 @@ from pathlib import Path
 
 import structlog
 
-from fedstream.shared import wire
 from fedstream.shared.errors import ProtocolError
 from fedstream.shared.files import write_atomic
+from fedstream.shared.protocol import wire
 
 log = structlog.get_logger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from fedstream.shared.control import RoundState, RoundStatus
+from fedstream.shared.protocol.control import RoundState, RoundStatus
 
 
 class Step(StrEnum):

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
-from fedstream.shared.backends import Backend
-from fedstream.shared.control import TrainParams
-from fedstream.shared.model import tensors_of
-from fedstream.shared.sources import Dataset
-from fedstream.shared.training import Batch, StepStats, prepare_sgd, train_steps
+from fedstream.shared.learning.backends import Backend
+from fedstream.shared.learning.model import tensors_of
+from fedstream.shared.learning.sources import Dataset
+from fedstream.shared.learning.training import Batch, StepStats, prepare_sgd, train_steps
+from fedstream.shared.protocol.control import TrainParams
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,8 +70,8 @@ def _serve(config: Path, config_cls: type[C], service: Callable[[C], Runnable]) 
 
 def _round_start(args: argparse.Namespace) -> int:
     from fedstream.operator import start_round
-    from fedstream.shared.commands import RoundStart
-    from fedstream.shared.control import RoundMode
+    from fedstream.shared.protocol.commands import RoundStart
+    from fedstream.shared.protocol.control import RoundMode
 
     # Flags not given stay None, the cloud's defaults; the cloud refuses the other mode's
     # flags (a buffer for a sync round) rather than ignore them.

@@ -12,14 +12,14 @@ from typing import TypeVar
 
 import numpy.typing as npt
 
-from fedstream.shared import wire
-from fedstream.shared.commands import Answer, Command, Reply
 from fedstream.shared.config import ServiceConfig
-from fedstream.shared.control import DataBatch, RoundState
 from fedstream.shared.errors import FedstreamError, ProtocolError, Reason, TransportError
-from fedstream.shared.infer import InferReply, InferRequest
-from fedstream.shared.mqtt import Connection, Inbound, MqttClient
-from fedstream.shared.topics import Topic, Topics
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.commands import Answer, Command, Reply
+from fedstream.shared.protocol.control import DataBatch, RoundState
+from fedstream.shared.protocol.infer import InferReply, InferRequest
+from fedstream.shared.protocol.mqtt import Connection, Inbound, MqttClient
+from fedstream.shared.protocol.topics import Topic, Topics
 
 R = TypeVar("R", bound=Answer)
 

@@ -22,10 +22,10 @@ from fedstream.broker import BrokerParams, Mosquitto
 from fedstream.client import FleetAddress, FleetClient
 from fedstream.operator import fleet_status, model_command, start_round
 from fedstream.predict import predict_csv
-from fedstream.shared.commands import RoundStart
-from fedstream.shared.control import DataBatch
 from fedstream.shared.errors import FedstreamError, Reason, TransportError
-from fedstream.shared.sources import SOURCES
+from fedstream.shared.learning.sources import SOURCES
+from fedstream.shared.protocol.commands import RoundStart
+from fedstream.shared.protocol.control import DataBatch
 
 FEDERATION = "demo"
 MODEL = "digits-mlp"

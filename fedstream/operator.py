@@ -10,7 +10,9 @@ from pydantic_settings import SettingsConfigDict
 
 from fedstream.client import FleetAddress, FleetClient
 from fedstream.predict import predict_csv
-from fedstream.shared.commands import (
+from fedstream.shared.config import ServiceConfig
+from fedstream.shared.errors import FedstreamError, Reason
+from fedstream.shared.protocol.commands import (
     ModelList,
     ModelListReply,
     ModelPromote,
@@ -22,9 +24,7 @@ from fedstream.shared.commands import (
     StatusQuery,
     StatusReply,
 )
-from fedstream.shared.config import ServiceConfig
-from fedstream.shared.control import ModelInfo, RoundState, RoundStatus, VersionStatus
-from fedstream.shared.errors import FedstreamError, Reason
+from fedstream.shared.protocol.control import ModelInfo, RoundState, RoundStatus, VersionStatus
 
 
 class CliConfig(ServiceConfig):

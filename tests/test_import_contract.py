@@ -10,13 +10,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
     "shared": ("fedstream.cloud", "fedstream.edge_node", "fedstream.broker"),
+    "shared/protocol": ("fedstream.shared.learning",),
     "edge_node": ("fedstream.cloud",),
     "cloud": ("fedstream.edge_node",),
     "broker": ("fedstream.cloud", "fedstream.edge_node"),
 }
-PURE = ["shared/chunks.py", "shared/codecs", "shared/messages.py", "shared/control.py",
-        "shared/infer.py", "cloud/rounds.py", "cloud/strategies", "cloud/continual.py",
-        "cloud/forgetting.py", "cloud/gate.py"]
+PURE = ["shared/protocol/chunks.py", "shared/protocol/codecs", "shared/protocol/messages.py",
+        "shared/protocol/control.py", "shared/protocol/infer.py", "cloud/rounds.py",
+        "cloud/strategies", "cloud/continual.py", "cloud/forgetting.py", "cloud/gate.py"]
 IO_MODULES = ("paho", "sqlite3", "socket", "subprocess", "msgpack")
 
 

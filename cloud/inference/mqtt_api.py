@@ -10,11 +10,11 @@ import structlog
 
 from fedstream.cloud.inference._tally import Tally
 from fedstream.cloud.inference.batcher import FAILED, Answer, MicroBatcher
-from fedstream.shared import wire
 from fedstream.shared.errors import FedstreamError, TransportError
-from fedstream.shared.infer import InferReply, InferRequest
-from fedstream.shared.mqtt import Connection, Inbound, MqttClient
-from fedstream.shared.topics import Topics
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.infer import InferReply, InferRequest
+from fedstream.shared.protocol.mqtt import Connection, Inbound, MqttClient
+from fedstream.shared.protocol.topics import Topics
 
 log = structlog.get_logger(__name__)
 

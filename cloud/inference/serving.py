@@ -12,11 +12,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from fedstream.shared.backends import BACKENDS, Backend, select_backend
-from fedstream.shared.backends.base import PRECISIONS, Precision, check_precision
-from fedstream.shared.cpu import detect_cpu
 from fedstream.shared.errors import ConfigError, Reason
-from fedstream.shared.model import accuracy, build_mlp, load_tensors
+from fedstream.shared.learning.backends import BACKENDS, Backend, select_backend
+from fedstream.shared.learning.backends.base import PRECISIONS, Precision, check_precision
+from fedstream.shared.learning.cpu import detect_cpu
+from fedstream.shared.learning.model import accuracy, build_mlp, load_tensors
 
 EvalSet = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
 Predictions = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]

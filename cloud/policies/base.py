@@ -10,9 +10,9 @@ from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.model_keeper import ModelKeeper
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.versions import ModelVersion
-from fedstream.shared._fields import Scalar
-from fedstream.shared.commands import RoundStart
-from fedstream.shared.control import EdgeStatus, RoundState, TrainParams
+from fedstream.shared.protocol._fields import Scalar
+from fedstream.shared.protocol.commands import RoundStart
+from fedstream.shared.protocol.control import EdgeStatus, RoundState, TrainParams
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

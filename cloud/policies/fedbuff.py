@@ -11,8 +11,8 @@ import structlog
 from fedstream.cloud import rounds
 from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.policies.base import Opening, RoundHost
-from fedstream.shared.control import RoundMode, RoundState
 from fedstream.shared.errors import Reason
+from fedstream.shared.protocol.control import RoundMode, RoundState
 
 log = structlog.get_logger(__name__)
 

@@ -7,8 +7,8 @@ import structlog
 
 from fedstream.cloud import rounds
 from fedstream.cloud.policies.base import Opening, RoundHost
-from fedstream.shared.control import RoundState, RoundStatus
 from fedstream.shared.errors import Reason
+from fedstream.shared.protocol.control import RoundState, RoundStatus
 
 log = structlog.get_logger(__name__)
 

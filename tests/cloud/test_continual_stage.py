@@ -16,8 +16,8 @@ from fedstream.cloud.data_intake import DataIntake
 from fedstream.cloud.finetune import FineTuner
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.windows import eval_rows
-from fedstream.shared.model import build_mlp, tensors_of
-from fedstream.shared.sources import SOURCES
+from fedstream.shared.learning.model import build_mlp, tensors_of
+from fedstream.shared.learning.sources import SOURCES
 
 LAYERS = (64, 16, 10)
 

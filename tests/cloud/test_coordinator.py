@@ -13,11 +13,11 @@ from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.coordinator import Coordinator, ModelVersion
 from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
-from fedstream.shared.codecs import CODECS
-from fedstream.shared.commands import RoundStart
-from fedstream.shared.control import EdgeStatus, RoundMode, RoundState
 from fedstream.shared.errors import ConfigError, FedstreamError, ProtocolError, Reason
-from fedstream.shared.messages import UpdateMeta
+from fedstream.shared.protocol.codecs import CODECS
+from fedstream.shared.protocol.commands import RoundStart
+from fedstream.shared.protocol.control import EdgeStatus, RoundMode, RoundState
+from fedstream.shared.protocol.messages import UpdateMeta
 
 LAYERS = (4, 3, 2)
 
@@ -418,7 +418,7 @@ def test_mode_specific_overrides_are_refused_in_the_other_mode(
         request_: RoundStart, detail: str, tmp_path: Path) -> None:
     """A selection for a session, a buffer for a sync round or a negative staleness are
     bad_config, and open nothing (an unknown mode cannot be sent: its frame is refused,
-    tests/shared/test_wire.py)."""
+    tests/shared/protocol/test_wire.py)."""
     # Prepare
     h = Harness(tmp_path)
     h.online("a")

@@ -12,9 +12,9 @@ import pytest
 from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.data_intake import DataIntake
 from fedstream.cloud.store import CloudStore
-from fedstream.shared import wire
-from fedstream.shared.control import DataBatch
 from fedstream.shared.errors import ProtocolError, Reason
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.control import DataBatch
 
 LAYERS = (4, 3, 2)
 

@@ -18,12 +18,12 @@ from fedstream.cloud.finetune import (
     trained_layout,
 )
 from fedstream.cloud.replay import Arrays
-from fedstream.shared.cpu import detect_cpu
 from fedstream.shared.errors import ConfigError, Reason
-from fedstream.shared.isa import bf16_isa
-from fedstream.shared.model import accuracy, build_mlp, load_tensors, tensors_of
-from fedstream.shared.sources import SOURCES
-from fedstream.shared.training import prepare_sgd
+from fedstream.shared.learning.cpu import detect_cpu
+from fedstream.shared.learning.isa import bf16_isa
+from fedstream.shared.learning.model import accuracy, build_mlp, load_tensors, tensors_of
+from fedstream.shared.learning.sources import SOURCES
+from fedstream.shared.learning.training import prepare_sgd
 
 LAYERS = (64, 32, 10)
 EMPTY: Arrays = (np.zeros((0, 64), np.float32), np.zeros(0, np.int64))

@@ -10,12 +10,12 @@ import torch
 from fedstream.cloud.config import IntakeConfig
 from fedstream.cloud.intake import Intake, Update
 from fedstream.cloud.rounds import open_round
-from fedstream.shared import wire
-from fedstream.shared.blobs import encode_blob
-from fedstream.shared.control import RoundState, TrainParams
 from fedstream.shared.errors import ProtocolError, Reason
-from fedstream.shared.messages import UpdateChunk, UpdateMeta
-from fedstream.shared.model import build_mlp, spec_of, tensors_of
+from fedstream.shared.learning.model import build_mlp, spec_of, tensors_of
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.blobs import encode_blob
+from fedstream.shared.protocol.control import RoundState, TrainParams
+from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
 
 LAYERS = (64, 32, 10)
 SPEC = spec_of(build_mlp(LAYERS))

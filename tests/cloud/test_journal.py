@@ -14,9 +14,9 @@ from structlog.testing import capture_logs
 
 from fedstream.cloud.journal import Journal, UpdateRow, VersionRow
 from fedstream.cloud.rounds import open_round
-from fedstream.shared import wire
-from fedstream.shared.control import RoundState, TrainParams
 from fedstream.shared.errors import Reason, StoreError
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.control import RoundState, TrainParams
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ from fedstream.cloud.data_intake import DataIntake
 from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.versions import ModelVersion
-from fedstream.shared.codecs import CODECS
-from fedstream.shared.commands import RoundStart
-from fedstream.shared.control import EdgeStatus, RoundMode, RoundState
 from fedstream.shared.errors import FedstreamError, Reason
-from fedstream.shared.model import build_mlp, tensors_of
-from fedstream.shared.sources import SOURCES
+from fedstream.shared.learning.model import build_mlp, tensors_of
+from fedstream.shared.learning.sources import SOURCES
+from fedstream.shared.protocol.codecs import CODECS
+from fedstream.shared.protocol.commands import RoundStart
+from fedstream.shared.protocol.control import EdgeStatus, RoundMode, RoundState
 
 LAYERS = (64, 32, 10)
 

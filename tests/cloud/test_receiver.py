@@ -14,13 +14,13 @@ from fedstream.cloud.coordinator import Coordinator, ModelVersion
 from fedstream.cloud.intake import Intake
 from fedstream.cloud.receiver import UpdateReceiver
 from fedstream.cloud.store import CloudStore
-from fedstream.shared import wire
-from fedstream.shared.blobs import decode_with, encode_blob, pack_blob
-from fedstream.shared.control import EdgeStatus, Receipt, ReceiptStatus, RoundState
 from fedstream.shared.errors import ProtocolError, Reason, StoreError
-from fedstream.shared.messages import UpdateChunk, UpdateMeta
-from fedstream.shared.model import build_mlp, spec_of
-from fedstream.shared.transfer import MissingChunks, UpdateProbe
+from fedstream.shared.learning.model import build_mlp, spec_of
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.blobs import decode_with, encode_blob, pack_blob
+from fedstream.shared.protocol.control import EdgeStatus, Receipt, ReceiptStatus, RoundState
+from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
+from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe
 
 LAYERS = (4, 3, 2)
 SPEC = spec_of(build_mlp(LAYERS))

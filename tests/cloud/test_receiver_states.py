@@ -31,14 +31,14 @@ from fedstream.cloud.coordinator import Coordinator
 from fedstream.cloud.intake import Intake
 from fedstream.cloud.receiver import Answer, UpdateReceiver
 from fedstream.cloud.store import CloudStore
-from fedstream.shared import wire
-from fedstream.shared.blobs import decode_with, encode_blob, pack_blob
-from fedstream.shared.commands import RoundStart
-from fedstream.shared.control import EdgeStatus, Receipt, ReceiptStatus, RoundMode
 from fedstream.shared.errors import FedstreamError
-from fedstream.shared.messages import UpdateChunk, UpdateMeta
-from fedstream.shared.model import build_mlp, spec_of
-from fedstream.shared.transfer import MissingChunks, UpdateProbe
+from fedstream.shared.learning.model import build_mlp, spec_of
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.blobs import decode_with, encode_blob, pack_blob
+from fedstream.shared.protocol.commands import RoundStart
+from fedstream.shared.protocol.control import EdgeStatus, Receipt, ReceiptStatus, RoundMode
+from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
+from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe
 
 pytestmark = pytest.mark.fuzz
 

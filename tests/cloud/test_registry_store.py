@@ -11,7 +11,7 @@ import torch
 from fedstream.cloud.registry_store import ModelFiles
 from fedstream.cloud.spool import Spool, write_atomic
 from fedstream.shared.errors import Reason, StoreError
-from fedstream.shared.messages import TensorSpec
+from fedstream.shared.protocol.messages import TensorSpec
 
 # Not in alphabetical order: safetensors sorts names, so load must follow the spec instead.
 SPEC = (TensorSpec(name="z.weight", shape=(2, 2)), TensorSpec(name="a.bias", shape=(3,)))

@@ -8,9 +8,9 @@ import math
 import pytest
 
 from fedstream.cloud import rounds
-from fedstream.shared.control import RoundState, TrainParams
 from fedstream.shared.errors import FedstreamError, ProtocolError, Reason
-from fedstream.shared.messages import UpdateMeta
+from fedstream.shared.protocol.control import RoundState, TrainParams
+from fedstream.shared.protocol.messages import UpdateMeta
 
 _TRAIN = TrainParams(epochs=1, lr=0.1, momentum=0.0, batch_size=8)
 

@@ -12,12 +12,12 @@ from structlog.testing import capture_logs
 from fedstream.broker import Mosquitto
 from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.wiring import build_cloud
-from fedstream.shared import wire
-from fedstream.shared.blobs import encode_blob
-from fedstream.shared.commands import RoundStart
-from fedstream.shared.control import EdgeStatus
 from fedstream.shared.errors import Reason, TransportError
-from fedstream.shared.messages import UpdateChunk, UpdateMeta
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.blobs import encode_blob
+from fedstream.shared.protocol.commands import RoundStart
+from fedstream.shared.protocol.control import EdgeStatus
+from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
 
 pytestmark = pytest.mark.mosquitto
 

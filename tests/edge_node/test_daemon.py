@@ -18,8 +18,8 @@ from fedstream.demo import Processes, write_configs
 from fedstream.edge_node.daemon import keep_update
 from fedstream.edge_node.feedback_store import FeedbackStore
 from fedstream.edge_node.outbox import Outbox, Pending
-from fedstream.shared.codecs.feedback import ErrorFeedback
 from fedstream.shared.errors import Reason, StoreError
+from fedstream.shared.protocol.codecs.feedback import ErrorFeedback
 
 
 def test_keep_update_keeps_the_update_and_its_residual(tmp_path: Path) -> None:

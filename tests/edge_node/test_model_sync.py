@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from fedstream.edge_node.model_sync import ModelSync
-from fedstream.shared import wire
-from fedstream.shared.blobs import encode_blob
 from fedstream.shared.errors import ProtocolError, Reason
-from fedstream.shared.messages import Manifest, ModelChunk
-from fedstream.shared.model import build_mlp, spec_of, tensors_of
+from fedstream.shared.learning.model import build_mlp, spec_of, tensors_of
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.blobs import encode_blob
+from fedstream.shared.protocol.messages import Manifest, ModelChunk
 
 LAYERS = (64, 40, 10)
 

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from fedstream.edge_node.participation import Step, next_step
-from fedstream.shared.control import RoundState, TrainParams
+from fedstream.shared.protocol.control import RoundState, TrainParams
 
 ROUND = RoundState(round_id="r1", model="m", status="open", base_version=1, deadline=1e12,
                    train=TrainParams(epochs=1, lr=0.1, momentum=0.0, batch_size=8),

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from fedstream.edge_node.trainer import train_round
-from fedstream.shared.backends import BACKENDS, ipex_status
-from fedstream.shared.control import TrainParams
-from fedstream.shared.model import accuracy, build_mlp, load_tensors, tensors_of
-from fedstream.shared.sources import SOURCES
+from fedstream.shared.learning.backends import BACKENDS, ipex_status
+from fedstream.shared.learning.model import accuracy, build_mlp, load_tensors, tensors_of
+from fedstream.shared.learning.sources import SOURCES
+from fedstream.shared.protocol.control import TrainParams
 
 LAYERS = (64, 32, 10)
 NAMES = ["torch", pytest.param("ipex", marks=pytest.mark.skipif(

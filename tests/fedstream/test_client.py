@@ -6,12 +6,12 @@ import pytest
 
 from fedstream.broker import Mosquitto
 from fedstream.client import FleetAddress, FleetClient
-from fedstream.shared import wire
-from fedstream.shared.commands import StatusQuery, StatusReply
-from fedstream.shared.control import RoundState, RoundStatus, TrainParams
 from fedstream.shared.errors import Reason, TransportError
-from fedstream.shared.mqtt import Connection, MqttClient
-from fedstream.shared.topics import Topics
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.commands import StatusQuery, StatusReply
+from fedstream.shared.protocol.control import RoundState, RoundStatus, TrainParams
+from fedstream.shared.protocol.mqtt import Connection, MqttClient
+from fedstream.shared.protocol.topics import Topics
 
 pytestmark = pytest.mark.mosquitto
 

@@ -14,9 +14,9 @@ from fedstream.cloud.config import InferenceConfig
 from fedstream.cloud.inference import InferenceServer, ServedModel
 from fedstream.predict import RowPrediction, predict_csv, read_features
 from fedstream.shared.errors import ConfigError, FedstreamError, Reason
-from fedstream.shared.model import build_mlp, tensors_of
-from fedstream.shared.mqtt import Connection
-from fedstream.shared.topics import Topics
+from fedstream.shared.learning.model import build_mlp, tensors_of
+from fedstream.shared.protocol.mqtt import Connection
+from fedstream.shared.protocol.topics import Topics
 
 LAYERS = (3, 8, 4)
 MODEL = "mlp"

@@ -14,11 +14,11 @@ from fedstream.client import FleetAddress
 from fedstream.cloud.windows import EvalWindows
 from fedstream.demo import MODEL, Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status
-from fedstream.shared import wire
-from fedstream.shared.commands import StatusReply
-from fedstream.shared.control import DataBatch
-from fedstream.shared.mqtt import MqttClient
-from fedstream.shared.topics import Topics
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.commands import StatusReply
+from fedstream.shared.protocol.control import DataBatch
+from fedstream.shared.protocol.mqtt import MqttClient
+from fedstream.shared.protocol.topics import Topics
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 

@@ -26,14 +26,14 @@ from fedstream.client import FleetAddress
 from fedstream.demo import MODEL, Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status, model_command, start_round
 from fedstream.predict import predict_csv
-from fedstream.shared import wire
-from fedstream.shared.commands import ModelListReply, ModelVersionReply, Reply, RoundStart
-from fedstream.shared.control import DataBatch
 from fedstream.shared.errors import FedstreamError, Reason
-from fedstream.shared.infer import InferReply, InferRequest
-from fedstream.shared.mqtt import MqttClient
-from fedstream.shared.sources import SOURCES
-from fedstream.shared.topics import Topic, Topics
+from fedstream.shared.learning.sources import SOURCES
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.commands import ModelListReply, ModelVersionReply, Reply, RoundStart
+from fedstream.shared.protocol.control import DataBatch
+from fedstream.shared.protocol.infer import InferReply, InferRequest
+from fedstream.shared.protocol.mqtt import MqttClient
+from fedstream.shared.protocol.topics import Topic, Topics
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 

@@ -22,11 +22,11 @@ from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
 from fedstream.demo import MODEL, Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status, start_round
-from fedstream.shared.commands import RoundReply, RoundStart
-from fedstream.shared.control import EdgeStatus, RoundState
-from fedstream.shared.model import build_mlp, spec_of
-from fedstream.shared.mqtt import Inbound, MqttClient
-from fedstream.shared.topics import Topics
+from fedstream.shared.learning.model import build_mlp, spec_of
+from fedstream.shared.protocol.commands import RoundReply, RoundStart
+from fedstream.shared.protocol.control import EdgeStatus, RoundState
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient
+from fedstream.shared.protocol.topics import Topics
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.chaos]
 

@@ -15,9 +15,9 @@ from fedstream.client import FleetAddress
 from fedstream.cloud.registry_store import ModelFiles
 from fedstream.demo import Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status, model_command, show_status, start_round
-from fedstream.shared.commands import ModelListReply, ModelVersionReply, RoundStart
-from fedstream.shared.model import build_mlp, spec_of
-from fedstream.shared.sources import SOURCES
+from fedstream.shared.learning.model import build_mlp, spec_of
+from fedstream.shared.learning.sources import SOURCES
+from fedstream.shared.protocol.commands import ModelListReply, ModelVersionReply, RoundStart
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 

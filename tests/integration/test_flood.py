@@ -13,8 +13,8 @@ from fedstream.broker import Mosquitto
 from fedstream.client import FleetAddress
 from fedstream.demo import MODEL, Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status
-from fedstream.shared.mqtt import MqttClient
-from fedstream.shared.topics import Topics
+from fedstream.shared.protocol.mqtt import MqttClient
+from fedstream.shared.protocol.topics import Topics
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 

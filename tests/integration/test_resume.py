@@ -19,12 +19,12 @@ from fedstream.client import FleetAddress
 from fedstream.cloud.store import CloudStore
 from fedstream.demo import MODEL, Processes, wait_ready, write_configs
 from fedstream.operator import start_round
-from fedstream.shared import wire
-from fedstream.shared.commands import RoundStart
-from fedstream.shared.control import RoundState
-from fedstream.shared.messages import UpdateChunk
-from fedstream.shared.mqtt import Inbound, MqttClient
-from fedstream.shared.topics import Topics
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.commands import RoundStart
+from fedstream.shared.protocol.control import RoundState
+from fedstream.shared.protocol.messages import UpdateChunk
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient
+from fedstream.shared.protocol.topics import Topics
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.chaos]
 

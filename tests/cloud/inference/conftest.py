@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fedstream.cloud.inference import ModelPreparer, ServedModel
-from fedstream.shared.model import build_mlp, tensors_of
+from fedstream.shared.learning.model import build_mlp, tensors_of
 
 LAYERS = (8, 16, 4)
 

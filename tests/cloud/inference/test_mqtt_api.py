@@ -14,11 +14,11 @@ from fedstream.broker import Mosquitto
 from fedstream.cloud.inference import BatcherParams, MicroBatcher, ServedModel
 from fedstream.cloud.inference._tally import Tally
 from fedstream.cloud.inference.mqtt_api import MqttApi
-from fedstream.shared import wire
 from fedstream.shared.errors import FedstreamError, Reason
-from fedstream.shared.infer import InferReply, InferRequest
-from fedstream.shared.mqtt import Connection, MqttClient
-from fedstream.shared.topics import Topics
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.infer import InferReply, InferRequest
+from fedstream.shared.protocol.mqtt import Connection, MqttClient
+from fedstream.shared.protocol.topics import Topics
 
 pytestmark = pytest.mark.mosquitto
 

@@ -15,12 +15,12 @@ import torch
 from fedstream.broker import Mosquitto, find_free_port
 from fedstream.cloud.config import InferenceConfig
 from fedstream.cloud.inference import InferenceServer, ServedModel
-from fedstream.shared import wire
 from fedstream.shared.errors import ConfigError, FedstreamError, Reason, TransportError
-from fedstream.shared.infer import InferReply, InferRequest
-from fedstream.shared.model import build_mlp, tensors_of
-from fedstream.shared.mqtt import Connection, MqttClient
-from fedstream.shared.topics import Topics
+from fedstream.shared.learning.model import build_mlp, tensors_of
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.infer import InferReply, InferRequest
+from fedstream.shared.protocol.mqtt import Connection, MqttClient
+from fedstream.shared.protocol.topics import Topics
 
 pytestmark = pytest.mark.mosquitto
 

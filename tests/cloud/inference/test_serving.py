@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from fedstream.cloud.inference.serving import ModelPreparer, ServedModel, Trial, choose_precision
-from fedstream.shared.cpu import detect_cpu
 from fedstream.shared.errors import ConfigError, Reason
-from fedstream.shared.model import build_mlp
+from fedstream.shared.learning.cpu import detect_cpu
+from fedstream.shared.learning.model import build_mlp
 
 Rows = Callable[[int], npt.NDArray[np.float32]]
 

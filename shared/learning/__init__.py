@@ -1,0 +1,1 @@
+"""The learning kit both sides run: model building, training loop, backends, data sources."""

@@ -1,0 +1,1 @@
+"""The protocol edge and cloud speak: topics, messages, framing, codecs, chunks, MQTT."""

@@ -1,0 +1,336 @@
+"""Control-plane messages: round state, edge status, model info and cloud data (the operator's
+commands and their replies are in `commands.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Self, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from fedstream.shared.errors import ProtocolError, Reason
+from fedstream.shared.protocol._fields import (
+    Scalar,
+    Wire,
+    opt_int,
+    req,
+    req_float,
+    req_map,
+    req_range,
+    req_scalars,
+)
+
+E = TypeVar("E", bound=StrEnum)
+MAX_BUFFER = 1 << 20
+MAX_ROWS = 1 << 16
+MAX_COLS = 1 << 12
+MAX_WINDOW_NAME = 128
+
+
+class RoundStatus(StrEnum):
+    """Where a round or session is: open -> collecting -> aggregating -> published | failed."""
+
+    OPEN = "open"
+    COLLECTING = "collecting"
+    AGGREGATING = "aggregating"
+    PUBLISHED = "published"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        """Published or failed: the round is over."""
+        return self in (RoundStatus.PUBLISHED, RoundStatus.FAILED)
+
+
+class RoundMode(StrEnum):
+    """A sync round, or an async (buffered, FedBuff-style) session."""
+
+    SYNC = "sync"
+    ASYNC = "async"
+
+
+class VersionStatus(StrEnum):
+    """A registered model version: served (now or before), or a candidate the gate refused."""
+
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainParams:
+    """Hyper-parameters the cloud hands to every edge of a round."""
+
+    epochs: int
+    lr: float
+    momentum: float
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.epochs <= 1000 and 0 < self.lr <= 10 and 0 <= self.momentum < 1
+                and 1 <= self.batch_size <= 1 << 16):
+            raise ValueError(f"training parameters out of range: {self}")
+
+    def to_wire(self) -> Wire:
+        """Short stable keys."""
+        return {"ep": self.epochs, "lr": self.lr, "mom": self.momentum, "bs": self.batch_size}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse; out-of-range values are a protocol error."""
+        try:
+            return cls(epochs=req(d, "ep", int), lr=req_float(d, "lr"),
+                       momentum=req_float(d, "mom"), batch_size=req(d, "bs", int))
+        except ValueError as err:
+            raise ProtocolError(Reason.BAD_FRAME, str(err)) from err
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundState:
+    """The latest round as the cloud sees it; retained, republished on every change.
+
+    A sync round (`mode` "sync") trains the selected edges once on `base_version` and
+    aggregates when all have answered or the deadline passes. An async session (`mode`
+    "async", FedBuff) stays "collecting" until its deadline or `round stop`: it aggregates
+    every `buffer` accepted updates into a new version and moves `base_version` to it; it
+    accepts updates trained on any of the last `max_staleness` versions before that one.
+    """
+
+    KIND: ClassVar[str] = "round"
+    VERSION: ClassVar[int] = 1
+    round_id: str
+    model: str
+    status: RoundStatus
+    base_version: int
+    deadline: float
+    train: TrainParams
+    codec: str
+    selection: tuple[str, ...]
+    quorum: int
+    codec_params: Mapping[str, Scalar] = field(default_factory=dict)
+    opened: float = 0.0
+    received: int = 0
+    result: Mapping[str, Scalar] = field(default_factory=dict)
+    reason: str = ""
+    mode: RoundMode = RoundMode.SYNC
+    buffer: int = 0
+    max_staleness: int = 0
+
+    def __post_init__(self) -> None:
+        # A status or mode given as its string ("open") becomes its member, so comparisons
+        # by identity hold whoever built the state; an unknown string is a ValueError.
+        object.__setattr__(self, "status", RoundStatus(self.status))
+        object.__setattr__(self, "mode", RoundMode(self.mode))
+
+    @property
+    def is_async(self) -> bool:
+        """True for an async (buffered, FedBuff-style) session."""
+        return self.mode is RoundMode.ASYNC
+
+    @property
+    def expected(self) -> int:
+        """Updates the round waits for before the deadline."""
+        return len(self.selection)
+
+    @property
+    def terminal(self) -> bool:
+        """True once the round is published or failed."""
+        return self.status.terminal
+
+    def to_wire(self) -> Wire:
+        """Short stable keys."""
+        return {"round": self.round_id, "model": self.model, "st": str(self.status),
+                "base": self.base_version, "dl": self.deadline, "train": self.train.to_wire(),
+                "codec": self.codec, "cp": dict(self.codec_params), "op": self.opened,
+                "sel": list(self.selection), "q": self.quorum,
+                "rx": self.received, "res": dict(self.result), "why": self.reason,
+                # Not "k": that key is every frame's kind (shared/protocol/wire.py).
+                "mode": str(self.mode), "buf": self.buffer, "ms": self.max_staleness}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse; frames from before async sessions (no `mode`, `buf`, `ms`) are sync rounds."""
+        status = _enum(d, "st", RoundStatus, "round status")
+        mode = _enum(d, "mode", RoundMode, "round mode") if "mode" in d else RoundMode.SYNC
+        selection = req(d, "sel", list)
+        if not all(isinstance(e, str) for e in selection):
+            raise ProtocolError(Reason.BAD_FRAME, "selection must list edge ids")
+        return cls(round_id=req(d, "round", str), model=req(d, "model", str), status=status,
+                   base_version=req_range(d, "base", 0, 1 << 53), deadline=req_float(d, "dl"),
+                   train=TrainParams.from_wire(req_map(d, "train")), codec=req(d, "codec", str),
+                   codec_params=req_scalars(d, "cp") if "cp" in d else {},
+                   opened=req_float(d, "op") if "op" in d else 0.0,
+                   selection=tuple(selection), quorum=req_range(d, "q", 0, 1 << 20),
+                   received=req_range(d, "rx", 0, 1 << 53), result=req_scalars(d, "res"),
+                   reason=req(d, "why", str), mode=mode,
+                   buffer=req_range(d, "buf", 0, MAX_BUFFER) if "buf" in d else 0,
+                   max_staleness=req_range(d, "ms", 0, 1 << 53) if "ms" in d else 0)
+
+
+class ReceiptStatus(StrEnum):
+    """The final verdict on an update."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Receipt:
+    """The end-to-end ack of one update: its final verdict, as recorded in the cloud's journal.
+    The edge drops the update from its outbox on receipt."""
+
+    KIND: ClassVar[str] = "receipt"
+    VERSION: ClassVar[int] = 1
+    update_id: str
+    round_id: str
+    status: ReceiptStatus
+    reason: str = ""
+    detail: str = ""
+
+    def to_wire(self) -> Wire:
+        """Short stable keys."""
+        return {"upd": self.update_id, "round": self.round_id, "st": str(self.status),
+                "why": self.reason, "detail": self.detail}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse."""
+        status: str = req(d, "st", str)
+        try:
+            verdict = ReceiptStatus(status)
+        except ValueError:
+            raise ProtocolError(Reason.BAD_FRAME, f"unknown receipt status {status!r}") from None
+        return cls(update_id=req(d, "upd", str), round_id=req(d, "round", str), status=verdict,
+                   reason=req(d, "why", str), detail=req(d, "detail", str))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EdgeStatus:
+    """What an edge reports about itself (retained; the last will says offline)."""
+
+    KIND: ClassVar[str] = "status"
+    VERSION: ClassVar[int] = 1
+    edge_id: str
+    online: bool
+    version: int | None = None
+    samples: int = 0
+    backend: Mapping[str, Scalar] = field(default_factory=dict)
+    last_round: str = ""
+
+    def to_wire(self) -> Wire:
+        """Short stable keys."""
+        return {"edge": self.edge_id, "on": self.online, "ver": self.version,
+                "ns": self.samples, "be": dict(self.backend), "lr": self.last_round}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse."""
+        return cls(edge_id=req(d, "edge", str), online=req(d, "on", bool),
+                   version=opt_int(d, "ver"),
+                   samples=req_range(d, "ns", 0, 1 << 40), backend=req_scalars(d, "be"),
+                   last_round=req(d, "lr", str))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelInfo:
+    """One registered model version, as the CLI shows it: lineage, whether it was promoted
+    (or why the gate rejected it), and its accuracy per evaluation window."""
+
+    version: int
+    parent: int | None
+    round_id: str
+    lineage: Mapping[str, Scalar] = field(default_factory=dict)
+    status: VersionStatus = VersionStatus.PROMOTED
+    reason: str = ""
+    evals: Mapping[str, Scalar] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", VersionStatus(self.status))
+
+    def to_wire(self) -> Wire:
+        """Short stable keys; status, reason and evals were added without a version bump."""
+        return {"ver": self.version, "parent": self.parent, "round": self.round_id,
+                "lin": dict(self.lineage), "st": str(self.status), "why": self.reason,
+                "ev": dict(self.evals)}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse; a sender from before the gate omits status (promoted), reason and evals."""
+        return cls(version=req_range(d, "ver", 0, 1 << 53), parent=opt_int(d, "parent"),
+                   round_id=req(d, "round", str), lineage=req_scalars(d, "lin"),
+                   status=(_enum(d, "st", VersionStatus, "version status") if "st" in d
+                           else VersionStatus.PROMOTED),
+                   reason=req(d, "why", str) if "why" in d else "",
+                   evals=req_scalars(d, "ev") if "ev" in d else {})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataBatch:
+    """Labelled samples sent to the cloud on `{p}/data/{model}`: its replay and eval data.
+
+    `features` is float32 little-endian, row-major [rows, cols]; `labels` int64 little-endian
+    [rows]; `window` names the evaluation window, "" lets the receiver's clock decide.
+    """
+
+    KIND: ClassVar[str] = "data"
+    VERSION: ClassVar[int] = 1
+    features: bytes
+    rows: int
+    cols: int
+    labels: bytes
+    window: str = ""
+
+    @classmethod
+    def of(cls, features: npt.ArrayLike, labels: npt.ArrayLike, window: str = "") -> Self:
+        """Build a batch from arrays of shape [N, D] and [N] (cast to float32 and int64)."""
+        x = np.ascontiguousarray(features, dtype="<f4")
+        y = np.ascontiguousarray(labels, dtype="<i8")
+        if x.ndim != 2 or y.shape != (x.shape[0],):
+            raise ValueError(f"shapes {x.shape} and {y.shape} are not [N, D] and [N]")
+        return cls(features=x.tobytes(), rows=x.shape[0], cols=x.shape[1], labels=y.tobytes(),
+                   window=window)
+
+    def arrays(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Read-only views of the features [rows, cols] and labels [rows].
+
+        Raises:
+            ProtocolError: NON_FINITE for NaN or Inf features, BAD_FRAME for a negative label.
+        """
+        x = np.frombuffer(self.features, dtype="<f4").reshape(self.rows, self.cols)
+        y = np.frombuffer(self.labels, dtype="<i8")
+        if not np.isfinite(x).all():
+            raise ProtocolError(Reason.NON_FINITE, "data batch features hold NaN or Inf")
+        if (y < 0).any():
+            raise ProtocolError(Reason.BAD_FRAME, "data batch holds a negative label")
+        return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
+
+    def to_wire(self) -> Wire:
+        """Short stable keys; the arrays stay msgpack bin."""
+        return {"x": self.features, "r": self.rows, "c": self.cols, "y": self.labels,
+                "w": self.window}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse; the byte lengths must match rows and cols exactly."""
+        rows, cols = req_range(d, "r", 1, MAX_ROWS), req_range(d, "c", 1, MAX_COLS)
+        features: bytes = req(d, "x", bytes)
+        labels: bytes = req(d, "y", bytes)
+        window: str = req(d, "w", str) if "w" in d else ""
+        if len(window) > MAX_WINDOW_NAME:
+            raise ProtocolError(Reason.BAD_FRAME, f"window name longer than {MAX_WINDOW_NAME}")
+        if len(features) != rows * cols * 4 or len(labels) != rows * 8:
+            raise ProtocolError(Reason.SIZE_MISMATCH,
+                                f"{len(features)} feature and {len(labels)} label bytes "
+                                f"for {rows}x{cols} samples")
+        return cls(features=features, rows=rows, cols=cols, labels=labels, window=window)
+
+
+def _enum(d: Mapping[str, Any], key: str, kind: type[E], what: str) -> E:
+    """A string field that must name a member of `kind`."""
+    value: str = req(d, key, str)
+    try:
+        return kind(value)
+    except ValueError:
+        raise ProtocolError(Reason.BAD_FRAME, f"unknown {what} {value!r}") from None

@@ -1,0 +1,464 @@
+"""The MQTT adapter: the only module that imports paho. Connect with retries, QoS 1 publishes
+confirmed by PUBACK reason code, manual ack, and MQTT v5 request/response."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+import structlog
+import tenacity
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from fedstream.shared.config import BrokerConfig
+from fedstream.shared.errors import ConfigError, Reason, TransportError
+from fedstream.shared.protocol.topics import Topic
+
+log = structlog.get_logger(__name__)
+_DEFAULTS = BrokerConfig()
+
+# Errors worth another connect attempt: the broker may still be starting or restarting, or the
+# network still coming up. `_worth_retrying` takes out the OSErrors that waiting cannot fix.
+TRANSIENT = (ConnectionRefusedError, ConnectionResetError, TimeoutError, OSError)
+# How long `close` waits for paho's network thread (see there).
+CLOSE_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A received message, converted from paho's type at exactly one place (`_on_message`)."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+    mid: int
+    response_topic: str | None = None
+    correlation: bytes | None = None
+
+
+class _Batch:
+    """The PUBACKs one `publish_many` call waits for (guarded by the client's lock)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, tuple[int, Topic]] = {}  # mid -> (send order, topic)
+        self.failures: list[tuple[int, Topic, ReasonCode]] = []
+        # The oldest unconfirmed item (in send order) and since when it is the oldest: its
+        # PUBACK is the one a caller waiting on each message in order would be waiting for.
+        self.head = 0
+        self.since = time.monotonic()
+        self._confirmed_after_head: set[int] = set()
+        # Set by the network thread once at most `limit` are pending (-1: nobody waits).
+        self.limit = -1
+        self.room = threading.Event()
+
+    def settle(self, seq: int, topic: Topic, code: ReasonCode) -> None:
+        """Record the PUBACK of item `seq`."""
+        if code.is_failure:
+            self.failures.append((seq, topic, code))
+        if seq != self.head:
+            self._confirmed_after_head.add(seq)
+            return
+        self.head += 1
+        while self.head in self._confirmed_after_head:
+            self._confirmed_after_head.remove(self.head)
+            self.head += 1
+        self.since = time.monotonic()
+
+    def failed_in_order(self) -> bool:
+        """True once a refused item has no unconfirmed item before it."""
+        return bool(self.failures) and min(self.failures)[0] < self.head
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connection:
+    """Where a broker is and how to hold a session with it (issue 12 adds credentials and TLS).
+
+    Args:
+        host: Broker host name or address.
+        port: Broker TCP port.
+        keepalive_s: MQTT keepalive; the broker drops a client silent for 1.5 times this.
+        connect_timeout_s: How long `MqttClient.connect` keeps trying by default.
+
+    The defaults are the `[broker]` table's (`BrokerConfig`): written once, there.
+
+    Raises:
+        ConfigError: bad_config for an empty host or a port, keepalive or timeout out of range.
+    """
+
+    host: str
+    port: int
+    keepalive_s: int = _DEFAULTS.keepalive_s
+    connect_timeout_s: float = _DEFAULTS.connect_timeout_s
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ConfigError(Reason.BAD_CONFIG, "broker host is empty")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(Reason.BAD_CONFIG, f"broker port {self.port} not in 1..65535")
+        if not 1 <= self.keepalive_s <= 65535:
+            raise ConfigError(Reason.BAD_CONFIG,
+                              f"keepalive_s {self.keepalive_s} not in 1..65535")
+        if not self.connect_timeout_s > 0:
+            raise ConfigError(Reason.BAD_CONFIG,
+                              f"connect_timeout_s {self.connect_timeout_s} is not positive")
+
+    @classmethod
+    def from_config(cls, cfg: BrokerConfig) -> Connection:
+        """The connection a service's `[broker]` table describes."""
+        return cls(host=cfg.host, port=cfg.port, keepalive_s=cfg.keepalive_s,
+                   connect_timeout_s=cfg.connect_timeout_s)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """Last will: published by the broker if this client vanishes."""
+
+    topic: Topic
+    payload: bytes
+    retain: bool = True
+
+
+class MqttClient:
+    """A paho client run on its own network thread.
+
+    Args:
+        client_id: Stable id; with `persistent=True` the broker keeps the session across
+            reconnects so QoS 1 messages queued while away are delivered.
+        conn: The broker to connect to.
+        on_message: Called on the network thread for each message; keep it short
+            (services hand the message to a queue).
+        manual_ack: Ack QoS 1 messages only when `ack()` is called (after durable handling).
+        subscriptions: Filters (re)subscribed at QoS 1 on every connect.
+        on_reconnect: Called on the network thread after each accepted reconnect (not the
+            first connect); keep it short.
+    """
+
+    def __init__(self, *, client_id: str, conn: Connection,
+                 on_message: Callable[[Inbound], None] | None = None,
+                 subscriptions: Iterable[Topic] = (), persistent: bool = False,
+                 session_expiry_s: int = 24 * 3600,
+                 will: Will | None = None, manual_ack: bool = False,
+                 max_inflight: int = 100,
+                 on_reconnect: Callable[[], None] | None = None) -> None:
+        self.client_id = client_id
+        self.conn = conn
+        self._host, self._port, self._keepalive = conn.host, conn.port, conn.keepalive_s
+        self._persistent, self._expiry = persistent, session_expiry_s
+        self._on_inbound = on_message
+        self._on_reconnect = on_reconnect
+        self._subscriptions = list(subscriptions)
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        # PUBACK waits by message id; None marks the id of a publish whose wait was abandoned.
+        self._acks: dict[int, _Batch | None] = {}
+        self._early: dict[int, ReasonCode] = {}
+        self._replies: dict[bytes, Future[Inbound]] = {}
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                   protocol=paho.MQTTv5, manual_ack=manual_ack)
+        self._window = max_inflight
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        if will is not None:
+            self._client.will_set(str(will.topic), will.payload, qos=1, retain=will.retain)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+        self._client.on_socket_open = _no_delay
+
+    def connect(self, timeout_s: float | None = None) -> None:
+        """Connect (retrying while the broker is unreachable) and start the network thread.
+
+        What waiting cannot fix fails at once: a host name that does not resolve, and a
+        broker that answers the CONNECT with a refusal (bad credentials, not authorised).
+
+        Raises:
+            TransportError: broker_unknown_host if the host name does not resolve;
+                broker_refused if the broker's CONNACK refuses the session;
+                broker_unreachable once `timeout_s` (default: the connection's
+                `connect_timeout_s`) has passed without a TCP connection,
+                or without a CONNACK after it.
+        """
+        if timeout_s is None:
+            timeout_s = self.conn.connect_timeout_s
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._expiry if self._persistent else 0
+        retrying = tenacity.retry(
+            retry=tenacity.retry_if_exception(_worth_retrying),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1),
+            stop=tenacity.stop_after_delay(timeout_s),
+            reraise=True,
+            before_sleep=lambda rs: log.info("retry_scheduled", op="connect",
+                                             attempt=rs.attempt_number, port=self._port),
+        )
+        try:
+            retrying(self._client.connect)(self._host, self._port, keepalive=self._keepalive,
+                                           clean_start=not self._persistent, properties=props)
+        except socket.gaierror as err:
+            raise TransportError(Reason.BROKER_UNKNOWN_HOST,
+                                 f"{self._host}:{self._port}: {err}") from err
+        except TRANSIENT as err:
+            raise TransportError(Reason.BROKER_UNREACHABLE,
+                                 f"{self._host}:{self._port}: {err}") from err
+        # Set by the first CONNACK after this call, accepted or not (see _on_connect).
+        self._connack: Future[ReasonCode] = Future()
+        self._client.loop_start()
+        try:
+            code = self._connack.result(timeout_s)
+        except FutureTimeout as err:
+            self._client.loop_stop()
+            raise TransportError(Reason.BROKER_UNREACHABLE,
+                                 f"no CONNACK from {self._host}:{self._port}") from err
+        if code.is_failure:
+            # paho would reconnect with the same refused credentials every few seconds.
+            self._client.loop_stop()
+            raise TransportError(Reason.BROKER_REFUSED, f"{self._host}:{self._port}: {code}")
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker has accepted the session (False while paho reconnects)."""
+        return self._connected.is_set()
+
+    def close(self, *, will: bool = False, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Disconnect and stop the network thread, waiting at most `timeout_s` for it.
+
+        paho's `loop_stop` joins its network thread without a bound, and that thread may sit
+        in a TCP connect to a host that does not answer or in flushing to a broker that stopped
+        reading. It is a daemon thread, told to stop, so leaving it behind cannot keep the
+        process alive.
+
+        Args:
+            will: Ask the broker to publish the last will anyway (MQTT v5 reason "disconnect
+                with will message"), e.g. when the status the will stands for could not be
+                published; by default a clean disconnect discards the will.
+            timeout_s: How long to wait for paho's network thread.
+        """
+        code = ReasonCode(PacketTypes.DISCONNECT, identifier=4 if will else 0)
+
+        def stop() -> None:
+            self._client.disconnect(reasoncode=code)
+            self._client.loop_stop()
+
+        stopper = threading.Thread(target=stop, name=f"mqtt-close-{self.client_id}",
+                                   daemon=True)
+        stopper.start()
+        stopper.join(timeout_s)
+        if stopper.is_alive():
+            log.warning("network_thread_abandoned", client_id=self.client_id,
+                        timeout_s=timeout_s)
+
+    def publish(self, topic: Topic, payload: bytes, *, retain: bool = False,
+                timeout_s: float = 30.0) -> None:
+        """Publish at QoS 1 and wait for the broker's PUBACK.
+
+        Raises:
+            TransportError: publish_failed if the broker refuses it or does not confirm in time.
+        """
+        self.publish_many([(topic, payload)], retain=retain, timeout_s=timeout_s)
+
+    def publish_many(self, items: Iterable[tuple[Topic, bytes]], *, retain: bool = False,
+                     timeout_s: float = 60.0, properties: Properties | None = None) -> None:
+        """Publish every item at QoS 1 and wait for all PUBACKs, keeping the window full.
+
+        Items are taken from `items` as the window drains (up to twice the in-flight window
+        ahead), so a generator of frames holds only that many in memory.
+
+        Raises:
+            TransportError: publish_failed for the first item, in order, that the broker
+                refused or that went unconfirmed for `timeout_s` once it was the oldest
+                unconfirmed item (as if each PUBACK were awaited in turn).
+        """
+        batch = _Batch()
+        # Hand paho up to two windows and top up once half a window is confirmed, so its
+        # queue never runs dry and this thread wakes once per half window.
+        ahead = 2 * self._window if self._window > 0 else None
+        refill = max(1, self._window // 2)
+        try:
+            going = True
+            for seq, (topic, payload) in enumerate(items):
+                if ahead is not None and len(batch.pending) >= ahead:
+                    going = self._await(batch, ahead - refill, timeout_s)
+                    if not going:
+                        break
+                self._send(topic, payload, retain=retain, properties=properties, batch=batch,
+                           seq=seq)
+            if going:
+                self._await(batch, 0, timeout_s)
+            with self._lock:
+                failed = min(batch.failures, default=None)
+                waiting = min(batch.pending.values(), default=None)
+        finally:
+            with self._lock:
+                for mid in batch.pending:
+                    self._acks[mid] = None
+        if failed is not None and (waiting is None or failed[0] < waiting[0]):
+            raise TransportError(Reason.PUBLISH_FAILED, f"{failed[1]}: {failed[2]}")
+        if waiting is not None:
+            raise TransportError(Reason.PUBLISH_FAILED, f"no PUBACK for {waiting[1]}")
+
+    def clear_retained(self, topics: Iterable[Topic]) -> None:
+        """Delete retained messages (an empty retained payload clears a topic)."""
+        self.publish_many(((t, b"") for t in topics), retain=True)
+
+    def ack(self, msg: Inbound) -> None:
+        """Acknowledge a QoS 1 message received with manual ack."""
+        if msg.qos > 0:
+            self._client.ack(msg.mid, msg.qos)
+
+    def request(self, topic: Topic, payload: bytes, reply_to: Topic,
+                timeout_s: float = 10.0) -> Inbound:
+        """MQTT v5 request/response: publish with a response topic and correlation data.
+
+        `reply_to` must be among this client's subscriptions.
+
+        Raises:
+            TransportError: no_reply if nothing answers within `timeout_s`.
+        """
+        correlation = uuid.uuid4().bytes
+        fut: Future[Inbound] = Future()
+        self._replies[correlation] = fut
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = str(reply_to)
+        props.CorrelationData = correlation
+        try:
+            self.publish_many([(topic, payload)], properties=props)
+            return fut.result(timeout_s)
+        except FutureTimeout as err:
+            raise TransportError(Reason.NO_REPLY, f"no answer on {topic} in {timeout_s}s") from err
+        finally:
+            self._replies.pop(correlation, None)
+
+    def reply(self, to: Inbound, payload: bytes, *, timeout_s: float = 60.0) -> None:
+        """Answer a request received with a response topic (TransportError if the broker
+        does not confirm it within `timeout_s`)."""
+        if to.response_topic is None:
+            return
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        if to.correlation is not None:
+            props.CorrelationData = to.correlation
+        self.publish_many([(Topic(to.response_topic), payload)], properties=props,
+                          timeout_s=timeout_s)
+
+    def _await(self, batch: _Batch, limit: int, timeout_s: float) -> bool:
+        """Wait until at most `limit` of `batch` are unconfirmed (True). False, to give up,
+        once an item was refused with all before it confirmed, or the oldest unconfirmed item
+        has waited `timeout_s`: where waiting on each PUBACK in turn would raise.
+
+        One wake-up per wait, not per PUBACK: a thread woken per message would compete with
+        the network thread for the GIL while chunks stream.
+        """
+        started = time.monotonic()
+        while True:
+            with self._lock:
+                if batch.failed_in_order():
+                    return False
+                if len(batch.pending) <= limit:
+                    return True
+                batch.limit = limit
+                batch.room.clear()
+                left = max(started, batch.since) + timeout_s - time.monotonic()
+            if left <= 0:
+                return False
+            batch.room.wait(left)
+
+    def _send(self, topic: Topic, payload: bytes, *, retain: bool,
+              properties: Properties | None, batch: _Batch, seq: int) -> None:
+        info = self._client.publish(str(topic), payload, qos=1, retain=retain,
+                                    properties=properties)
+        # NO_CONN is fine: paho keeps the message and sends it after reconnecting.
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            raise TransportError(Reason.PUBLISH_FAILED, f"{topic}: {paho.error_string(info.rc)}")
+        # The PUBACK may beat us here; _on_publish then parks its code in _early. Our lock is
+        # never held across a paho call: paho runs on_publish under its own mutex.
+        with self._lock:
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                batch.pending[info.mid] = (seq, topic)
+                self._acks[info.mid] = batch
+            else:
+                batch.settle(seq, topic, early)
+
+    def _on_connect(self, client: paho.Client, _u: object, _flags: object, code: ReasonCode,
+                    _props: object) -> None:
+        # paho calls this again on every reconnect; only the first answer ends connect().
+        first = not self._connack.done()
+        if code.is_failure:
+            log.warning("broker_refused", client_id=self.client_id, port=self._port,
+                        reason=str(code))
+            if first:
+                self._connack.set_result(code)
+            return
+        for sub in self._subscriptions:
+            client.subscribe(str(sub), qos=1)
+        log.debug("broker_connected", client_id=self.client_id, port=self._port)
+        self._connected.set()
+        if first:
+            self._connack.set_result(code)
+        elif self._on_reconnect is not None:
+            self._on_reconnect()
+
+    def _on_disconnect(self, _c: paho.Client, _u: object, _f: object, code: ReasonCode,
+                       _p: object) -> None:
+        self._connected.clear()
+        if code.is_failure:
+            log.warning("broker_disconnected", client_id=self.client_id, reason=str(code))
+
+    def _on_publish(self, _c: paho.Client, _u: object, mid: int, code: ReasonCode,
+                    _p: object) -> None:
+        with self._lock:
+            if mid not in self._acks:
+                self._early[mid] = code
+                return
+            batch = self._acks.pop(mid)
+            if batch is not None:
+                seq, topic = batch.pending.pop(mid)
+                batch.settle(seq, topic, code)
+                if len(batch.pending) <= batch.limit or batch.failed_in_order():
+                    batch.room.set()
+
+    def _on_message(self, _c: paho.Client, _u: object, m: paho.MQTTMessage) -> None:
+        props = getattr(m, "properties", None)
+        msg = Inbound(topic=m.topic, payload=bytes(m.payload), retain=bool(m.retain),
+                      qos=m.qos, mid=m.mid,
+                      response_topic=getattr(props, "ResponseTopic", None),
+                      correlation=getattr(props, "CorrelationData", None))
+        waiter = self._replies.get(msg.correlation) if msg.correlation else None
+        if waiter is not None and msg.response_topic is None:
+            waiter.set_result(msg)
+            self.ack(msg)
+        elif self._on_inbound is not None:
+            self._on_inbound(msg)
+        else:
+            self.ack(msg)
+
+
+def _worth_retrying(err: BaseException) -> bool:
+    """A transient error, but not a host name that does not resolve: waiting fixes no typo.
+
+    A temporary resolver failure (EAI_AGAIN, e.g. DNS not up yet at boot) is retried.
+    """
+    if isinstance(err, socket.gaierror):
+        return err.errno == socket.EAI_AGAIN
+    return isinstance(err, TRANSIENT)
+
+
+def _no_delay(_c: paho.Client, _u: object, sock: object) -> None:
+    """Send small frames (commands, replies, inference) at once: with Nagle's algorithm on,
+    each waits for the broker's delayed ACK (~40 ms a hop)."""
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
