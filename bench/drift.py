@@ -121,8 +121,8 @@ class Federation:
         stage = ContinualStage(data=self.data, layers=LAYERS, cfg=self.cfg.continual,
                                tuner=tuner)
         self.coord = Coordinator.open(cfg=self.cfg, store=self.store, evaluate=lambda _t: 0.0,
-                                 publish_model=self._publish, publish_round=lambda _s: None,
-                                 stage=stage)
+                                      publish_model=self._publish, publish_round=lambda _s: None,
+                                      stage=stage)
         self.coord.recover(0.0)
         for e in range(EDGES):
             self.coord.on_status(EdgeStatus(edge_id=f"e{e}", online=True))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 import tenacity
@@ -42,20 +42,36 @@ def _is_busy(err: BaseException) -> bool:
                 stop=tenacity.stop_after_delay(10),
                 before_sleep=lambda rs: log.warning("retry_scheduled", op="sqlite",
                                                     attempt=rs.attempt_number))
-def transact(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    """Run `work` in one transaction, retrying while another process holds the lock."""
+def _attempt(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    db.execute("BEGIN IMMEDIATE")
     try:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
-    except sqlite3.OperationalError as err:
-        if _is_busy(err):
-            raise
+        result = work(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
+
+
+def transact(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run `work` in one transaction, retrying while another process holds the lock.
+
+    Raises:
+        StoreError: store_failed for any SQLite error, a lock held past the retries too.
+    """
+    try:
+        return _attempt(db, work)
+    except sqlite3.Error as err:
         raise StoreError(Reason.STORE_FAILED, str(err)) from err
+
+
+def read(db: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    """All rows of one query.
+
+    Raises:
+        StoreError: store_failed for any SQLite error.
+    """
+    try:
+        return db.execute(sql, params).fetchall()
     except sqlite3.Error as err:
         raise StoreError(Reason.STORE_FAILED, str(err)) from err

@@ -23,6 +23,7 @@ the same weights only on the same backend and precision: pin `finetune.precision
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from typing import TypeVar
@@ -71,6 +72,7 @@ class Coordinator:
         self._round = round
         self.counted = counted
         self.edges: dict[str, EdgeStatus] = {}
+        self._model_bytes = 0
         self._policies: dict[RoundMode, RoundPolicy] = {
             RoundMode.SYNC: SyncRounds(self), RoundMode.ASYNC: FedBuffSessions(self)}
 
@@ -99,8 +101,13 @@ class Coordinator:
         keeper = ModelKeeper.open(cfg=cfg, store=store, evaluate=evaluate,
                                   publish_model=publish_model, stage=stage)
         last = store.journal.last_round()
+        accepted = [] if last is None else store.journal.accepted(last.round_id)
+        if last is not None and not last.terminal and last.received != len(accepted):
+            # The cloud died between an update's verdict and saving the round that counts it:
+            # the journal's verdicts are the truth.
+            last = dataclasses.replace(last, received=len(accepted))
         counted = set() if last is None else rounds.live_keys(
-            last, {(row.edge_id, row.base) for row in store.journal.accepted(last.round_id)})
+            last, {(row.edge_id, row.base) for row in accepted})
         return cls(cfg=cfg, store=store, keeper=keeper, publish_round=publish_round,
                    round=last, counted=counted)
 
@@ -119,16 +126,23 @@ class Coordinator:
         """The model's tensor spec."""
         return self.keeper.spec
 
-    def recover(self, now: float) -> None:
-        """Republish the current model and resume the open round from the journal: what a
-        start does, and what the service does after a tick failed half-way."""
-        model_bytes = self.keeper.publish_model(self.current)
-        log.info("model_published", version=self.current.version, **self.current.metrics)
+    def recover(self, now: float, *, republish: bool = True) -> None:
+        """Announce the current model and the last round again and resume the open round from
+        the journal: what a start does, and what the service does after a step failed
+        half-way (`republish` False when the served model was announced already)."""
+        if republish:
+            # Every version of a model is one blob size: the spec's, in f32.
+            self._model_bytes = self.keeper.publish_model(self.current)
+            log.info("model_published", version=self.current.version, **self.current.metrics)
         state = self._round
-        if state is not None and not state.terminal:
-            log.info("round_resumed", round_id=state.round_id, status=state.status,
-                     received=state.received, mode=state.mode)
-            self._policies[state.mode].resume(now, model_bytes)
+        if state is None:
+            return
+        if state.terminal:
+            self._publish_round(state)  # its announcement may be what failed
+            return
+        log.info("round_resumed", round_id=state.round_id, status=state.status,
+                 received=state.received, mode=state.mode)
+        self._policies[state.mode].resume(now, self._model_bytes)
 
     def on_status(self, status: EdgeStatus) -> None:
         """Track which edges are online (the selection for the next round)."""

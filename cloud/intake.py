@@ -93,10 +93,13 @@ class Intake:
         parts = self._reassembler(chunk.meta.edge_id)
         if not parts.holds(chunk.header.blob_id):
             rounds.check_update(state, chunk.meta, counted)
-            size = chunk.header.size
-            # A blob over the per-update bound is refused as a whole by the reassembler.
-            total = self.params.max_total_bytes
-            if size <= parts.max_blob_bytes and self.held_bytes + size > total:
+            size, bounds = chunk.header.size, self.params
+            if size > min(bounds.max_update_bytes, bounds.max_sender_bytes,
+                          bounds.max_total_bytes):
+                raise ProtocolError(Reason.OVERSIZED, f"an update of {size} bytes can never "
+                                    "fit the reassembly bounds", scope=Scope.UPDATE)
+            if self.held_bytes + size > bounds.max_total_bytes:
+                # Room frees up as other updates complete: a later pass may fit.
                 raise ProtocolError(Reason.OVERSIZED, "total reassembly memory bound reached")
         return parts.add(chunk.header, chunk.index, chunk.data, now)
 
@@ -115,6 +118,11 @@ class Intake:
             # The blob is whole and hashed: what fails to decode now fails on every re-send.
             raise ProtocolError(err.reason, err.detail, scope=Scope.UPDATE) from err
         return Update(meta=meta, header=done.header, blob=done.blob, delta=delta)
+
+    def holds(self, edge_id: str, blob_id: str) -> bool:
+        """True while a partial update of `edge_id` is in memory."""
+        parts = self._senders.get(edge_id)
+        return parts is not None and parts.holds(blob_id)
 
     def drop(self, edge_id: str, blob_id: str) -> None:
         """Forget a partial update refused as a whole."""

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from fedstream.cloud._sqlite import open_wal, transact
+from fedstream.cloud._sqlite import open_wal, read, transact
 from fedstream.shared.errors import Reason, StoreError
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.control import ReceiptStatus, RoundState, VersionStatus
@@ -114,6 +114,9 @@ class Journal:
         """Close the database."""
         self._db.close()
 
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return read(self._db, sql, params)
+
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` in one transaction (retried while another process holds the lock)."""
         return transact(self._db, work)
@@ -128,16 +131,14 @@ class Journal:
         """Kept chunk frames with their sender (of one blob, or all), for replay."""
         # Read them all first: the caller may delete rows while it walks the result.
         if blob_id is None:
-            yield from self._db.execute(
-                "SELECT edge_id, frame FROM chunks ORDER BY blob_id, idx").fetchall()
+            yield from self._read("SELECT edge_id, frame FROM chunks ORDER BY blob_id, idx")
         else:
-            yield from self._db.execute(
-                "SELECT edge_id, frame FROM chunks WHERE blob_id = ? ORDER BY idx",
-                (blob_id,)).fetchall()
+            yield from self._read(
+                "SELECT edge_id, frame FROM chunks WHERE blob_id = ? ORDER BY idx", (blob_id,))
 
     def chunk_indices(self, blob_id: str) -> list[int]:
         """The indices of a blob's kept chunks, ascending."""
-        return [i for (i,) in self._db.execute(
+        return [i for (i,) in self._read(
             "SELECT idx FROM chunks WHERE blob_id = ? ORDER BY idx", (blob_id,))]
 
     def drop_chunks(self, blob_id: str) -> None:
@@ -158,21 +159,21 @@ class Journal:
 
     def update(self, update_id: str) -> UpdateRow | None:
         """The decision on an update, if one was made."""
-        row = self._db.execute(f"SELECT {UPDATE_COLUMNS} FROM updates WHERE update_id = ?",
-                               (update_id,)).fetchone()
-        return _update_row(row) if row else None
+        rows = self._read(f"SELECT {UPDATE_COLUMNS} FROM updates WHERE update_id = ?",
+                          (update_id,))
+        return _update_row(rows[0]) if rows else None
 
     def accepted(self, round_id: str) -> list[UpdateRow]:
         """Accepted updates of a round, in update-id order (the aggregation order)."""
-        rows = self._db.execute(f"SELECT {UPDATE_COLUMNS} FROM updates WHERE round_id = ? AND "
-                                "status = 'accepted' ORDER BY update_id", (round_id,))
+        rows = self._read(f"SELECT {UPDATE_COLUMNS} FROM updates WHERE round_id = ? AND "
+                          "status = 'accepted' ORDER BY update_id", (round_id,))
         return [_update_row(r) for r in rows]
 
     def pending(self, round_id: str) -> list[UpdateRow]:
         """Accepted updates of a round that no version has folded in yet, in update-id order."""
-        rows = self._db.execute(f"SELECT {UPDATE_COLUMNS} FROM updates WHERE round_id = ? AND "
-                                "status = 'accepted' AND applied IS NULL ORDER BY update_id",
-                                (round_id,))
+        rows = self._read(f"SELECT {UPDATE_COLUMNS} FROM updates WHERE round_id = ? AND "
+                          "status = 'accepted' AND applied IS NULL ORDER BY update_id",
+                          (round_id,))
         return [_update_row(r) for r in rows]
 
     # -- rounds ----------------------------------------------------------------------------
@@ -185,8 +186,8 @@ class Journal:
 
     def last_round(self) -> RoundState | None:
         """The most recently opened round, in whatever state."""
-        row = self._db.execute("SELECT state FROM rounds ORDER BY seq DESC LIMIT 1").fetchone()
-        return wire.expect(row[0], RoundState) if row else None
+        rows = self._read("SELECT state FROM rounds ORDER BY seq DESC LIMIT 1")
+        return wire.expect(rows[0][0], RoundState) if rows else None
 
     # -- versions --------------------------------------------------------------------------
     def add_version(self, row: VersionRow, *, applied: Sequence[str] = (),
@@ -216,7 +217,7 @@ class Journal:
 
     def versions(self) -> list[VersionRow]:
         """Every version, oldest first."""
-        rows = self._db.execute(f"SELECT {VERSION_COLUMNS} FROM versions ORDER BY version")
+        rows = self._read(f"SELECT {VERSION_COLUMNS} FROM versions ORDER BY version")
         return [VersionRow(v, p, r, path, json.loads(lin), VersionStatus(status), reason)
                 for v, p, r, path, lin, status, reason in rows]
 
@@ -233,7 +234,7 @@ class Journal:
     def evals(self) -> dict[int, dict[str, float]]:
         """Accuracy per evaluation window of every version that was scored on any."""
         table: dict[int, dict[str, float]] = {}
-        for version, window, acc in self._db.execute(
+        for version, window, acc in self._read(
                 "SELECT version, window, accuracy FROM evals ORDER BY version, rowid"):
             table.setdefault(version, {})[window] = acc
         return table
@@ -246,8 +247,8 @@ class Journal:
 
     def meta(self, key: str) -> str | None:
         """A named value, if set."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
 
 
 def _update_row(values: Sequence[Any]) -> UpdateRow:

@@ -33,6 +33,9 @@ class Outlet:
                  publisher: ModelPublisher, inference: InferenceServer | None) -> None:
         self.mqtt, self.topics, self.model = mqtt, topics, model
         self.publisher, self.inference = publisher, inference
+        # The version last published in full (None until one is): a recovery republishes
+        # the model only if the served one is not it.
+        self.announced: int | None = None
 
     def publish_model(self, version: ModelVersion) -> int:
         """Make `version` the retained global model (and the served one); returns the bytes
@@ -43,6 +46,7 @@ class Outlet:
         """
         sent = self.publisher.publish(version=version.version, parent=version.parent,
                                       tensors=version.tensors, metrics=dict(version.metrics))
+        self.announced = version.version
         if self.inference is not None:
             # On this (the coordinator's) thread: preparing a model with IPEX must not overlap
             # another preparation (see cloud/inference/serving.py).

@@ -29,6 +29,7 @@ from fedstream.shared.errors import (
     ProtocolError,
     Reason,
     StoreError,
+    TransportError,
 )
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.commands import (
@@ -93,16 +94,17 @@ class CloudService:
         self.coordinator, self.intake, self.receiver = coordinator, intake, receiver
         self.outlet = outlet
         self.rejections = RejectionLog()
-        # Set when a tick or a message failed half-way: the next tick recovers the round.
-        self._recover = False
+        self._recovery = _Recovery()
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set."""
-        replayed = self.receiver.replay(time.time())
+        # Connected first: replaying a kept update may decide it, count it and close its
+        # round, and those answers and announcements need the broker.
         self.mqtt.connect(self.cfg.broker.connect_timeout_s)
         try:
             if self.inference is not None:
                 self.inference.start(self.cfg.broker.connect_timeout_s)
+            replayed = self.receiver.replay(time.time())
             self.coordinator.recover(time.time())
             log.info("service_started", federation=self.cfg.federation, model=self.cfg.model,
                      port=self.cfg.broker.port, version=self.coordinator.current.version,
@@ -125,8 +127,10 @@ class CloudService:
 
     def _handle(self, msg: Inbound) -> None:
         # The one broad guard of the service: a bad message is logged and acked, never fatal.
-        # A message we failed to store (StoreError) is not acked: the broker redelivers it.
-        ack = True
+        # A message we failed to store is acked all the same: Mosquitto redelivers only on a
+        # reconnect, and each unacked message holds one of its in-flight slots for us (100 of
+        # them stop all delivery). What a lost chunk leaves missing, the edge's next probe
+        # fills (P17); a data producer is told store_failed and sends again.
         try:
             if self._subs.update.matches(msg.topic):
                 self._on_update(msg)
@@ -136,18 +140,14 @@ class CloudService:
                 self._on_command(msg)
             elif self._subs.data is not None and self._subs.data.matches(msg.topic):
                 self._on_data(msg)
-        except StoreError as err:
-            ack = False
-            log.error("message_deferred", topic=msg.topic, reason=str(err.reason),
-                      detail=err.detail)
         except FedstreamError as err:
             if isinstance(err, ProtocolError | ConfigError):
                 self.rejections.record(sender=self._sender(msg.topic), reason=str(err.reason),
                                        topic=msg.topic, detail=err.detail, now=time.time())
             else:
-                # The message was fine; acting on it failed half-way (a publish the broker
-                # did not confirm): the next tick recovers the round as after a restart.
-                self._recover = True
+                # The message was fine; acting on it failed half-way (the disk, a publish the
+                # broker did not confirm): the round is recovered as after a restart.
+                self._recovery.request(time.time())
                 log.error("message_failed", topic=msg.topic, reason=str(err.reason),
                           detail=err.detail)
             if self._subs.data is not None and self._subs.data.matches(msg.topic):
@@ -156,12 +156,11 @@ class CloudService:
                                               detail=err.detail))
         except Exception as err:
             self.rejections.totals[str(Reason.INTERNAL)] += 1
-            self._recover = True
+            self._recovery.request(time.time())
             log.exception("message_rejected", topic=msg.topic, reason=str(Reason.INTERNAL),
                           detail=repr(err))
         finally:
-            if ack:
-                self.mqtt.ack(msg)
+            self.mqtt.ack(msg)
 
     def _on_update(self, msg: Inbound) -> None:
         self.receiver.on_frame(msg.payload, self.topics.last_but(msg.topic, 0), time.time())
@@ -198,6 +197,9 @@ class CloudService:
         try:
             reply = self._command(cmd)
         except FedstreamError as err:
+            if isinstance(err, TransportError | StoreError):
+                # Refused half-way (a round saved but not announced): recover it.
+                self._recovery.request(time.time())
             reply = Reply(ok=False, reason=str(err.reason), detail=err.detail)
         self.outlet.answer(msg, reply)
 
@@ -238,20 +240,65 @@ class CloudService:
                 assert_never(cmd)
 
     def tick(self, now: float) -> None:
-        """The periodic work of the service, guarded like a message: a failure (a publish the
-        broker refused, a fine-tune that crashed) is logged and retried on the next tick,
-        after the coordinator recovered its round as after a restart."""
+        """The periodic work of the service, each step guarded like a message: a failure (a
+        publish the broker refused, a fine-tune that crashed, the disk) is logged and the
+        round recovered as after a restart, retried with backoff; the receiver's work (verdict
+        retries, idle partials) goes on meanwhile."""
+        if self._recovery.due_at(now):
+            try:
+                republish = self.outlet.announced != self.coordinator.current.version
+                self.coordinator.recover(now, republish=republish)
+                self._recovery.succeeded()
+            except Exception as err:
+                self._failed("recover", err, now)
+        elif self._recovery.due is None:
+            try:
+                self.coordinator.tick(now)
+            except Exception as err:
+                self._failed("coordinator", err, now)
         try:
-            if self._recover:
-                self.coordinator.recover(now)
-                self._recover = False
             self.receiver.tick(now)
-            self.coordinator.tick(now)
         except Exception as err:
-            self._recover = True
-            reason = err.reason if isinstance(err, FedstreamError) else Reason.INTERNAL
-            log.exception("tick_failed", reason=str(reason), detail=str(err))
+            log.exception("tick_failed", step="receiver", reason=_reason(err), detail=str(err))
         self.rejections.flush(now)
+
+    def _failed(self, step: str, err: Exception, now: float) -> None:
+        self._recovery.failed(now)
+        log.exception("tick_failed", step=step, reason=_reason(err), detail=str(err),
+                      retry_in_s=self._recovery.delay)
+
+
+RECOVER_FIRST_S = 1.0
+RECOVER_MAX_S = 300.0
+
+
+@dataclass(slots=True)
+class _Recovery:
+    """When the coordinator must recover its round, and the wait after a failed try
+    (doubling up to `RECOVER_MAX_S`, so a failure that persists costs one try per wait, not
+    a full model republish per message)."""
+
+    due: float | None = None
+    delay: float = RECOVER_FIRST_S
+
+    def request(self, now: float) -> None:
+        if self.due is None:
+            self.due = now
+
+    def due_at(self, now: float) -> bool:
+        return self.due is not None and now >= self.due
+
+    def failed(self, now: float) -> None:
+        self.due = now + self.delay
+        self.delay = min(RECOVER_MAX_S, 2 * self.delay)
+
+    def succeeded(self) -> None:
+        self.due, self.delay = None, RECOVER_FIRST_S
+
+
+def _reason(err: Exception) -> str:
+    return str(err.reason if isinstance(err, FedstreamError) else Reason.INTERNAL)
+
 
 def model_info(row: VersionRow, evals: Mapping[str, float]) -> ModelInfo:
     """A registry row as the CLI shows it (lineage flattened to scalars)."""

@@ -80,8 +80,9 @@ class EdgeDaemon:
         self._receipt_topic = self.topics.receipt(cfg.edge_id)
         self.outbox = Outbox(cfg.data_dir / "outbox")
         self._next_resend = 0.0
-        # The last runs resumed per update and when: a probe's answer and the cloud's idle
-        # notice often name the same runs moments apart; one send of them is enough.
+        # The last runs resumed per update and when, since the last probe: a probe's answer
+        # and the cloud's idle notice often name the same runs moments apart; one send of
+        # them is enough.
         self._resumed: dict[str, tuple[float, tuple[tuple[int, int], ...]]] = {}
         # Set on paho's thread when the broker takes us back: probe the outbox at once.
         self._reconnected = threading.Event()
@@ -204,6 +205,7 @@ class EdgeDaemon:
         """Ask the cloud about every update still waiting for its receipt (P17): it answers
         with the verdict, or with the chunks it lacks, which `_on_missing` sends."""
         self._next_resend = time.monotonic() + self.cfg.resend_after_s
+        self._resumed.clear()  # the answers to these probes are news, whatever came before
         probes = []
         for item in self.outbox.pending(min_age_s=min_age_s):
             first = wire.expect(item.frames[0], UpdateChunk)

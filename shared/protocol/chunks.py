@@ -57,20 +57,20 @@ class Completed:
     blob: memoryview
 
 
-def ranges(indices: Iterable[int]) -> tuple[tuple[int, int], ...]:
-    """Sorted indices as half-open runs: `[0, 1, 2, 5]` -> `((0, 3), (5, 6))`."""
-    runs: list[tuple[int, int]] = []
-    for i in sorted(indices):
-        if runs and runs[-1][1] == i:
-            runs[-1] = (runs[-1][0], i + 1)
-        else:
-            runs.append((i, i + 1))
-    return tuple(runs)
-
-
 def missing_ranges(have: Iterable[int], count: int) -> tuple[tuple[int, int], ...]:
-    """The runs of chunk indices in `[0, count)` not in `have`."""
-    return ranges(set(range(count)) - set(have))
+    """The runs of chunk indices in `[0, count)` not in `have`; O(len(have)), whatever the
+    count (a probe names up to 2^20 chunks)."""
+    runs: list[tuple[int, int]] = []
+    start = 0
+    for i in sorted(set(have)):
+        if i >= count:
+            break
+        if i > start:
+            runs.append((start, i))
+        start = max(start, i + 1)
+    if start < count:
+        runs.append((start, count))
+    return tuple(runs)
 
 
 class Reassembler:

@@ -30,10 +30,10 @@ class Harness:
         self.rounds: list[RoundState] = []
         self.store = CloudStore.open(data_dir)
         self.coord = Coordinator.open(cfg=CloudConfig(layers=LAYERS, **cfg),  # type: ignore[arg-type]
-                                 store=self.store,
-                                 evaluate=lambda ts: float(sum(t.sum() for t in ts)),
-                                 publish_model=self._publish_model,
-                                 publish_round=self.rounds.append)
+                                      store=self.store,
+                                      evaluate=lambda ts: float(sum(t.sum() for t in ts)),
+                                      publish_model=self._publish_model,
+                                      publish_round=self.rounds.append)
         self.coord.recover(now=0.0)
 
     def _publish_model(self, version: ModelVersion) -> int:
@@ -444,3 +444,26 @@ def test_buffer_zero_means_the_edges_online(tmp_path: Path) -> None:
 
     # Assert
     assert (state.buffer, state.max_staleness, state.deadline) == (3, 1, 3600.0)
+
+
+def test_restart_counts_the_verdicts_the_saved_round_had_not_counted_yet(
+        tmp_path: Path) -> None:
+    """A cloud killed after an update's verdict but before saving the round that counts it
+    comes back counting it from the journal: the round still closes when both edges are in."""
+    # Prepare
+    h = Harness(tmp_path)
+    h.online("a", "b")
+    h.coord.start_round(now=0.0)
+    h.update("a", 1.0, 1)  # the verdict is recorded; the crash comes before on_update
+    h.store.journal.close()
+
+    # Execute
+    again = Harness(tmp_path)
+    resumed = again.coord.round
+    again.coord.on_update(again.update("b", 5.0, 3), now=2.0)
+
+    # Assert
+    assert resumed is not None and resumed.received == 1
+    assert again.coord.counted >= {("a", 0)}
+    final = again.coord.round
+    assert final is not None and final.status == "published" and final.received == 2

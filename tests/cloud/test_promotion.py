@@ -58,8 +58,8 @@ class Cloud:
         self.data = DataIntake.open(self.cfg, self.store)
         stage = ContinualStage(data=self.data, layers=LAYERS, cfg=self.cfg.continual, tuner=None)
         self.coord = Coordinator.open(cfg=self.cfg, store=self.store, evaluate=lambda ts: 0.5,
-                                 publish_model=self._publish, publish_round=self.rounds.append,
-                                 stage=stage)
+                                      publish_model=self._publish, publish_round=self.rounds.append,
+                                      stage=stage)
         self.coord.recover(now=0.0)
         self.coord.on_status(EdgeStatus(edge_id="e1", online=True))
 

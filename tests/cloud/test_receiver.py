@@ -38,8 +38,8 @@ class Cloud:
         self.store = CloudStore.open(data_dir)
         config = CloudConfig(layers=LAYERS, **cfg)
         self.coord = Coordinator.open(cfg=config, store=self.store, evaluate=lambda ts: 0.0,
-                                 publish_model=self._publish_model,
-                                 publish_round=self.rounds.append)
+                                      publish_model=self._publish_model,
+                                      publish_round=self.rounds.append)
         self.receiver = UpdateReceiver(
             intake=Intake(spec=self.coord.spec, params=config.intake), store=self.store,
             coordinator=self.coord, send=lambda edge, r: self.receipts.append((edge, r)))
@@ -414,3 +414,111 @@ def test_memory_bound_refuses_the_frame_only(cloud: Callable[..., Cloud]) -> Non
     assert reasons == [(Reason.OVERSIZED, "frame"), (Reason.OVERSIZED, "update")]
     assert c.store.journal.update(crowded_id) is None
     assert _verdicts(c) == [(huge_id, "rejected", "oversized")]
+
+
+def test_idle_partial_is_freed_but_kept_and_resumes_at_once_from_the_journal(
+    cloud: Callable[..., Cloud],
+) -> None:
+    """A partial idle past `partial_timeout_s` leaves memory but not the journal: the probe
+    names only the missing chunk, and that chunk alone completes the update at once."""
+    # Prepare
+    c = cloud(intake={"partial_timeout_s": 5.0})
+    round_id = c.open_round("a", "b")
+    update_id, frames = _update("a", round_id)
+    for f in frames[:2]:
+        c.receiver.on_frame(f, "a", now=0.0)
+    c.receiver.tick(now=6.0)
+    freed = (c.receiver.intake.held_bytes, len(c.chunks()))
+
+    # Execute
+    c.receiver.on_frame(wire.pack(UpdateProbe(edge_id="a", update_id=update_id,
+                                              round_id=round_id, count=3)), "a", now=7.0)
+    told = list(c.receipts)
+    c.receiver.on_frame(frames[2], "a", now=7.0)
+
+    # Assert
+    assert freed == (0, 2)
+    assert told == [("a", MissingChunks(update_id=update_id, count=3, runs=((2, 3),)))]
+    assert _verdicts(c) == [(update_id, "accepted", "")]
+
+
+def test_kept_chunks_of_a_freed_partial_go_when_its_round_is_over(
+    cloud: Callable[..., Cloud],
+) -> None:
+    """A freed partial's chunks stay while its round collects and are dropped once the round
+    has ended; a probe for it then gets a stale_round verdict, not a list of chunks."""
+    # Prepare
+    c = cloud(intake={"partial_timeout_s": 5.0})
+    round_id = c.open_round("a", "b")
+    update_id, frames = _update("a", round_id)
+    c.receiver.on_frame(frames[0], "a", now=0.0)
+    c.receiver.tick(now=6.0)
+    kept_while_open = len(c.chunks())
+
+    # Execute
+    c.coord.stop_round(now=7.0)
+    c.receiver.tick(now=8.0)
+    c.receiver.on_frame(wire.pack(UpdateProbe(edge_id="a", update_id=update_id,
+                                              round_id=round_id, count=3)), "a", now=9.0)
+
+    # Assert
+    assert kept_while_open == 1
+    assert c.chunks() == []
+    assert _verdicts(c) == [(update_id, "rejected", "stale_round")]
+
+
+def test_complete_update_left_out_of_memory_is_decided_after_a_probe(
+    cloud: Callable[..., Cloud],
+) -> None:
+    """A restart whose replay cannot take an update back (memory full) leaves its chunks in
+    the journal, complete and undecided: the edge's probe finds nothing missing, and the
+    next tick past the retry wait decides it."""
+    # Prepare
+    first = cloud()
+    round_id = first.open_round("a", "b")
+    update_id, frames = _update("a", round_id)
+    for f in frames[:2]:
+        first.receiver.on_frame(f, "a", now=0.0)
+    first.store.journal.put_chunk(update_id, 2, "a", frames[2])  # taken, then the crash
+    again = cloud(intake={"max_total_bytes": 1024, "max_update_bytes": 1024})
+    _, filler = _update("b", round_id, blob=b"\0" * 1000)
+    again.receiver.on_frame(filler[0], "b", now=1.0)  # the memory the replay needed
+    again.receiver.replay(now=1.0)
+    stranded = (again.store.journal.update(update_id), len(again.chunks()))
+
+    # Execute
+    again.receiver.intake.drop("b", _blob_id(filler[0]))  # the memory frees up
+    again.receiver.on_frame(wire.pack(UpdateProbe(edge_id="a", update_id=update_id,
+                                                  round_id=round_id, count=3)), "a", now=2.0)
+    again.receiver.tick(now=3.0)
+
+    # Assert
+    assert stranded == (None, 4)
+    assert _verdicts(again) == [(update_id, "accepted", "")]
+
+
+def test_an_update_id_of_another_edge_is_refused(cloud: Callable[..., Cloud]) -> None:
+    """An edge re-sending an update id already decided for another edge gets bad_frame,
+    and the other edge's verdict is not sent to it."""
+    # Prepare
+    c = cloud()
+    round_id = c.open_round("a", "b")
+    _, frames = _update("a", round_id)
+    for f in frames:
+        c.receiver.on_frame(f, "a", now=0.0)
+    stolen = wire.expect(frames[2], UpdateChunk)
+    forged = wire.pack(UpdateChunk(header=stolen.header, index=2, data=stolen.data,
+                                   meta=UpdateMeta(edge_id="b", round_id=round_id,
+                                                   base_version=0, samples=3, loss=0.5)))
+
+    # Execute
+    with pytest.raises(ProtocolError) as caught:
+        c.receiver.on_frame(forged, "b", now=1.0)
+
+    # Assert
+    assert caught.value.reason is Reason.BAD_FRAME
+    assert [edge for edge, _ in c.receipts] == ["a"]
+
+
+def _blob_id(frame: bytes) -> str:
+    return str(wire.expect(frame, UpdateChunk).header.blob_id)

@@ -29,7 +29,7 @@ from hypothesis.stateful import (
 from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.coordinator import Coordinator
 from fedstream.cloud.intake import Intake
-from fedstream.cloud.receiver import Answer, UpdateReceiver
+from fedstream.cloud.receiver import MAX_RETRY_S, Answer, UpdateReceiver
 from fedstream.cloud.store import CloudStore
 from fedstream.shared.errors import FedstreamError
 from fedstream.shared.learning.model import build_mlp, spec_of
@@ -42,10 +42,11 @@ from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe
 
 pytestmark = pytest.mark.fuzz
 
-LAYERS = (4, 3, 2)
+LAYERS = (8, 8, 2)
 SPEC = spec_of(build_mlp(LAYERS))
+FLOATS = sum(t.numel for t in SPEC)  # 90: 360-byte f32 blobs, in three chunks
 EDGES = ("a", "b", "c")
-CHUNK = 32  # 92-byte f32 blobs: three chunks
+CHUNK = 128
 KINDS = ("good", "corrupt", "undecodable", "nan")
 
 
@@ -70,9 +71,9 @@ def _make(edge: str, round_id: str, base: int, kind: str, seed: int) -> Sent:
     gen = torch.Generator().manual_seed(seed)
     delta = [torch.randn(t.shape, generator=gen) for t in SPEC]
     if kind == "undecodable":  # hashed right, one float short of the spec
-        enc = pack_blob(b"\0" * 88, SPEC, codec="f32", chunk_size=CHUNK)
+        enc = pack_blob(b"\0" * (4 * FLOATS - 4), SPEC, codec="f32", chunk_size=CHUNK)
     elif kind == "nan":
-        enc = pack_blob(np.full(23, np.nan, dtype="<f4").tobytes(), SPEC, codec="f32",
+        enc = pack_blob(np.full(FLOATS, np.nan, dtype="<f4").tobytes(), SPEC, codec="f32",
                         chunk_size=CHUNK)
     else:
         enc = encode_blob(delta, SPEC, codec="f32", chunk_size=CHUNK)
@@ -97,7 +98,11 @@ class ReceiverMachine(RuleBasedStateMachine):
         self.dir = Path(tempfile.mkdtemp(prefix="fedstream-states-"))
         self.cfg = CloudConfig(layers=LAYERS, data_dir=self.dir,
                                rounds={"deadline_s": 1e9},
-                               intake={"partial_timeout_s": 1e9, "idle_s": 30.0})
+                               # Room for two partial updates: crowds happen; a 40 s tick
+                               # frees idle ones from memory.
+                               intake={"partial_timeout_s": 30.0, "idle_s": 20.0,
+                                       "max_update_bytes": 1024, "max_sender_bytes": 1024,
+                                       "max_total_bytes": 1024})
         self.now = 0.0
         self.seed = 0
         self.spool_broken = False
@@ -110,14 +115,14 @@ class ReceiverMachine(RuleBasedStateMachine):
     def _open(self) -> None:
         self.store = CloudStore.open(self.dir)
         self.coord = Coordinator.open(cfg=self.cfg, store=self.store, evaluate=lambda ts: 0.0,
-                                 publish_model=lambda v: 0, publish_round=lambda s: None)
+                                      publish_model=lambda v: 0, publish_round=lambda s: None)
         self.receiver = UpdateReceiver(
             intake=Intake(spec=self.coord.spec, params=self.cfg.intake), store=self.store,
             coordinator=self.coord, send=lambda edge, a: self.answers.append((edge, a)))
-        self.coord.recover(self.now)
         for edge in EDGES:
             self.coord.on_status(EdgeStatus(edge_id=edge, online=True))
-        self.receiver.replay(self.now)
+        self.receiver.replay(self.now)  # in the service's order: replay, then recover
+        self.coord.recover(self.now)
 
     def teardown(self) -> None:
         self.store.journal.close()
@@ -238,15 +243,20 @@ class ReceiverMachine(RuleBasedStateMachine):
         assert len({(r.edge_id, r.base) for r in accepted}) == len(accepted)
 
     def check_settled(self) -> None:
-        """Once the spool works and a tick ran, every update whose chunks all arrived has
-        its verdict."""
+        """Once the spool works, an edge that probes each of its updates and sends what the
+        cloud names gets every update decided, with nothing left undecided."""
         if self.spool_broken:
             self.heal_spool()
-        self.tick(0.5)
+        self.tick(MAX_RETRY_S)  # past any verdict retry's backoff
+        for _ in range(3):
+            for update_id, sent in sorted(self.updates.items()):
+                if self.store.journal.update(update_id) is None:
+                    self.probe_and_fill(sent)
+            self.tick(MAX_RETRY_S)
         assert self.receiver.undecided == frozenset()
         for update_id, sent in self.updates.items():
-            if len(sent.delivered) == len(sent.frames):
-                assert self.store.journal.update(update_id) is not None, sent.kind
+            assert self.store.journal.update(update_id) is not None, sent.kind
+        self.one_verdict_each_answered_alike()
 
 
 class SettlingMachine(ReceiverMachine):

@@ -80,3 +80,54 @@ def test_publish_failure_at_the_deadline_is_logged_and_the_round_recovers(
     assert final is not None and final.status == "published" and final.received == 1
     assert service.coordinator.current.version == 1
     assert versions == [0, 1]
+
+
+def test_a_failure_that_persists_is_retried_with_backoff_not_on_every_tick(
+    broker: Mosquitto, federation: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With every model publish refused, the aggregation fails at the deadline and its
+    recovery is tried again 1, 2, 4 and 8 s after each failure (not at each of the 80 ticks
+    of 0.25 s), while the receiver's tick runs at every one."""
+    # Prepare
+    cfg = CloudConfig(federation=federation, layers=LAYERS, data_dir=tmp_path / "cloud",
+                      broker={"host": broker.host, "port": broker.port},
+                      rounds={"deadline_s": 10.0, "quorum": 1})
+    service = build_cloud(cfg)
+    service.mqtt.connect(10)
+    attempts: list[float] = []
+    receiver_ticks: list[float] = []
+    try:
+        service.coordinator.recover(0.0)
+        for edge in ("e1", "e2"):
+            service.coordinator.on_status(EdgeStatus(edge_id=edge, online=True))
+        state = service.coordinator.start_round(0.0, RoundStart())
+        delta = [torch.full(t.shape, 0.01) for t in service.coordinator.spec]
+        enc = encode_blob(delta, service.coordinator.spec, codec="f32", chunk_size=4096)
+        meta = UpdateMeta(edge_id="e1", round_id=state.round_id, base_version=0, samples=5,
+                          loss=0.1)
+        for i, view in enumerate(enc.chunks):
+            service.receiver.on_frame(wire.pack(UpdateChunk(header=enc.header, meta=meta,
+                                                            index=i, data=bytes(view))),
+                                      "e1", 1.0)
+        clock = {"now": 0.0}
+
+        def refuse(**kwargs: object) -> int:
+            attempts.append(clock["now"])
+            raise TransportError(Reason.PUBLISH_FAILED, "refused by the test")
+
+        real_tick = service.receiver.tick
+        monkeypatch.setattr(service.outlet.publisher, "publish", refuse)
+        monkeypatch.setattr(service.receiver, "tick",
+                            lambda now: (receiver_ticks.append(now), real_tick(now)))
+
+        # Execute
+        for step in range(int(20 / 0.25)):
+            clock["now"] = 10.5 + step * 0.25
+            service.tick(clock["now"])
+    finally:
+        service.mqtt.close()
+        service.store.journal.close()
+
+    # Assert
+    assert attempts == [10.5, 11.5, 13.5, 17.5, 25.5]
+    assert len(receiver_ticks) == 80

@@ -90,8 +90,8 @@ def _uninterrupted_model(data_dir: Path, round_id: str, scratch: Path) -> list[t
     rows = crashed.journal.accepted(round_id)
     clean = CloudStore.open(scratch)
     coord = Coordinator.open(cfg=CloudConfig(layers=json.loads(LAYERS)), store=clean,
-                        evaluate=lambda ts: 0.0, publish_model=lambda v: 0,
-                        publish_round=lambda s: None)
+                             evaluate=lambda ts: 0.0, publish_model=lambda v: 0,
+                             publish_round=lambda s: None)
     # The fresh store starts from the same seeded v0 as the crashed one.
     for edge in sorted({r.edge_id for r in rows}):
         coord.on_status(EdgeStatus(edge_id=edge, online=True))
