@@ -49,7 +49,9 @@ class IntakeConfig(Section):
                                   description="partial updates one edge may pin at once")
     max_total_bytes: int = Field(default=1 << 30, ge=1024)
     partial_timeout_s: float = Field(default=120.0, gt=0,
-                                     description="a partial update idle this long is dropped")
+                                     description="a partial update idle this long leaves "
+                                                 "memory; its journaled chunks stay until "
+                                                 "its round is over")
     idle_s: float = Field(default=10.0, gt=0,
                           description="a partial update idle this long is answered with the "
                                       "chunks it lacks, so its edge sends only those")

@@ -7,6 +7,7 @@ validates types and ranges and raises `ProtocolError`, never `KeyError` or `Type
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,16 @@ from fedstream.shared.protocol._fields import (
 
 MAX_TENSORS = 4096
 MAX_CHUNKS = 1 << 20
+# Blob ids name files on the receiver (the cloud's spool), so they are plain words (P5).
+BLOB_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+
+
+def blob_id_of(d: Mapping[str, Any], key: str) -> str:
+    """A blob or update id field: 1-64 letters, digits, `-` or `_`."""
+    value: str = req(d, key, str)
+    if BLOB_ID.fullmatch(value) is None:
+        raise ProtocolError(Reason.BAD_FRAME, f"{key!r} must be 1-64 letters, digits, - or _")
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,9 +127,7 @@ class BlobHeader:
 
     @classmethod
     def _parse(cls, d: Mapping[str, Any]) -> Self:
-        blob_id: str = req(d, "blob", str)
-        if not 0 < len(blob_id) <= 64:
-            raise ProtocolError(Reason.BAD_FRAME, "blob id must be 1-64 characters")
+        blob_id = blob_id_of(d, "blob")
         sha: bytes = req(d, "sha", bytes)
         if len(sha) != 32:
             raise ProtocolError(Reason.BAD_FRAME, "sha256 must be 32 bytes")

@@ -15,20 +15,12 @@ from typing import Any, ClassVar, Self
 
 from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.protocol._fields import Wire, req, req_range
-from fedstream.shared.protocol.messages import MAX_CHUNKS
+from fedstream.shared.protocol.messages import MAX_CHUNKS, blob_id_of
 
-MAX_BLOB_ID = 64
 # More runs than this means a chunk in every other slot is missing: the edge sends it all.
 MAX_RUNS = 1024
 
 Runs = tuple[tuple[int, int], ...]
-
-
-def _update_id(d: Mapping[str, Any]) -> str:
-    update_id: str = req(d, "upd", str)
-    if not 1 <= len(update_id) <= MAX_BLOB_ID:
-        raise ProtocolError(Reason.BAD_FRAME, f"update id of {len(update_id)} characters")
-    return update_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,7 +42,7 @@ class UpdateProbe:
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
         """Parse and range-check."""
-        return cls(edge_id=req(d, "edge", str), update_id=_update_id(d),
+        return cls(edge_id=req(d, "edge", str), update_id=blob_id_of(d, "upd"),
                    round_id=req(d, "round", str), count=req_range(d, "n", 1, MAX_CHUNKS))
 
 
@@ -94,7 +86,7 @@ class MissingChunks:
         if len(flat) % 2 or not all(type(i) is int for i in flat):
             raise ProtocolError(Reason.BAD_FRAME, "'miss' must be pairs of ints")
         try:
-            return cls(update_id=_update_id(d), count=req_range(d, "n", 1, MAX_CHUNKS),
+            return cls(update_id=blob_id_of(d, "upd"), count=req_range(d, "n", 1, MAX_CHUNKS),
                        runs=tuple(zip(flat[::2], flat[1::2], strict=True)))
         except ValueError as err:
             raise ProtocolError(Reason.BAD_FRAME, str(err)) from err

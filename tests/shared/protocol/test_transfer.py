@@ -6,9 +6,12 @@ from typing import Any
 
 import msgpack
 import pytest
+import torch
 
 from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.blobs import encode_blob
+from fedstream.shared.protocol.messages import TensorSpec, UpdateChunk, UpdateMeta
 from fedstream.shared.protocol.transfer import MAX_RUNS, MissingChunks, UpdateProbe, capped
 
 
@@ -72,3 +75,28 @@ def test_too_many_runs_become_the_whole_blob() -> None:
     # Execute / Assert
     assert capped(runs, 2 * MAX_RUNS + 2) == ((0, 2 * MAX_RUNS + 2),)
     assert capped(runs[:3], 10) == runs[:3]
+
+
+@pytest.mark.parametrize("blob_id", ["../../etc/x", "a/b", "a b", "ü", ""])
+def test_ids_that_are_not_plain_words_are_bad_frames(blob_id: str) -> None:
+    """Update and blob ids name spool files: a path, a space or a non-ASCII letter in one is
+    refused, in a probe and in a chunk header alike (P5)."""
+    # Prepare
+    probe = msgpack.unpackb(wire.pack(UpdateProbe(edge_id="e1", update_id="u1", round_id="r1",
+                                                  count=3)), raw=False)
+    enc = encode_blob([torch.zeros(2)], (TensorSpec(name="w", shape=(2,)),), codec="f32",
+                      chunk_size=1024)
+    chunk = msgpack.unpackb(wire.pack(UpdateChunk(
+        header=enc.header, index=0, data=bytes(enc.chunks[0]),
+        meta=UpdateMeta(edge_id="e1", round_id="r1", base_version=0, samples=1, loss=0.0))),
+        raw=False)
+
+    # Execute
+    reasons = []
+    for frame in ({**probe, "upd": blob_id}, {**chunk, "blob": blob_id}):
+        with pytest.raises(ProtocolError) as caught:
+            wire.unpack(msgpack.packb(frame, use_bin_type=True))
+        reasons.append(caught.value.reason)
+
+    # Assert
+    assert reasons == [Reason.BAD_FRAME] * 2
