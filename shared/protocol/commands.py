@@ -86,62 +86,66 @@ class RoundStart:
                    buffer=_opt(d, "buf", _int), max_staleness=_opt(d, "ms", _int))
 
 
+class _NoArgs:
+    """Wire form of a command without arguments (mixed into its frozen dataclass)."""
+
+    __slots__ = ()
+
+    def to_wire(self) -> Wire:
+        """No fields."""
+        return {}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse."""
+        return cls()
+
+
+class _VersionArg:
+    """Wire form of a command naming one model version (mixed into its frozen dataclass)."""
+
+    __slots__ = ()
+    version: int
+
+    def to_wire(self) -> Wire:
+        """Short stable keys."""
+        return {"ver": self.version}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse."""
+        return cls(version=req_range(d, "ver", 0, MAX_VERSION))  # type: ignore[call-arg]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RoundStop:
+class RoundStop(_NoArgs):
     """End the open round or session now; with nothing open, the last round is answered."""
 
     KIND: ClassVar[str] = "round_stop"
     VERB: ClassVar[str] = "round_stop"
     VERSION: ClassVar[int] = 1
 
-    def to_wire(self) -> Wire:
-        """No fields."""
-        return {}
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Parse."""
-        return cls()
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StatusQuery:
+class StatusQuery(_NoArgs):
     """Ask for the fleet view (kind `status_query`: `status` is an edge's status)."""
 
     KIND: ClassVar[str] = "status_query"
     VERB: ClassVar[str] = "status"
     VERSION: ClassVar[int] = 1
 
-    def to_wire(self) -> Wire:
-        """No fields."""
-        return {}
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Parse."""
-        return cls()
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ModelList:
+class ModelList(_NoArgs):
     """Ask for every registered model version."""
 
     KIND: ClassVar[str] = "model_list"
     VERB: ClassVar[str] = "model_list"
     VERSION: ClassVar[int] = 1
 
-    def to_wire(self) -> Wire:
-        """No fields."""
-        return {}
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Parse."""
-        return cls()
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ModelRollback:
+class ModelRollback(_VersionArg):
     """Republish the weights of an earlier version as a new current version."""
 
     KIND: ClassVar[str] = "model_rollback"
@@ -149,33 +153,15 @@ class ModelRollback:
     VERSION: ClassVar[int] = 1
     version: int
 
-    def to_wire(self) -> Wire:
-        """Short stable keys."""
-        return {"ver": self.version}
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Parse."""
-        return cls(version=req_range(d, "ver", 0, MAX_VERSION))
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ModelPromote:
+class ModelPromote(_VersionArg):
     """Serve a candidate the promotion gate rejected."""
 
     KIND: ClassVar[str] = "model_promote"
     VERB: ClassVar[str] = "model_promote"
     VERSION: ClassVar[int] = 1
     version: int
-
-    def to_wire(self) -> Wire:
-        """Short stable keys."""
-        return {"ver": self.version}
-
-    @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Parse."""
-        return cls(version=req_range(d, "ver", 0, MAX_VERSION))
 
 
 Command = RoundStart | RoundStop | StatusQuery | ModelList | ModelRollback | ModelPromote

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -21,14 +21,9 @@ LAYERS = (64, 32, 10)
 SPEC = spec_of(build_mlp(LAYERS))
 BLOB_BYTES = 4 * sum(t.numel for t in SPEC)
 
-def _take(intake: Intake, payload: bytes, *, topic_edge: str, state: RoundState | None,
-          counted: AbstractSet[tuple[str, int]], now: float) -> Update | None:
-    """What the receiver does with one frame, without its journal: collect, then verify."""
-    chunk = intake.parse(payload, topic_edge=topic_edge)
-    assert isinstance(chunk, UpdateChunk)
-    done = intake.collect(chunk, state=state, counted=counted, now=now)
-    return None if done is None else intake.verify(chunk.meta, done, state=state,
-                                                    counted=counted)
+# The `take` fixture (tests/cloud/conftest.py): one frame in, as the receiver does.
+Take = Callable[..., Update | None]
+
 
 
 
@@ -52,7 +47,7 @@ def _intake(**bounds: int) -> Intake:
     return Intake(spec=SPEC, params=IntakeConfig(**params))
 
 
-def test_complete_update_is_handed_on_once() -> None:
+def test_complete_update_is_handed_on_once(take: Take) -> None:
     """All chunks (reversed, one duplicated before completion) give one update equal to what
     was sent, and nothing is held after it."""
     # Prepare
@@ -61,7 +56,7 @@ def test_complete_update_is_handed_on_once() -> None:
     expected = tensors_of(build_mlp(LAYERS, seed=0))
 
     # Execute
-    out = [_take(intake, f, topic_edge="e1", state=state, counted=set(), now=0.0)
+    out = [take(intake, f, topic_edge="e1", state=state, counted=set(), now=0.0)
            for f in [frames[-1], *reversed(frames)]]
 
     # Assert
@@ -76,7 +71,7 @@ def test_complete_update_is_handed_on_once() -> None:
     ("e1", "r0", Reason.STALE_ROUND),
 ])
 def test_updates_outside_the_round_are_refused_before_buffering(
-    edge: str, round_id: str, reason: Reason
+    take: Take, edge: str, round_id: str, reason: Reason
 ) -> None:
     """An unselected edge or an old round id is refused on the first chunk, holding nothing."""
     # Prepare
@@ -85,40 +80,40 @@ def test_updates_outside_the_round_are_refused_before_buffering(
 
     # Execute
     with pytest.raises(ProtocolError) as caught:
-        _take(intake, frame, topic_edge=edge, state=state, counted=set(), now=0.0)
+        take(intake, frame, topic_edge=edge, state=state, counted=set(), now=0.0)
 
     # Assert
     assert caught.value.reason is reason
     assert intake.held_bytes == 0
 
 
-def test_frame_naming_another_edge_than_its_topic_is_bad_frame() -> None:
+def test_frame_naming_another_edge_than_its_topic_is_bad_frame(take: Take) -> None:
     """An edge cannot publish on another edge's topic."""
     # Prepare
     intake = _intake()
 
     # Execute
     with pytest.raises(ProtocolError) as caught:
-        _take(intake, _frames("e1")[0], topic_edge="e2", state=_round(), counted=set(), now=0.0)
+        take(intake, _frames("e1")[0], topic_edge="e2", state=_round(), counted=set(), now=0.0)
 
     # Assert
     assert caught.value.reason is Reason.BAD_FRAME
 
 
-def test_sender_and_total_bounds_refuse_new_blobs() -> None:
+def test_sender_and_total_bounds_refuse_new_blobs(take: Take) -> None:
     """A second blob from one sender beyond its bound, or from anyone beyond the total, is
     oversized; the first partial keeps its memory until it expires."""
     # Prepare
     intake = _intake(max_sender_bytes=BLOB_BYTES + 10, max_total_bytes=2 * BLOB_BYTES + 10)
     state = _round(("e1", "e2", "e3"))
-    _take(intake, _frames("e1", seed=1)[0], topic_edge="e1", state=state, counted=set(), now=0.0)
-    _take(intake, _frames("e2", seed=2)[0], topic_edge="e2", state=state, counted=set(), now=0.0)
+    take(intake, _frames("e1", seed=1)[0], topic_edge="e1", state=state, counted=set(), now=0.0)
+    take(intake, _frames("e2", seed=2)[0], topic_edge="e2", state=state, counted=set(), now=0.0)
 
     # Execute
     reasons = []
     for edge, seed in (("e1", 3), ("e3", 4)):
         with pytest.raises(ProtocolError) as caught:
-            _take(intake, _frames(edge, seed=seed)[0], topic_edge=edge, state=state,
+            take(intake, _frames(edge, seed=seed)[0], topic_edge=edge, state=state,
                         counted=set(), now=0.0)
         reasons.append(caught.value.reason)
     held = intake.held_bytes

@@ -3,7 +3,7 @@ its memory bound, and whatever it hands on is exactly what an edge sent."""
 
 from __future__ import annotations
 
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -20,7 +20,7 @@ from fedstream.shared.learning.model import build_mlp, spec_of, tensors_of
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.blobs import encode_blob
 from fedstream.shared.protocol.codecs import CODECS
-from fedstream.shared.protocol.control import RoundState, TrainParams
+from fedstream.shared.protocol.control import TrainParams
 from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
 
 pytestmark = pytest.mark.fuzz
@@ -33,15 +33,10 @@ STATE = open_round(round_id="r1", model="m", base_version=0, now=0.0, deadline_s
                    train=TrainParams(epochs=1, lr=0.1, momentum=0.0, batch_size=8),
                    codec="f32", codec_params={}, selection=EDGES, quorum=1)
 
+# The `take` fixture (tests/cloud/conftest.py): one frame in, as the receiver does.
+Take = Callable[..., Update | None]
 
-def _take(intake: Intake, payload: bytes, *, topic_edge: str, state: RoundState | None,
-          counted: AbstractSet[tuple[str, int]], now: float) -> Update | None:
-    """What the receiver does with one frame, without its journal: collect, then verify."""
-    chunk = intake.parse(payload, topic_edge=topic_edge)
-    assert isinstance(chunk, UpdateChunk)
-    done = intake.collect(chunk, state=state, counted=counted, now=now)
-    return None if done is None else intake.verify(chunk.meta, done, state=state,
-                                                    counted=counted)
+
 
 
 
@@ -106,7 +101,8 @@ STEP = st.one_of(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow],
           derandomize=True)
 @given(steps=st.lists(STEP, min_size=1, max_size=60))
-def test_no_input_crashes_breaks_bounds_or_corrupts(steps: list[tuple[int, Any]]) -> None:
+def test_no_input_crashes_breaks_bounds_or_corrupts(take: Take,
+                                                    steps: list[tuple[int, Any]]) -> None:
     """Any sequence of legit, mutated and garbage frames: only ProtocolError escapes, held
     memory stays within the total bound, and every handed-on update decodes to exactly the
     tensors that were sent under its hash."""
@@ -122,7 +118,7 @@ def test_no_input_crashes_breaks_bounds_or_corrupts(steps: list[tuple[int, Any]]
         payload = op[1] if op[0] == "garbage" else (
             frame if op[0] == "deliver" else _mutate(frame, op))
         try:
-            update = _take(intake, payload, topic_edge=edge, state=STATE, counted=set(),
+            update = take(intake, payload, topic_edge=edge, state=STATE, counted=set(),
                                  now=float(now))
         except ProtocolError:
             update = None
@@ -139,7 +135,7 @@ def test_no_input_crashes_breaks_bounds_or_corrupts(steps: list[tuple[int, Any]]
         assert all(torch.equal(a, b) for a, b in zip(delta, BY_HASH[sha], strict=True))
 
 
-def test_every_legit_frame_in_order_hands_on_every_update() -> None:
+def test_every_legit_frame_in_order_hands_on_every_update(take: Take) -> None:
     """Sanity for the fuzz oracle: unmutated frames give each sent update once."""
     # Prepare
     intake = Intake(spec=SPEC, params=IntakeConfig(max_update_bytes=1024,
@@ -148,7 +144,7 @@ def test_every_legit_frame_in_order_hands_on_every_update() -> None:
 
     # Execute
     done = [u for edge, f in FRAMES
-            if (u := _take(intake, f, topic_edge=edge, state=STATE, counted=set(), now=0.0))]
+            if (u := take(intake, f, topic_edge=edge, state=STATE, counted=set(), now=0.0))]
 
     # Assert
     assert sorted(u.header.sha256 for u in done) == sorted(BY_HASH)
