@@ -51,9 +51,9 @@ from fedstream.shared.learning.model import build_mlp, tensors_of
 from fedstream.shared.learning.sources import SOURCES
 from fedstream.shared.logs import configure_logging
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.connection import Connection as BrokerConnection
 from fedstream.shared.protocol.control import TrainParams
 from fedstream.shared.protocol.infer import InferReply, InferRequest
-from fedstream.shared.protocol.mqtt import Connection as BrokerConnection
 from fedstream.shared.protocol.mqtt import MqttClient
 from fedstream.shared.protocol.topics import Topics
 

@@ -49,8 +49,8 @@ from fedstream.shared.logs import configure_logging
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.blobs import decode_blob, encode_blob
 from fedstream.shared.protocol.chunks import DEFAULT_CHUNK_SIZE, Reassembler
+from fedstream.shared.protocol.connection import Connection as BrokerConnection
 from fedstream.shared.protocol.messages import Spec, TensorSpec, UpdateChunk, UpdateMeta
-from fedstream.shared.protocol.mqtt import Connection as BrokerConnection
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topic, Topics
 

@@ -24,7 +24,8 @@ from fedstream.cloud.store import CloudStore
 from fedstream.shared.errors import ConfigError, Reason
 from fedstream.shared.learning.model import accuracy, build_mlp, load_tensors, spec_of
 from fedstream.shared.learning.sources import SOURCES, Dataset
-from fedstream.shared.protocol.mqtt import Connection, Inbound, MqttClient
+from fedstream.shared.protocol.connection import Connection
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topics
 
 

@@ -39,9 +39,10 @@ from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.blobs import pack_blob
 from fedstream.shared.protocol.codecs import CODECS
 from fedstream.shared.protocol.codecs.feedback import ErrorFeedback
+from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.control import EdgeStatus, Receipt, RoundState
 from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
-from fedstream.shared.protocol.mqtt import Connection, Inbound, MqttClient, Will
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient, Will
 from fedstream.shared.protocol.topics import Topics
 from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe
 

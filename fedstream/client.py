@@ -16,9 +16,10 @@ from fedstream.shared.config import ServiceConfig
 from fedstream.shared.errors import FedstreamError, ProtocolError, Reason, TransportError
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.commands import Answer, Command, Reply
+from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.control import DataBatch, RoundState
 from fedstream.shared.protocol.infer import InferReply, InferRequest
-from fedstream.shared.protocol.mqtt import Connection, Inbound, MqttClient
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topic, Topics
 
 R = TypeVar("R", bound=Answer)

@@ -12,8 +12,9 @@ from fedstream.cloud.inference._tally import Tally
 from fedstream.cloud.inference.batcher import FAILED, Answer, MicroBatcher
 from fedstream.shared.errors import FedstreamError, TransportError
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.infer import InferReply, InferRequest
-from fedstream.shared.protocol.mqtt import Connection, Inbound, MqttClient
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topics
 
 log = structlog.get_logger(__name__)

@@ -17,7 +17,7 @@ from fedstream.cloud.inference.batcher import BatcherParams, MicroBatcher
 from fedstream.cloud.inference.http_api import HttpApi
 from fedstream.cloud.inference.mqtt_api import MqttApi
 from fedstream.cloud.inference.serving import EvalSet, ModelPreparer, ServedModel
-from fedstream.shared.protocol.mqtt import Connection
+from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.topics import Topics
 
 log = structlog.get_logger(__name__)

@@ -9,8 +9,9 @@ from fedstream.client import FleetAddress, FleetClient
 from fedstream.shared.errors import Reason, TransportError
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.commands import StatusQuery, StatusReply
+from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.control import RoundState, RoundStatus, TrainParams
-from fedstream.shared.protocol.mqtt import Connection, MqttClient
+from fedstream.shared.protocol.mqtt import MqttClient
 from fedstream.shared.protocol.topics import Topics
 
 pytestmark = pytest.mark.mosquitto

@@ -15,7 +15,7 @@ from fedstream.cloud.inference import InferenceServer, ServedModel
 from fedstream.predict import RowPrediction, predict_csv, read_features
 from fedstream.shared.errors import ConfigError, FedstreamError, Reason
 from fedstream.shared.learning.model import build_mlp, tensors_of
-from fedstream.shared.protocol.mqtt import Connection
+from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.topics import Topics
 
 LAYERS = (3, 8, 4)

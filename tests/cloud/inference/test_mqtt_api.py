@@ -16,8 +16,9 @@ from fedstream.cloud.inference._tally import Tally
 from fedstream.cloud.inference.mqtt_api import MqttApi
 from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.infer import InferReply, InferRequest
-from fedstream.shared.protocol.mqtt import Connection, MqttClient
+from fedstream.shared.protocol.mqtt import MqttClient
 from fedstream.shared.protocol.topics import Topics
 
 pytestmark = pytest.mark.mosquitto

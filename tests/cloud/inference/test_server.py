@@ -18,8 +18,9 @@ from fedstream.cloud.inference import InferenceServer, ServedModel
 from fedstream.shared.errors import ConfigError, FedstreamError, Reason, TransportError
 from fedstream.shared.learning.model import build_mlp, tensors_of
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.infer import InferReply, InferRequest
-from fedstream.shared.protocol.mqtt import Connection, MqttClient
+from fedstream.shared.protocol.mqtt import MqttClient
 from fedstream.shared.protocol.topics import Topics
 
 pytestmark = pytest.mark.mosquitto

@@ -14,7 +14,8 @@ from structlog.testing import capture_logs
 
 from fedstream.broker import BrokerParams, Mosquitto, find_free_port, launcher
 from fedstream.shared.errors import Reason, TransportError
-from fedstream.shared.protocol.mqtt import Connection, Inbound, MqttClient, Will
+from fedstream.shared.protocol.connection import Connection
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient, Will
 from fedstream.shared.protocol.topics import Topic, Topics
 
 pytestmark = pytest.mark.mosquitto
