@@ -34,7 +34,7 @@ from fedstream.shared.errors import (
 )
 from fedstream.shared.learning.backends import BackendChoice, select_backend
 from fedstream.shared.learning.model import build_mlp
-from fedstream.shared.learning.sources import SOURCES
+from fedstream.shared.learning.sources import SOURCES, Dataset
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.blobs import pack_blob
 from fedstream.shared.protocol.codecs import CODECS
@@ -55,16 +55,22 @@ OFFLINE_TIMEOUT_S = 2.0
 
 
 class EdgeDaemon:
-    """One gateway's participant in the federation.
+    """One gateway's participant in the federation. Build one with `open`; the constructor
+    only assigns.
 
     Messages arrive on paho's thread and are handled (training included) on the caller's
     thread, so a long local round never blocks the MQTT keepalive.
     """
 
-    def __init__(self, cfg: EdgeConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, *, cfg: EdgeConfig, data: Dataset, mqtt: MqttClient,
+                 inbox: queue.Queue[Inbound], reconnected: threading.Event, outbox: Outbox,
+                 feedback_store: FeedbackStore, seq: int, residual: Residual) -> None:
+        self.cfg, self.data, self.mqtt, self.outbox = cfg, data, mqtt, outbox
+        self.feedback_store = feedback_store
+        self._inbox = inbox
+        # Set on paho's thread when the broker takes us back: probe the outbox at once.
+        self._reconnected = reconnected
         self.topics = Topics(cfg.federation)
-        self.data = SOURCES.build(cfg.source.name, **cfg.source.params).load()
         self.sync = ModelSync(model=cfg.model, max_bytes=cfg.max_model_bytes)
         self.backend: BackendChoice | None = None
         self._pending: RoundState | None = None
@@ -73,29 +79,44 @@ class EdgeDaemon:
         # What lossy codecs dropped from earlier updates, sent with the next one (P9); on disk
         # with the outbox, so a restart neither loses it nor counts it twice.
         self._feedback = ErrorFeedback()
-        self.feedback_store = FeedbackStore(cfg.data_dir / "outbox")
-        self._seq, self._feedback.residual = self.feedback_store.load()
-        self._inbox: queue.Queue[Inbound] = queue.Queue()
+        self._seq, self._feedback.residual = seq, residual
         self._model_filter = self.topics.model_all(cfg.model)
         self._round_topic = self.topics.round(cfg.model)
         self._receipt_topic = self.topics.receipt(cfg.edge_id)
-        self.outbox = Outbox(cfg.data_dir / "outbox")
+        self._status_topic = self.topics.status(cfg.edge_id)
         self._next_resend = 0.0
         # The last runs resumed per update and when, since the last probe: a probe's answer
         # and the cloud's idle notice often name the same runs moments apart; one send of
         # them is enough.
         self._resumed: dict[str, tuple[float, tuple[tuple[int, int], ...]]] = {}
-        # Set on paho's thread when the broker takes us back: probe the outbox at once.
-        self._reconnected = threading.Event()
-        self._status_topic = self.topics.status(cfg.edge_id)
-        offline = EdgeStatus(edge_id=cfg.edge_id, online=False, samples=len(self.data))
-        self.mqtt = MqttClient(
-            client_id=f"fedstream-edge-{cfg.federation}-{cfg.edge_id}",
-            conn=Connection.from_config(cfg.broker), on_message=self._inbox.put,
-            subscriptions=(self._model_filter, self._round_topic, self._receipt_topic),
-            persistent=True, will=Will(self._status_topic, wire.pack(offline)),
-            on_reconnect=self._reconnected.set)
         self.log = log.bind(edge_id=cfg.edge_id)
+
+    @classmethod
+    def open(cls, cfg: EdgeConfig) -> EdgeDaemon:
+        """The daemon `cfg` describes: its data loaded, its outbox and residual read back,
+        its MQTT client made (not yet connected).
+
+        Raises:
+            ConfigError: a bad data source.
+            StoreError: the outbox directory cannot be used.
+        """
+        data = SOURCES.build(cfg.source.name, **cfg.source.params).load()
+        feedback_store = FeedbackStore(cfg.data_dir / "outbox")
+        seq, residual = feedback_store.load()
+        outbox = Outbox(cfg.data_dir / "outbox")
+        inbox: queue.Queue[Inbound] = queue.Queue()
+        reconnected = threading.Event()
+        topics = Topics(cfg.federation)
+        offline = EdgeStatus(edge_id=cfg.edge_id, online=False, samples=len(data))
+        mqtt = MqttClient(
+            client_id=f"fedstream-edge-{cfg.federation}-{cfg.edge_id}",
+            conn=Connection.from_config(cfg.broker), on_message=inbox.put,
+            subscriptions=(topics.model_all(cfg.model), topics.round(cfg.model),
+                           topics.receipt(cfg.edge_id)),
+            persistent=True, will=Will(topics.status(cfg.edge_id), wire.pack(offline)),
+            on_reconnect=reconnected.set)
+        return cls(cfg=cfg, data=data, mqtt=mqtt, inbox=inbox, reconnected=reconnected,
+                   outbox=outbox, feedback_store=feedback_store, seq=seq, residual=residual)
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set; the status goes offline on the way out."""

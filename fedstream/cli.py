@@ -45,7 +45,7 @@ def _edge_run(args: argparse.Namespace) -> int:
     from fedstream.edge_node.config import EdgeConfig
     from fedstream.edge_node.daemon import EdgeDaemon
 
-    return _serve(args.config, EdgeConfig, EdgeDaemon)
+    return _serve(args.config, EdgeConfig, EdgeDaemon.open)
 
 
 def _serve(config: Path, config_cls: type[C], service: Callable[[C], Runnable]) -> int:

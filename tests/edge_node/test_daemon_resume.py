@@ -1,0 +1,90 @@
+"""The edge's side of resuming (P17), in-process against a real broker: it probes what its
+outbox holds and sends exactly the chunks the cloud names, once per answer."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedstream.broker import Mosquitto
+from fedstream.edge_node.config import EdgeConfig
+from fedstream.edge_node.daemon import EdgeDaemon
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.blobs import encode_blob
+from fedstream.shared.protocol.messages import TensorSpec, UpdateChunk, UpdateMeta
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient
+from fedstream.shared.protocol.topics import Topics
+from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe
+
+pytestmark = pytest.mark.mosquitto
+
+
+@pytest.fixture
+def edge(broker: Mosquitto, federation: str, tmp_path: Path) -> Iterator[EdgeDaemon]:
+    """An edge built from its config, connected, with one 5-chunk update in its outbox."""
+    cfg = EdgeConfig(edge_id="e1", federation=federation, data_dir=tmp_path / "edge",
+                     broker={"host": broker.host, "port": broker.port},
+                     source={"name": "digits", "params": {"partitions": 8}})
+    daemon = EdgeDaemon.open(cfg)
+    enc = encode_blob([torch.arange(50, dtype=torch.float32)],
+                      (TensorSpec(name="w", shape=(50,)),), codec="f32", chunk_size=40)
+    meta = UpdateMeta(edge_id="e1", round_id="r1", base_version=0, samples=1, loss=0.0)
+    daemon.outbox.put(enc.header.blob_id, [
+        wire.pack(UpdateChunk(header=enc.header, meta=meta, index=i, data=v))
+        for i, v in enumerate(enc.chunks)])
+    daemon.mqtt.connect(10)
+    try:
+        yield daemon
+    finally:
+        daemon.mqtt.close()
+
+
+@pytest.fixture
+def seen(edge: EdgeDaemon, broker: Mosquitto) -> Iterator[queue.Queue[Inbound]]:
+    """What the edge publishes on its update topic."""
+    got: queue.Queue[Inbound] = queue.Queue()
+    spy = MqttClient(client_id=f"{edge.cfg.federation}-spy", conn=edge.mqtt.conn,
+                     on_message=got.put,
+                     subscriptions=(Topics(edge.cfg.federation).update(edge.cfg.model, "e1"),))
+    spy.connect(10)
+    try:
+        yield got
+    finally:
+        spy.close()
+
+
+def _drain(got: queue.Queue[Inbound], count: int) -> list[object]:
+    return [wire.unpack(got.get(timeout=10).payload) for _ in range(count)]
+
+
+def test_edge_probes_its_outbox_and_sends_only_the_named_chunks_once(
+    edge: EdgeDaemon, seen: queue.Queue[Inbound],
+) -> None:
+    """A resend pass sends one probe per kept update, never its chunks; an answer naming
+    chunks 1 and 3-4 gets exactly those, and the same answer again (the idle notice after
+    the probe's answer) gets nothing: the next frame out is the next pass's probe, after
+    which the answer counts again."""
+    # Prepare
+    (item,) = edge.outbox.pending()
+    missing = MissingChunks(update_id=item.update_id, count=5, runs=((1, 2), (3, 5)))
+
+    # Execute
+    edge._resend(min_age_s=0.0)
+    probes = _drain(seen, 1)
+    edge._on_missing(missing)
+    edge._on_missing(missing)
+    sent = _drain(seen, 3)
+    edge._resend(min_age_s=0.0)
+    edge._on_missing(missing)
+    after_probe = _drain(seen, 4)
+
+    # Assert
+    assert probes == [UpdateProbe(edge_id="e1", update_id=item.update_id, round_id="r1",
+                                  count=5)]
+    assert [f.index for f in sent if isinstance(f, UpdateChunk)] == [1, 3, 4]
+    assert isinstance(after_probe[0], UpdateProbe)
+    assert [f.index for f in after_probe[1:] if isinstance(f, UpdateChunk)] == [1, 3, 4]
