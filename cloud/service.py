@@ -248,7 +248,7 @@ class CloudService:
             try:
                 republish = self.outlet.announced != self.coordinator.current.version
                 self.coordinator.recover(now, republish=republish)
-                self._recovery.succeeded()
+                self._recovery.succeeded(now)
             except Exception as err:
                 self._failed("recover", err, now)
         elif self._recovery.due is None:
@@ -280,10 +280,13 @@ class _Recovery:
 
     due: float | None = None
     delay: float = RECOVER_FIRST_S
+    # When the last recovery succeeded: a new request waits `RECOVER_FIRST_S` from there,
+    # so messages that keep failing (a full disk) recover at most once a second.
+    done: float = -math.inf
 
     def request(self, now: float) -> None:
         if self.due is None:
-            self.due = now
+            self.due = max(now, self.done + RECOVER_FIRST_S)
 
     def due_at(self, now: float) -> bool:
         return self.due is not None and now >= self.due
@@ -292,8 +295,8 @@ class _Recovery:
         self.due = now + self.delay
         self.delay = min(RECOVER_MAX_S, 2 * self.delay)
 
-    def succeeded(self) -> None:
-        self.due, self.delay = None, RECOVER_FIRST_S
+    def succeeded(self, now: float) -> None:
+        self.due, self.delay, self.done = None, RECOVER_FIRST_S, now
 
 
 def _reason(err: Exception) -> str:
