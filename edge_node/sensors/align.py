@@ -25,6 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,22 @@ class Fill(StrEnum):
 
     HOLD = "hold"
     LINEAR = "linear"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def choice(kind: type[E], name: str, value: object) -> E:
+    """`value` as a member of `kind` (config files give plain strings).
+
+    Raises:
+        ValueError: `value` names no member, listing the ones there are.
+    """
+    try:
+        return kind(str(value))
+    except ValueError:
+        raise ValueError(f"{name} must be one of {[m.value for m in kind]}; "
+                         f"got {value!r}") from None
 
 
 def _positive(name: str, value: object, *, allow_inf: bool) -> None:
@@ -69,11 +86,7 @@ class AlignParams:
     def __post_init__(self) -> None:
         _positive("rate_hz", self.rate_hz, allow_inf=False)
         _positive("max_gap_s", self.max_gap_s, allow_inf=True)
-        try:
-            object.__setattr__(self, "fill", Fill(self.fill))
-        except ValueError:
-            raise ValueError(f"fill must be one of {[f.value for f in Fill]}; "
-                             f"got {self.fill!r}") from None
+        object.__setattr__(self, "fill", choice(Fill, "fill", self.fill))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from fedstream.edge_node.sensors.align import Aligned
+from fedstream.edge_node.sensors.align import Aligned, choice
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -72,11 +72,7 @@ class WindowParams:
     def __post_init__(self) -> None:
         _count("length", self.length)
         _count("stride", self.stride)
-        try:
-            object.__setattr__(self, "features", Features(self.features))
-        except ValueError:
-            raise ValueError(f"features must be one of {[f.value for f in Features]}; "
-                             f"got {self.features!r}") from None
+        object.__setattr__(self, "features", choice(Features, "features", self.features))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
