@@ -186,7 +186,7 @@ class UpdateReceiver:
                             base=meta.base_version)
             self.store.journal.record_update(row)
         except StoreError:
-            self._defer(meta.edge_id, update_id, now)
+            self._defer(meta.edge_id, update_id, due=now + FIRST_RETRY_S)
             raise
         self._receipt(row)  # the verdict is committed: answer it whatever counting does
         coord.on_update(row, now)
@@ -200,14 +200,15 @@ class UpdateReceiver:
             self.store.journal.record_update(row)
         except StoreError:
             if self.store.journal.chunk_indices(update_id):
-                self._defer(edge_id, update_id, 0.0)
+                self._defer(edge_id, update_id, due=0.0)  # at the next tick
             raise
         self._receipt(row, err.detail)
 
-    def _defer(self, edge_id: str, update_id: str, now: float) -> None:
-        """Keep a complete update whose verdict failed to be recorded, to retry it."""
+    def _defer(self, edge_id: str, update_id: str, *, due: float) -> None:
+        """Keep a complete update whose verdict is not recorded, to retry it from `due` on
+        (an entry already kept keeps its own wait)."""
         self._undecided.setdefault((edge_id, update_id),
-                                   _Retry(at=now + FIRST_RETRY_S, delay=FIRST_RETRY_S))
+                                   _Retry(at=due, delay=FIRST_RETRY_S))
 
     def _retry(self, key: tuple[str, str], retry: _Retry, now: float) -> None:
         """Try an undecided update again from its kept chunks; keep it, waiting longer, until
@@ -262,7 +263,7 @@ class UpdateReceiver:
         if runs:
             self._send(edge_id, MissingChunks(update_id=update_id, count=count, runs=runs))
         elif not self.intake.holds(edge_id, update_id):
-            self._defer(edge_id, update_id, now - FIRST_RETRY_S)
+            self._defer(edge_id, update_id, due=now)
 
     def _receipt(self, row: UpdateRow, detail: str = "") -> None:
         self._send(row.edge_id, Receipt(update_id=row.update_id, round_id=row.round_id,

@@ -1,5 +1,6 @@
-"""The MQTT adapter: the only module that imports paho. Connect with retries, QoS 1 publishes
-confirmed by PUBACK reason code, manual ack, and MQTT v5 request/response."""
+"""The MQTT adapter (with its helper `_puback.py`, the only place that imports paho): connect
+with retries, QoS 1 publishes confirmed by PUBACK reason code, manual ack, and MQTT v5
+request/response."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from fedstream.shared.errors import Reason, TransportError
+from fedstream.shared.protocol._puback import Batch
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.topics import Topic
 
@@ -44,39 +46,6 @@ class Inbound:
     mid: int
     response_topic: str | None = None
     correlation: bytes | None = None
-
-
-class _Batch:
-    """The PUBACKs one `publish_many` call waits for (guarded by the client's lock)."""
-
-    def __init__(self) -> None:
-        self.pending: dict[int, tuple[int, Topic]] = {}  # mid -> (send order, topic)
-        self.failures: list[tuple[int, Topic, ReasonCode]] = []
-        # The oldest unconfirmed item (in send order) and since when it is the oldest: its
-        # PUBACK is the one a caller waiting on each message in order would be waiting for.
-        self.head = 0
-        self.since = time.monotonic()
-        self._confirmed_after_head: set[int] = set()
-        # Set by the network thread once at most `limit` are pending (-1: nobody waits).
-        self.limit = -1
-        self.room = threading.Event()
-
-    def settle(self, seq: int, topic: Topic, code: ReasonCode) -> None:
-        """Record the PUBACK of item `seq`."""
-        if code.is_failure:
-            self.failures.append((seq, topic, code))
-        if seq != self.head:
-            self._confirmed_after_head.add(seq)
-            return
-        self.head += 1
-        while self.head in self._confirmed_after_head:
-            self._confirmed_after_head.remove(self.head)
-            self.head += 1
-        self.since = time.monotonic()
-
-    def failed_in_order(self) -> bool:
-        """True once a refused item has no unconfirmed item before it."""
-        return bool(self.failures) and min(self.failures)[0] < self.head
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +81,6 @@ class MqttClient:
                  on_reconnect: Callable[[], None] | None = None) -> None:
         self.client_id = client_id
         self.conn = conn
-        self._host, self._port, self._keepalive = conn.host, conn.port, conn.keepalive_s
         self._persistent, self._expiry = persistent, session_expiry_s
         self._on_inbound = on_message
         self._on_reconnect = on_reconnect
@@ -120,7 +88,7 @@ class MqttClient:
         self._connected = threading.Event()
         self._lock = threading.Lock()
         # PUBACK waits by message id; None marks the id of a publish whose wait was abandoned.
-        self._acks: dict[int, _Batch | None] = {}
+        self._acks: dict[int, Batch | None] = {}
         self._early: dict[int, ReasonCode] = {}
         self._replies: dict[bytes, Future[Inbound]] = {}
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -150,8 +118,9 @@ class MqttClient:
                 `connect_timeout_s`) has passed without a TCP connection,
                 or without a CONNACK after it.
         """
+        conn = self.conn
         if timeout_s is None:
-            timeout_s = self.conn.connect_timeout_s
+            timeout_s = conn.connect_timeout_s
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._expiry if self._persistent else 0
         retrying = tenacity.retry(
@@ -160,17 +129,17 @@ class MqttClient:
             stop=tenacity.stop_after_delay(timeout_s),
             reraise=True,
             before_sleep=lambda rs: log.info("retry_scheduled", op="connect",
-                                             attempt=rs.attempt_number, port=self._port),
+                                             attempt=rs.attempt_number, port=self.conn.port),
         )
         try:
-            retrying(self._client.connect)(self._host, self._port, keepalive=self._keepalive,
+            retrying(self._client.connect)(conn.host, conn.port, keepalive=conn.keepalive_s,
                                            clean_start=not self._persistent, properties=props)
         except socket.gaierror as err:
             raise TransportError(Reason.BROKER_UNKNOWN_HOST,
-                                 f"{self._host}:{self._port}: {err}") from err
+                                 f"{conn}: {err}") from err
         except TRANSIENT as err:
             raise TransportError(Reason.BROKER_UNREACHABLE,
-                                 f"{self._host}:{self._port}: {err}") from err
+                                 f"{conn}: {err}") from err
         # Set by the first CONNACK after this call, accepted or not (see _on_connect).
         self._connack: Future[ReasonCode] = Future()
         self._client.loop_start()
@@ -179,11 +148,11 @@ class MqttClient:
         except FutureTimeout as err:
             self._client.loop_stop()
             raise TransportError(Reason.BROKER_UNREACHABLE,
-                                 f"no CONNACK from {self._host}:{self._port}") from err
+                                 f"no CONNACK from {conn}") from err
         if code.is_failure:
             # paho would reconnect with the same refused credentials every few seconds.
             self._client.loop_stop()
-            raise TransportError(Reason.BROKER_REFUSED, f"{self._host}:{self._port}: {code}")
+            raise TransportError(Reason.BROKER_REFUSED, f"{conn}: {code}")
 
     @property
     def connected(self) -> bool:
@@ -239,7 +208,7 @@ class MqttClient:
                 refused or that went unconfirmed for `timeout_s` once it was the oldest
                 unconfirmed item (as if each PUBACK were awaited in turn).
         """
-        batch = _Batch()
+        batch = Batch()
         # Hand paho up to two windows and top up once half a window is confirmed, so its
         # queue never runs dry and this thread wakes once per half window.
         ahead = 2 * self._window if self._window > 0 else None
@@ -310,7 +279,7 @@ class MqttClient:
         self.publish_many([(Topic(to.response_topic), payload)], properties=props,
                           timeout_s=timeout_s)
 
-    def _await(self, batch: _Batch, limit: int, timeout_s: float) -> bool:
+    def _await(self, batch: Batch, limit: int, timeout_s: float) -> bool:
         """Wait until at most `limit` of `batch` are unconfirmed (True). False, to give up,
         once an item was refused with all before it confirmed, or the oldest unconfirmed item
         has waited `timeout_s`: where waiting on each PUBACK in turn would raise.
@@ -333,7 +302,7 @@ class MqttClient:
             batch.room.wait(left)
 
     def _send(self, topic: Topic, payload: bytes, *, retain: bool,
-              properties: Properties | None, batch: _Batch, seq: int) -> None:
+              properties: Properties | None, batch: Batch, seq: int) -> None:
         info = self._client.publish(str(topic), payload, qos=1, retain=retain,
                                     properties=properties)
         # NO_CONN is fine: paho keeps the message and sends it after reconnecting.
@@ -354,14 +323,14 @@ class MqttClient:
         # paho calls this again on every reconnect; only the first answer ends connect().
         first = not self._connack.done()
         if code.is_failure:
-            log.warning("broker_refused", client_id=self.client_id, port=self._port,
+            log.warning("broker_refused", client_id=self.client_id, port=self.conn.port,
                         reason=str(code))
             if first:
                 self._connack.set_result(code)
             return
         for sub in self._subscriptions:
             client.subscribe(str(sub), qos=1)
-        log.debug("broker_connected", client_id=self.client_id, port=self._port)
+        log.debug("broker_connected", client_id=self.client_id, port=self.conn.port)
         self._connected.set()
         if first:
             self._connack.set_result(code)

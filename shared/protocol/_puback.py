@@ -1,0 +1,43 @@
+"""The PUBACKs one `MqttClient.publish_many` call waits for, in send order."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from paho.mqtt.reasoncodes import ReasonCode
+
+from fedstream.shared.protocol.topics import Topic
+
+
+class Batch:
+    """The PUBACKs one `publish_many` call waits for (guarded by the client's lock)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, tuple[int, Topic]] = {}  # mid -> (send order, topic)
+        self.failures: list[tuple[int, Topic, ReasonCode]] = []
+        # The oldest unconfirmed item (in send order) and since when it is the oldest: its
+        # PUBACK is the one a caller waiting on each message in order would be waiting for.
+        self.head = 0
+        self.since = time.monotonic()
+        self._confirmed_after_head: set[int] = set()
+        # Set by the network thread once at most `limit` are pending (-1: nobody waits).
+        self.limit = -1
+        self.room = threading.Event()
+
+    def settle(self, seq: int, topic: Topic, code: ReasonCode) -> None:
+        """Record the PUBACK of item `seq`."""
+        if code.is_failure:
+            self.failures.append((seq, topic, code))
+        if seq != self.head:
+            self._confirmed_after_head.add(seq)
+            return
+        self.head += 1
+        while self.head in self._confirmed_after_head:
+            self._confirmed_after_head.remove(self.head)
+            self.head += 1
+        self.since = time.monotonic()
+
+    def failed_in_order(self) -> bool:
+        """True once a refused item has no unconfirmed item before it."""
+        return bool(self.failures) and min(self.failures)[0] < self.head
