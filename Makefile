@@ -36,9 +36,13 @@ mosquitto:
 	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q mosquitto; }
 
 # Default stack: torch 2.8 with its matching Intel Extension for PyTorch 2.8.0.
+# Both stacks install aeon 1.6.0 without its dependencies only for its bundled data files (the
+# BasicMotions .ts archive the sensor replay and the sensor_archive source read as text): the
+# package is never imported.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[ipex,dev]'
+	$(VENV)/bin/pip install -q --no-deps 'aeon==1.6.0'
 	touch $@
 
 # Stock stack: the CPU wheel of torch 2.13.0, no IPEX. Pinned exactly: a looser spec pulls
@@ -47,6 +51,7 @@ $(STOCK_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(STOCK_VENV)
 	$(STOCK_VENV)/bin/pip install -q 'torch==2.13.0'
 	$(STOCK_VENV)/bin/pip install -q -e '.[dev]'
+	$(STOCK_VENV)/bin/pip install -q --no-deps 'aeon==1.6.0'
 	touch $@
 
 clean:

@@ -26,8 +26,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fedstream.edge_node.sensors.align import AlignParams, Fill, align
-from fedstream.edge_node.sensors.windows import Features, WindowParams, windows
+from fedstream.shared.learning.series.align import AlignParams, Fill, align
+from fedstream.shared.learning.series.windows import Features, WindowParams, windows
 
 CHANNELS, RATE_HZ, SECONDS, LENGTH, STRIDE = 8, 50.0, 3600.0, 128, 64
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from fedstream.shared.config import Section, ServiceConfig, state_dir_field
+from fedstream.shared.errors import ProtocolError
+from fedstream.shared.protocol.arch import Architecture, Param, TaskKind
 from fedstream.shared.protocol.chunks import DEFAULT_CHUNK_SIZE
 
 
@@ -16,6 +18,47 @@ class SourceConfig(Section):
 
     name: str = "digits"
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+DEFAULT_MLP: dict[str, Param] = {"hidden": (100, 100)}
+
+
+class ArchitectureConfig(Section):
+    """The model the federation trains, by family; it travels in every manifest, so edges
+    build the same model without configuring it."""
+
+    family: str = Field(default="mlp", description="mlp, cnn1d, gru, transformer or a plug-in")
+    input_shape: tuple[int, ...] = Field(default=(64,), min_length=1, max_length=3,
+                                         description="how a sample's feature row is read: "
+                                                     "[features] or [channels, steps]")
+    task: TaskKind = TaskKind.CLASSIFICATION
+    outputs: int = Field(default=10, ge=1, description="classes, or predicted values")
+    # Checked (and lists made tuples) by `Architecture`, the one check the manifest also gets.
+    params: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_MLP))
+
+    @field_validator("params", mode="after")
+    @classmethod
+    def _lists_as_tuples(cls, params: dict[str, Any]) -> dict[str, Any]:
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+
+    @model_validator(mode="after")
+    def _valid(self) -> ArchitectureConfig:
+        self.build()  # raises ValueError (as ProtocolError) for pydantic to report
+        return self
+
+    @classmethod
+    def of(cls, arch: Architecture) -> ArchitectureConfig:
+        """The config table that describes `arch`."""
+        return cls(family=arch.family, input_shape=arch.input_shape, task=arch.task,
+                   outputs=arch.outputs, params=dict(arch.params))
+
+    def build(self) -> Architecture:
+        """The architecture value the manifest carries."""
+        try:
+            return Architecture(family=self.family, input_shape=tuple(self.input_shape),
+                                task=self.task, outputs=self.outputs, params=self.params)
+        except ProtocolError as err:
+            raise ValueError(err.detail) from err
 
 
 class RoundConfig(Section):
@@ -39,6 +82,15 @@ class RoundConfig(Section):
                                            "this many versions before the current one")
     session_s: float = Field(default=3600.0, gt=0,
                              description="async sessions: how long one runs unless stopped")
+    max_windows: int = Field(default=0, ge=0, le=1 << 40,
+                             description="edges train on at most their newest N samples "
+                                         "(windows of a sensor stream); 0: all")
+    max_age_s: float = Field(default=0.0, ge=0, le=1e12,
+                             description="sensor edges train only on windows from the last T "
+                                         "seconds of their stream; 0: all")
+    min_samples: int = Field(default=1, ge=1, le=1 << 40,
+                             description="an edge with fewer samples declines the round "
+                                         "(too_little_data) instead of sending an update")
 
 
 class IntakeConfig(Section):
@@ -126,7 +178,7 @@ class InferenceConfig(Section):
 class CloudConfig(ServiceConfig):
     """Everything `fedstream cloud run` needs."""
 
-    layers: tuple[int, ...] = Field(default=(64, 100, 100, 10), min_length=2)
+    architecture: ArchitectureConfig = ArchitectureConfig()
     seed: int = 0
     strategy: str = "fedavg"
     strategy_params: dict[str, int | float | str | bool | None] = Field(default_factory=dict)
@@ -141,3 +193,20 @@ class CloudConfig(ServiceConfig):
     intake: IntakeConfig = IntakeConfig()
     continual: ContinualConfig = ContinualConfig()
     inference: InferenceConfig = InferenceConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_layers(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "layers" in data:
+            raise ValueError("'layers' was replaced by the [architecture] table: family = "
+                             "\"mlp\", input_shape = [inputs], outputs = classes, "
+                             "params.hidden = [hidden sizes]")
+        return data
+
+    @model_validator(mode="after")
+    def _labelled_continual(self) -> CloudConfig:
+        # The cloud's own data (replay buffer, evaluation windows, data batches) is labelled.
+        if self.continual.enabled and self.architecture.task is not TaskKind.CLASSIFICATION:
+            raise ValueError("continual learning needs a classification model: the cloud's "
+                             "own data holds class labels, not regression targets")
+        return self

@@ -17,7 +17,10 @@ from fedstream.cloud.data_intake import DataIntake
 from fedstream.cloud.forgetting import Evals, ForgettingMetrics, metrics_of
 from fedstream.cloud.gate import Verdict, judge
 from fedstream.cloud.replay import Arrays
-from fedstream.shared.learning.model import accuracy, build_mlp, load_tensors
+from fedstream.shared.learning.model import load_tensors
+from fedstream.shared.learning.models import build_model
+from fedstream.shared.learning.tasks import evaluate, task_for
+from fedstream.shared.protocol.arch import Architecture
 
 if TYPE_CHECKING:  # the tuner is built by the service; this module only calls it
     from fedstream.cloud.finetune import FineTuner
@@ -40,16 +43,19 @@ class ContinualStage:
 
     Args:
         data: The replay buffer and evaluation windows.
-        layers: The model's layer sizes.
+        arch: The model's architecture; its task's primary metric is what windows are scored
+            and judged in.
         cfg: The `continual` config (fine-tuning and gate tolerances).
         tuner: Runs the fine-tuning; None when `finetune.steps` is 0.
     """
 
-    def __init__(self, *, data: DataIntake, layers: Sequence[int], cfg: ContinualConfig,
+    def __init__(self, *, data: DataIntake, arch: Architecture, cfg: ContinualConfig,
                  tuner: FineTuner | None) -> None:
         self.data, self.cfg, self.tuner = data, cfg, tuner
-        self._model = build_mlp(layers)
-        self._cols = layers[0]
+        self._model = build_model(arch)
+        self._task = task_for(arch.task)
+        self.metric = self._task.primary
+        self._cols = arch.features
 
     def refine(self, tensors: list[torch.Tensor], *,
                seed: int) -> tuple[list[torch.Tensor], dict[str, str | int | float]]:
@@ -72,15 +78,17 @@ class ContinualStage:
         return result.tensors, info
 
     def score(self, tensors: Sequence[torch.Tensor]) -> dict[str, float]:
-        """Accuracy on the evaluation rows of every window that has at least `min_window_rows`
-        of them, oldest first (a handful of rows would make the gate a coin flip)."""
+        """The primary metric on the evaluation rows of every window that has at least
+        `min_window_rows` of them, oldest first (a handful of rows would make the gate a coin
+        flip)."""
         load_tensors(self._model, list(tensors))
         scores: dict[str, float] = {}
         for name in self.data.windows.names():
             (x, y), _ = self.data.windows.parts(name, self.cfg.eval_fraction)
             if len(y) >= self.cfg.min_window_rows:
-                scores[name] = round(accuracy(self._model, torch.from_numpy(x.copy()),
-                                              torch.from_numpy(y.copy())), 4)
+                scored = evaluate(self._model, self._task, torch.from_numpy(x.copy()),
+                                  torch.from_numpy(y.copy()))
+                scores[name] = round(scored[self.metric.name], 4)
         return scores
 
     def measure(self, tensors: Sequence[torch.Tensor],
@@ -88,7 +96,7 @@ class ContinualStage:
         """A model's scores per window and its forgetting metrics against the served
         versions' rows."""
         evals = self.score(tensors)
-        return evals, metrics_of(history, evals, list(evals))
+        return evals, metrics_of(history, evals, list(evals), metric=self.metric)
 
     def assess(self, candidate: Sequence[torch.Tensor], serving: Sequence[torch.Tensor],
                history: Sequence[Evals]) -> Assessment:
@@ -98,7 +106,8 @@ class ContinualStage:
         serving_evals, order = self.score(serving), list(evals)
         gate = self.cfg.gate
         verdict = judge(evals, serving_evals, order, tolerance_newest=gate.tolerance_newest,
-                        tolerance_past=gate.tolerance_past) if gate.enabled else Verdict(
+                        tolerance_past=gate.tolerance_past,
+                        metric=self.metric) if gate.enabled else Verdict(
             promote=True, reason=None, detail="gate disabled")
         return Assessment(evals=evals, serving_evals=serving_evals, metrics=metrics,
                           verdict=verdict)

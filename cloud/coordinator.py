@@ -78,7 +78,7 @@ class Coordinator:
 
     @classmethod
     def open(cls, *, cfg: CloudConfig, store: CloudStore,
-             evaluate: Callable[[list[torch.Tensor]], float],
+             evaluate: Callable[[list[torch.Tensor]], dict[str, float]],
              publish_model: Callable[[ModelVersion], int],
              publish_round: Callable[[RoundState], None],
              stage: ContinualStage | None = None) -> Coordinator:
@@ -87,7 +87,7 @@ class Coordinator:
         Args:
             cfg: Cloud configuration.
             store: Journal, spool and model files.
-            evaluate: Accuracy of a set of model tensors on the held-out split.
+            evaluate: Every metric of the task for a set of model tensors on the held-out split.
             publish_model: Makes a version the current global model (retained on the
                 broker) and returns the bytes of its blob.
             publish_round: Announces a round state (retained on the broker).
@@ -144,9 +144,20 @@ class Coordinator:
                  received=state.received, mode=state.mode)
         self._policies[state.mode].resume(now, self._model_bytes)
 
-    def on_status(self, status: EdgeStatus) -> None:
-        """Track which edges are online (the selection for the next round)."""
+    def on_status(self, status: EdgeStatus, now: float) -> None:
+        """Track which edges are online (the selection for the next round); an edge that
+        declines the open sync round is no longer waited for."""
         self.edges[status.edge_id] = status
+        state = self._round
+        if state is None or not status.declined or status.declined != state.round_id:
+            return
+        declined = rounds.record_decline(state, status.edge_id, status.decline_reason)
+        if declined is None:
+            return
+        log.info("round_declined", round_id=state.round_id, edge_id=status.edge_id,
+                 reason=status.decline_reason, expected=declined.expected)
+        self.set_round(declined)
+        self._policies[declined.mode].tick(now)
 
     def start_round(self, now: float, request: RoundStart | None = None) -> RoundState:
         """Open a sync round for the selected online edges, or an async session.
@@ -180,7 +191,10 @@ class Coordinator:
                 epochs=_given(request.epochs, defaults.epochs),
                 lr=_given(request.lr, defaults.lr),
                 momentum=_given(request.momentum, defaults.momentum),
-                batch_size=_given(request.batch_size, defaults.batch_size))
+                batch_size=_given(request.batch_size, defaults.batch_size),
+                max_windows=_given(request.max_windows, defaults.max_windows),
+                max_age_s=_given(request.max_age_s, defaults.max_age_s),
+                min_samples=_given(request.min_samples, defaults.min_samples))
         except ValueError as err:
             raise FedstreamError(Reason.BAD_CONFIG, str(err)) from err
         codec = _given(request.codec, defaults.codec)

@@ -36,6 +36,7 @@ def load_data_dir(path: Path, *, cols: int, label_column: str = "label") -> list
         if data.features.shape[1] != cols:
             raise ConfigError(Reason.BAD_DATA, f"{file}: {data.features.shape[1]} feature "
                               f"columns, expected {cols}")
+        assert data.labels is not None  # both readers give class labels
         loaded.append((file.stem, data.features, data.labels))
     return loaded
 
@@ -53,7 +54,7 @@ def _load_npz(file: Path) -> Dataset:
         raise ConfigError(Reason.BAD_DATA, f"{file}: 'x' must be float and 'y' integer, "
                           f"got {x.dtype} and {y.dtype}")
     try:
-        return Dataset(x.astype(np.float32), y.astype(np.int64),
+        return Dataset(features=x.astype(np.float32), labels=y.astype(np.int64),
                        num_classes=max(int(y.max(initial=0)) + 1, 1))
     except ConfigError as err:
         raise ConfigError(Reason.BAD_DATA, f"{file}: {err.detail}") from err

@@ -42,16 +42,16 @@ class DataIntake:
     def open(cls, cfg: CloudConfig, store: CloudStore) -> DataIntake:
         """The replay buffer and evaluation windows under the cloud's `data_dir`, with the
         configured data directory's files loaded once (the journal remembers which)."""
-        cont = cfg.continual
+        cont, arch = cfg.continual, cfg.architecture.build()
         intake = cls(
             replay=ReplayBuffer(cfg.data_dir / "replay.db", capacity=cont.replay_capacity,
-                                cols=cfg.layers[0], seed=cfg.seed),
+                                cols=arch.features, seed=cfg.seed),
             windows=EvalWindows(cfg.data_dir / "windows.db", window_s=cont.window_s,
                                 max_rows_per_window=cont.max_rows_per_window),
-            features=cfg.layers[0], classes=cfg.layers[-1], eval_fraction=cont.eval_fraction)
+            features=arch.features, classes=arch.outputs, eval_fraction=cont.eval_fraction)
         if cont.data_dir is not None:
             loaded = set(json.loads(store.journal.meta("data_files_loaded") or "[]"))
-            for name, x, y in load_data_dir(cont.data_dir, cols=cfg.layers[0]):
+            for name, x, y in load_data_dir(cont.data_dir, cols=arch.features):
                 if name not in loaded:
                     intake.add(x, y, time.time(), window=name)
                     loaded.add(name)

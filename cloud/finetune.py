@@ -20,8 +20,16 @@ from fedstream.cloud.config import FinetuneConfig
 from fedstream.cloud.replay import Arrays, check_batch
 from fedstream.shared.learning.backends import Backend, select_backend
 from fedstream.shared.learning.isa import bf16_isa, onednn_isa
-from fedstream.shared.learning.model import build_mlp, load_tensors, tensors_of
-from fedstream.shared.learning.training import Batch, Penalty, prepare_sgd, train_steps
+from fedstream.shared.learning.model import load_tensors, tensors_of
+from fedstream.shared.learning.models import build_model
+from fedstream.shared.learning.training import (
+    Batch,
+    Penalty,
+    prepare_sgd,
+    probe_batch,
+    train_steps,
+)
+from fedstream.shared.protocol.arch import Architecture
 
 log = structlog.get_logger(__name__)
 
@@ -110,13 +118,15 @@ def mixed_batches(fresh: Batch, replay: Batch, *, batch_size: int, replay_ratio:
 
 def fisher_diagonal(model: nn.Module, features: torch.Tensor,
                     labels: torch.Tensor) -> list[torch.Tensor]:
-    """Diagonal empirical Fisher of an MLP's parameters, scaled so its largest entry is 1.
+    """Diagonal empirical Fisher of a classifier's parameters, scaled so its largest entry is 1.
 
     F is the mean over samples of each sample's squared gradient of log p(label | x). Per
     sample, not per mini-batch: squaring a batch's mean gradient lets samples cancel and
-    shrinks F by up to the batch size. The per-sample squares come exactly from one backward
-    pass: a Linear layer's gradient for sample i is the outer product of δᵢ (the gradient at
-    its output) and aᵢ (its input), so Σᵢ (δᵢ aᵢᵀ)² = (δ²)ᵀ a².
+    shrinks F by up to the batch size. For a model whose parameters all sit in `nn.Linear`
+    layers (an MLP) the per-sample squares come exactly from one backward pass: a Linear
+    layer's gradient for sample i is the outer product of δᵢ (the gradient at its output) and
+    aᵢ (its input), so Σᵢ (δᵢ aᵢᵀ)² = (δ²)ᵀ a². Any other model (convolutions, recurrent or
+    attention layers) takes one backward pass per sample, which gives the same value.
 
     Scaled to max 1, not mean 1: entries span three orders of magnitude (the output bias
     dominates), and at mean 1 the top ones made `lr · anchor_weight · F` exceed SGD's
@@ -125,22 +135,31 @@ def fisher_diagonal(model: nn.Module, features: torch.Tensor,
     is stable wherever L2-SP with the same weight is.
 
     Args:
-        model: An MLP whose parameters all sit in `nn.Linear` layers and require grad (as a
-            freshly built one's do); not modified. Call it with grad enabled.
+        model: A classifier whose parameters require grad (as a freshly built one's do); not
+            modified. Call it with grad enabled.
         features: Inputs [N, D], N >= 1.
         labels: Class labels [N].
 
     Returns:
-        One tensor per parameter, in `model.parameters()` order (spec order for an MLP).
+        One tensor per parameter, in `model.parameters()` order (spec order for the built-in
+        families).
 
     Raises:
-        ValueError: No samples, or parameters outside `nn.Linear` layers.
+        ValueError: No samples.
     """
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if len(list(model.parameters())) != sum(len(list(m.parameters())) for m in linears):
-        raise ValueError("fisher_diagonal needs every parameter in an nn.Linear layer")
     if len(labels) == 0:
         raise ValueError("fisher_diagonal needs at least one sample")
+    linears: list[nn.Module] = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if len(list(model.parameters())) == sum(len(list(m.parameters())) for m in linears):
+        fisher = _linear_fisher(model, linears, features, labels)
+    else:
+        fisher = _sample_fisher(model, features, labels)
+    top = max(float(f.max()) for f in fisher)
+    return [f / top for f in fisher] if top > 0 else fisher
+
+
+def _linear_fisher(model: nn.Module, linears: list[nn.Module], features: torch.Tensor,
+                   labels: torch.Tensor) -> list[torch.Tensor]:
     seen: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def keep(layer: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
@@ -158,12 +177,23 @@ def fisher_diagonal(model: nn.Module, features: torch.Tensor,
     squares: dict[torch.Tensor, torch.Tensor] = {}
     for layer, delta in zip(linears, deltas, strict=True):
         d2 = delta.square()
-        squares[layer.weight] = d2.T @ seen[layer][0].square()
-        if layer.bias is not None:
-            squares[layer.bias] = d2.sum(dim=0)
-    fisher = [squares[p] for p in model.parameters()]
-    top = max(float(f.max()) for f in fisher)
-    return [f / top for f in fisher] if top > 0 else fisher
+        weight, bias = layer.weight, layer.bias
+        assert isinstance(weight, torch.Tensor)
+        squares[weight] = d2.T @ seen[layer][0].square()
+        if isinstance(bias, torch.Tensor):
+            squares[bias] = d2.sum(dim=0)
+    return [squares[p] for p in model.parameters()]
+
+
+def _sample_fisher(model: nn.Module, features: torch.Tensor,
+                   labels: torch.Tensor) -> list[torch.Tensor]:
+    params = list(model.parameters())
+    total = [torch.zeros_like(p) for p in params]
+    for i in range(len(labels)):
+        loss = functional.cross_entropy(model(features[i:i + 1]), labels[i:i + 1])
+        for acc, grad in zip(total, torch.autograd.grad(loss, params), strict=True):
+            acc.add_(grad.square())
+    return total
 
 
 def anchor_penalty(weight: float, centre: Sequence[torch.Tensor],
@@ -193,7 +223,7 @@ def anchor_penalty(weight: float, centre: Sequence[torch.Tensor],
     return penalty
 
 
-def trained_layout(layers: Sequence[int], tensors: Sequence[torch.Tensor],
+def trained_layout(arch: Architecture, tensors: Sequence[torch.Tensor],
                    backend: Backend) -> list[torch.Tensor]:
     """Spec-order `tensors` as fp32 copies laid out like the backend's trained parameters.
 
@@ -202,16 +232,8 @@ def trained_layout(layers: Sequence[int], tensors: Sequence[torch.Tensor],
     the same way lines them up element by element, padding included (zero in both); θ₀ is
     then rounded to bf16 exactly as the trained copy of it is, so the anchor is zero at start.
     """
-    model, _ = prepare_sgd(layers, tensors, backend, lr=1.0, momentum=0.0)
+    model, _ = prepare_sgd(arch, tensors, backend, lr=1.0, momentum=0.0)
     return [p.detach().to(torch.float32) for p in model.parameters()]
-
-
-def _probe(layers: Sequence[int], batch_size: int,
-           seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch_size, layers[0], generator=gen)
-    y = torch.randint(layers[-1], (batch_size,), generator=gen)
-    return build_mlp(layers, seed=seed), x, y
 
 
 class FineTuner:
@@ -224,7 +246,7 @@ class FineTuner:
     stock torch's oneDNN (IPEX bundles its own build, which picks from the same CPU flags).
 
     Args:
-        layers: MLP layer sizes.
+        arch: The model's architecture (a classification model: the cloud's data is labelled).
         params: The `continual.finetune` config section.
         seed: Seeds the probe model and inputs that backends are timed on.
         probe_onednn: Ask oneDNN for its ISA in fp32 too.
@@ -233,11 +255,11 @@ class FineTuner:
         ConfigError: BACKEND_UNAVAILABLE, UNKNOWN_NAME or BAD_CONFIG from `select_backend`.
     """
 
-    def __init__(self, layers: Sequence[int], params: FinetuneConfig, seed: int, *,
+    def __init__(self, arch: Architecture, params: FinetuneConfig, seed: int, *,
                  probe_onednn: bool = False) -> None:
-        self.layers, self.params = tuple(layers), params
+        self.arch, self.params = arch, params
         choice = select_backend(preference=params.backend, precision=params.precision,
-                                probe=lambda: _probe(self.layers, params.batch_size, seed))
+                                probe=lambda: probe_batch(arch, params.batch_size, seed))
         self.backend: Backend = choice.backend
         self.reason = choice.reason
         cpu_bf16 = bf16_isa(choice.cpu)
@@ -279,11 +301,12 @@ class FineTuner:
                                 steps=0, loss=0.0, began=began)
         gen = torch.Generator().manual_seed(seed)
         penalty = self._anchor(start, fresh_t, replay_t, gen)
-        model, optimizer = prepare_sgd(self.layers, start, self.backend, lr=p.lr,
+        model, optimizer = prepare_sgd(self.arch, start, self.backend, lr=p.lr,
                                        momentum=p.momentum)
         batches = mixed_batches(fresh_t, replay_t, batch_size=p.batch_size,
                                 replay_ratio=p.replay_ratio, steps=p.steps, generator=gen)
-        stats = train_steps(model, optimizer, self.backend, batches, penalty=penalty)
+        stats = train_steps(model, optimizer, self.backend, batches, arch=self.arch,
+                            penalty=penalty)
         # state_dict() gives fp32 master weights even when IPEX trains in bf16.
         result = self._result(tensors_of(model), steps=stats.steps, loss=stats.loss,
                               began=began)
@@ -291,9 +314,9 @@ class FineTuner:
         return result
 
     def _tensors(self, arrays: Arrays) -> Batch:
-        x, y = check_batch(*arrays, cols=self.layers[0])
-        if len(y) and (y.min() < 0 or y.max() >= self.layers[-1]):
-            raise ValueError(f"labels must lie in [0, {self.layers[-1]}), "
+        x, y = check_batch(*arrays, cols=self.arch.features)
+        if len(y) and (y.min() < 0 or y.max() >= self.arch.outputs):
+            raise ValueError(f"labels must lie in [0, {self.arch.outputs}), "
                              f"got [{y.min()}, {y.max()}]")
         # Copies: the arrays may be read-only views, which torch cannot share.
         return torch.tensor(x), torch.tensor(y)
@@ -306,14 +329,14 @@ class FineTuner:
         importance = None
         if kind == "ewc":
             # The Fisher of the start model itself, so it is estimated in fp32 on the plain
-            # MLP whatever the training backend: a property of the aggregate, not of kernels.
+            # model whatever the training backend: a property of the aggregate, not of kernels.
             x, y = torch.cat((fresh[0], replay[0])), torch.cat((fresh[1], replay[1]))
             pick = torch.randperm(len(y), generator=gen)[:FISHER_SAMPLES]
-            plain = build_mlp(self.layers)
+            plain = build_model(self.arch)
             load_tensors(plain, start)
             fisher = fisher_diagonal(plain, x[pick], y[pick])
-            importance = trained_layout(self.layers, fisher, self.backend)
-        return anchor_penalty(weight, trained_layout(self.layers, start, self.backend),
+            importance = trained_layout(self.arch, fisher, self.backend)
+        return anchor_penalty(weight, trained_layout(self.arch, start, self.backend),
                               importance)
 
     def _onednn_impl(self) -> str:

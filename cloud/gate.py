@@ -3,7 +3,8 @@
 Both models are scored on the same evaluation windows at the same moment, so a window that
 just arrived counts for both. The candidate is refused if it loses more than a tolerance on
 the newest window (what the fleet sees now) or on the mean of the past windows (what it must
-not forget).
+not forget). "Loses" is measured in the task's primary metric, in its own units, and in the
+direction the metric says is better: a drop of accuracy, a rise of mean absolute error.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from fedstream.cloud.forgetting import Evals
 from fedstream.shared.errors import Reason
+from fedstream.shared.learning.metrics import Metric
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,8 +27,16 @@ class Verdict:
 
 
 def judge(candidate: Evals, serving: Evals, order: Sequence[str], *, tolerance_newest: float,
-          tolerance_past: float) -> Verdict:
+          tolerance_past: float, metric: Metric) -> Verdict:
     """Compare a candidate with the serving model on the windows in `order` (oldest first).
+
+    Args:
+        candidate: The candidate's score per window.
+        serving: The serving model's score per window.
+        order: The windows, oldest first.
+        tolerance_newest: Largest loss allowed on the newest window, in the metric's units.
+        tolerance_past: Largest loss allowed on the mean of the past windows.
+        metric: What the scores are, and which way is better.
 
     Raises:
         ValueError: a row lacks a window of `order`.
@@ -37,18 +47,19 @@ def judge(candidate: Evals, serving: Evals, order: Sequence[str], *, tolerance_n
     if not order:
         return Verdict(promote=True, reason=None, detail="no evaluation windows yet")
     newest, past = order[-1], order[:-1]
-    drop = serving[newest] - candidate[newest]
-    if drop > tolerance_newest:
+    if metric.loss_of(serving[newest], candidate[newest]) > tolerance_newest:
         return Verdict(promote=False, reason=Reason.REGRESSED_NEWEST,
-                       detail=f"window {newest}: {candidate[newest]:.4f} vs serving "
+                       detail=f"window {newest}: {metric.name} {candidate[newest]:.4f} vs serving "
                               f"{serving[newest]:.4f} (tolerance {tolerance_newest})")
     if past:
         mean_candidate = sum(candidate[w] for w in past) / len(past)
         mean_serving = sum(serving[w] for w in past) / len(past)
-        if mean_serving - mean_candidate > tolerance_past:
+        if metric.loss_of(mean_serving, mean_candidate) > tolerance_past:
             return Verdict(promote=False, reason=Reason.REGRESSED_PAST,
-                           detail=f"{len(past)} past windows: mean {mean_candidate:.4f} vs "
+                           detail=f"{len(past)} past windows: mean {metric.name} "
+                                  f"{mean_candidate:.4f} vs "
                                   f"serving {mean_serving:.4f} (tolerance {tolerance_past})")
     return Verdict(promote=True, reason=None,
-                   detail=f"newest {candidate[newest]:.4f} vs {serving[newest]:.4f} over "
+                   detail=f"newest {metric.name} {candidate[newest]:.4f} vs "
+                          f"{serving[newest]:.4f} over "
                           f"{len(order)} windows")

@@ -23,7 +23,8 @@ from fedstream.cloud.strategies import STRATEGIES
 from fedstream.cloud.strategies.base import Strategy
 from fedstream.cloud.versions import ModelVersion, VersionRegistry
 from fedstream.shared.errors import FedstreamError, Reason
-from fedstream.shared.learning.model import build_mlp, spec_of, tensors_of
+from fedstream.shared.learning.model import spec_of, tensors_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.protocol.blobs import decode_with
 from fedstream.shared.protocol.control import VersionStatus
 
@@ -61,7 +62,7 @@ class ModelKeeper:
     Args:
         cfg: Cloud configuration.
         store: Journal, spool and model files.
-        evaluate: Accuracy of a set of model tensors on the held-out split.
+        evaluate: Every metric of the task for a set of model tensors on the held-out split.
         publish_model: Makes a version the served model (retained on the broker) and returns
             the bytes of its blob.
         strategy: The aggregation strategy.
@@ -72,7 +73,7 @@ class ModelKeeper:
     """
 
     def __init__(self, *, cfg: CloudConfig, store: CloudStore,
-                 evaluate: Callable[[list[torch.Tensor]], float],
+                 evaluate: Callable[[list[torch.Tensor]], dict[str, float]],
                  publish_model: Callable[[ModelVersion], int], strategy: Strategy,
                  registry: VersionRegistry, current: ModelVersion,
                  server_state: ServerState | None, stage: ContinualStage | None) -> None:
@@ -85,7 +86,7 @@ class ModelKeeper:
 
     @classmethod
     def open(cls, *, cfg: CloudConfig, store: CloudStore,
-             evaluate: Callable[[list[torch.Tensor]], float],
+             evaluate: Callable[[list[torch.Tensor]], dict[str, float]],
              publish_model: Callable[[ModelVersion], int],
              stage: ContinualStage | None = None) -> ModelKeeper:
         """The keeper of the versions in `store`; a new store gets the seeded initial model
@@ -95,14 +96,14 @@ class ModelKeeper:
             ConfigError: unknown_name or bad_config for the configured strategy.
         """
         strategy = STRATEGIES.build(cfg.strategy, **cfg.strategy_params)
-        initial = build_mlp(cfg.layers, seed=cfg.seed)
+        initial = build_model(cfg.architecture.build(), seed=cfg.seed)
         registry = VersionRegistry(store, spec_of(initial))
         served = registry.served()
         if served is None:
             tensors = tensors_of(initial)
             scores = stage.score(tensors) if stage is not None else {}
             first = ModelVersion(version=0, parent=None, tensors=tensors,
-                                 metrics={"accuracy": round(evaluate(tensors), 4)})
+                                 metrics=_rounded(evaluate(tensors)))
             registry.save(first, None, round_id="", evals=scores,
                           lineage={"origin": "initial", "seed": cfg.seed})
             served = (first, None)
@@ -159,7 +160,7 @@ class ModelKeeper:
         it is only evaluated on the held-out set."""
         if self.stage is not None:
             tensors, tuned = self.stage.refine(tensors, seed=self.cfg.seed * 100_003 + number)
-        metrics: dict[str, float | int | str] = {"accuracy": round(self._evaluate(tensors), 4)}
+        metrics: dict[str, float | int | str] = dict(_rounded(self._evaluate(tensors)))
         if self.stage is None:
             return Judged(tensors=tensors, metrics=metrics)
         assessed = self.stage.assess(tensors, self.current.tensors,
@@ -218,3 +219,8 @@ class ModelKeeper:
         self.current, self.server_state = new, state
         self.publish_model(new)
         return new
+
+
+def _rounded(scores: Mapping[str, float]) -> dict[str, float]:
+    """Scores as the registry and manifests show them (4 decimals)."""
+    return {k: round(v, 4) for k, v in scores.items()}

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.blobs import encode_blob
 from fedstream.shared.protocol.messages import BlobHeader, Manifest, ModelChunk, Spec
 from fedstream.shared.protocol.mqtt import MqttClient
@@ -17,9 +18,9 @@ class ModelPublisher:
     """Makes a model version the retained global model of one federation."""
 
     def __init__(self, *, mqtt: MqttClient, topics: Topics, model: str, spec: Spec,
-                 layers: Sequence[int], chunk_size: int) -> None:
+                 arch: Architecture, chunk_size: int) -> None:
         self._mqtt, self._topics, self._model = mqtt, topics, model
-        self._spec, self._layers, self._chunk_size = spec, tuple(layers), chunk_size
+        self._spec, self._arch, self._chunk_size = spec, arch, chunk_size
         self._previous: tuple[int, BlobHeader] | None = None
 
     def publish(self, *, version: int, parent: int | None, tensors: Sequence[torch.Tensor],
@@ -40,7 +41,7 @@ class ModelPublisher:
              for i, view in enumerate(enc.chunks)),
             retain=True)
         manifest = Manifest(model=self._model, version=version, parent=parent,
-                            header=enc.header, layers=self._layers, metrics=metrics)
+                            header=enc.header, arch=self._arch, metrics=metrics)
         self._mqtt.publish(self._topics.manifest(self._model), wire.pack(manifest), retain=True)
         if self._previous is not None:
             old_version, old = self._previous

@@ -140,6 +140,16 @@ def record_update(state: RoundState) -> RoundState:
                                received=state.received + 1)
 
 
+def record_decline(state: RoundState, edge_id: str, reason: str) -> RoundState | None:
+    """A selected edge of a sync round will not send an update (too little data); the round
+    no longer waits for it. None when nothing changes: another mode, an edge not selected or
+    already declined, a round no longer collecting."""
+    if (state.is_async or state.terminal or state.status is RoundStatus.AGGREGATING
+            or edge_id not in state.selection or edge_id in state.declined):
+        return None
+    return dataclasses.replace(state, declined={**state.declined, edge_id: reason})
+
+
 def should_close(state: RoundState, now: float) -> bool:
     """Every selected edge answered, or the deadline passed (an async session: the deadline)."""
     return not state.terminal and state.status is not RoundStatus.AGGREGATING and (

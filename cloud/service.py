@@ -182,7 +182,7 @@ class CloudService:
         if not msg.payload:  # a cleared retained status
             return
         status = wire.expect(msg.payload, EdgeStatus)
-        self.coordinator.on_status(status)
+        self.coordinator.on_status(status, time.time())
         log.info("edge_seen", edge_id=status.edge_id, online=status.online,
                  version=status.version, backend=status.backend.get("name"))
 

@@ -21,9 +21,12 @@ from fedstream.cloud.publisher import ModelPublisher
 from fedstream.cloud.receiver import UpdateReceiver
 from fedstream.cloud.service import CloudService, Subscriptions
 from fedstream.cloud.store import CloudStore
-from fedstream.shared.errors import ConfigError, Reason
-from fedstream.shared.learning.model import accuracy, build_mlp, load_tensors, spec_of
+from fedstream.shared.errors import ConfigError
+from fedstream.shared.learning.model import load_tensors, spec_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.sources import SOURCES, Dataset
+from fedstream.shared.learning.tasks import evaluate, task_for
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topics
@@ -45,19 +48,22 @@ def build_cloud(cfg: CloudConfig) -> CloudService:
                       manual_ack=True)
     store = CloudStore.open(cfg.data_dir, synchronous=cfg.synchronous)
     data = DataIntake.open(cfg, store) if cfg.continual.enabled else None
-    held_out = load_eval(cfg)
+    arch = cfg.architecture.build()
+    held_out = load_eval(cfg, arch)
     inference = InferenceServer(
-        cfg=cfg.inference, layers=cfg.layers, topics=topics, model=cfg.model, conn=conn,
-        evaluation=(held_out.features, held_out.labels)) if cfg.inference.enabled else None
+        cfg=cfg.inference, arch=arch, topics=topics, model=cfg.model, conn=conn,
+        evaluation=None if held_out.labels is None else (held_out.features, held_out.labels),
+    ) if cfg.inference.enabled else None
     publisher = ModelPublisher(mqtt=mqtt, topics=topics, model=cfg.model,
-                               spec=spec_of(build_mlp(cfg.layers)), layers=cfg.layers,
+                               spec=spec_of(build_model(arch)), arch=arch,
                                chunk_size=cfg.chunk_size)
     outlet = Outlet(mqtt=mqtt, topics=topics, model=cfg.model, publisher=publisher,
                     inference=inference)
-    coordinator = Coordinator.open(cfg=cfg, store=store, evaluate=make_evaluator(cfg, held_out),
+    coordinator = Coordinator.open(cfg=cfg, store=store,
+                                   evaluate=make_evaluator(arch, held_out),
                                    publish_model=outlet.publish_model,
                                    publish_round=outlet.publish_round,
-                                   stage=make_stage(cfg, data))
+                                   stage=make_stage(cfg, arch, data))
     intake = Intake(spec=coordinator.spec, params=cfg.intake)
     receiver = UpdateReceiver(intake=intake, store=store, coordinator=coordinator,
                               send=outlet.send_to_edge)
@@ -66,38 +72,39 @@ def build_cloud(cfg: CloudConfig) -> CloudService:
                         intake=intake, receiver=receiver, outlet=outlet)
 
 
-def load_eval(cfg: CloudConfig) -> Dataset:
-    """The configured held-out source, checked against the model's shape.
+def load_eval(cfg: CloudConfig, arch: Architecture) -> Dataset:
+    """The configured held-out source, checked against the model's architecture.
 
     Raises:
-        ConfigError: bad_config when its width or classes do not fit the layers.
+        ConfigError: bad_config when its task, width, classes or targets do not fit.
     """
     data = SOURCES.build(cfg.eval_source.name, **cfg.eval_source.params).load()
-    if data.features.shape[1] != cfg.layers[0] or data.num_classes > cfg.layers[-1]:
-        raise ConfigError(
-            Reason.BAD_CONFIG,
-            f"eval data has {data.features.shape[1]} features and {data.num_classes} classes; "
-            f"layers are {list(cfg.layers)}")
+    try:
+        data.check_fits(arch)
+    except ConfigError as err:
+        raise ConfigError(err.reason, f"eval_source {cfg.eval_source.name}: {err.detail}") from err
     return data
 
 
-def make_evaluator(cfg: CloudConfig, data: Dataset) -> Callable[[list[torch.Tensor]], float]:
-    """Accuracy on the held-out `data`."""
-    features, labels = torch.tensor(data.features), torch.tensor(data.labels)
-    model = build_mlp(cfg.layers)
+def make_evaluator(arch: Architecture,
+                   data: Dataset) -> Callable[[list[torch.Tensor]], dict[str, float]]:
+    """Every metric of the task (accuracy, or MAE and RMSE) on the held-out `data`."""
+    features, targets = torch.tensor(data.features), torch.tensor(data.y)
+    model, task = build_model(arch), task_for(arch.task)
 
-    def evaluate(tensors: list[torch.Tensor]) -> float:
+    def scores(tensors: list[torch.Tensor]) -> dict[str, float]:
         load_tensors(model, tensors)
-        return accuracy(model, features, labels)
+        return evaluate(model, task, features, targets)
 
-    return evaluate
+    return scores
 
 
-def make_stage(cfg: CloudConfig, data: DataIntake | None) -> ContinualStage | None:
+def make_stage(cfg: CloudConfig, arch: Architecture,
+               data: DataIntake | None) -> ContinualStage | None:
     """The fine-tune-and-judge stage when continual learning is on (with fine-tuning only
     when it has steps to run)."""
     if data is None:
         return None
     tune = cfg.continual.finetune
-    tuner = FineTuner(cfg.layers, tune, cfg.seed) if tune.steps else None
-    return ContinualStage(data=data, layers=cfg.layers, cfg=cfg.continual, tuner=tuner)
+    tuner = FineTuner(arch, tune, cfg.seed) if tune.steps else None
+    return ContinualStage(data=data, arch=arch, cfg=cfg.continual, tuner=tuner)

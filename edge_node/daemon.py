@@ -33,9 +33,10 @@ from fedstream.shared.errors import (
     TransportError,
 )
 from fedstream.shared.learning.backends import BackendChoice, select_backend
-from fedstream.shared.learning.model import build_mlp
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.sources import SOURCES, Dataset
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.blobs import pack_blob
 from fedstream.shared.protocol.codecs import CODECS
 from fedstream.shared.protocol.codecs.feedback import ErrorFeedback
@@ -191,7 +192,7 @@ class EdgeDaemon:
         if self.backend is None:
             self.backend = select_backend(preference=self.cfg.backend.name,
                                           precision=self.cfg.backend.precision,
-                                          probe=lambda: self._probe(held.layers))
+                                          probe=lambda: self._probe(held.arch))
         self._publish_status(online=True)
         self._maybe_train()
 
@@ -278,7 +279,7 @@ class EdgeDaemon:
         assert self.backend is not None
         started = time.monotonic()
         # Seeded by the base version, not the random round id, so reruns are reproducible.
-        result = train_round(layers=held.layers, base=held.tensors, data=self.data,
+        result = train_round(arch=held.arch, base=held.tensors, data=self.data,
                              params=state.train, backend=self.backend.backend,
                              seed=zlib.crc32(f"{self.cfg.seed}:{held.version}".encode()))
         train_s = time.monotonic() - started
@@ -319,11 +320,10 @@ class EdgeDaemon:
         residual = self._feedback.residual or []
         return round(math.sqrt(sum(float(r.norm()) ** 2 for r in residual)), 6)
 
-    def _probe(self, layers: tuple[int, ...]) -> tuple[torch.nn.Module, torch.Tensor,
-                                                         torch.Tensor]:
+    def _probe(self, arch: Architecture) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
         n = min(PROBE_BATCH, len(self.data))
-        return (build_mlp(layers, seed=0), torch.tensor(self.data.features[:n]),
-                torch.tensor(self.data.labels[:n]))
+        return (build_model(arch, seed=0), torch.tensor(self.data.features[:n]),
+                torch.tensor(self.data.y[:n]))
 
     def _publish_status(self, *, online: bool, timeout_s: float = 30.0) -> None:
         held = self.sync.current

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.blobs import decode_blob
 from fedstream.shared.protocol.chunks import Reassembler
 from fedstream.shared.protocol.messages import BlobHeader, Manifest, ModelChunk, Spec
@@ -17,7 +18,7 @@ class HeldModel:
     """A complete global model version held by this edge."""
 
     version: int
-    layers: tuple[int, ...]
+    arch: Architecture
     spec: Spec
     tensors: list[torch.Tensor]
 
@@ -70,7 +71,7 @@ class ModelSync:
             return None
         if self.current is not None and man.version <= self.current.version:
             return None
-        self.current = HeldModel(version=man.version, layers=man.layers, spec=man.header.spec,
+        self.current = HeldModel(version=man.version, arch=man.arch, spec=man.header.spec,
                                  tensors=dec[2])
         self._decoded = None
         return self.current

@@ -11,6 +11,7 @@ from fedstream.shared.learning.backends import Backend
 from fedstream.shared.learning.model import tensors_of
 from fedstream.shared.learning.sources import Dataset
 from fedstream.shared.learning.training import Batch, StepStats, prepare_sgd, train_steps
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.control import TrainParams
 
 
@@ -23,30 +24,32 @@ class TrainResult:
     loss: float
 
 
-def train_round(*, layers: Sequence[int], base: Sequence[torch.Tensor], data: Dataset,
+def train_round(*, arch: Architecture, base: Sequence[torch.Tensor], data: Dataset,
                 params: TrainParams, backend: Backend, seed: int) -> TrainResult:
     """Train a copy of the base model on `data` and return the weight change.
 
     Args:
-        layers: MLP layer sizes from the manifest.
+        arch: The model's architecture, from the manifest.
         base: The round's base model tensors (spec order); never modified.
-        data: The edge's private labelled data.
+        data: The edge's private data (labels or targets, as the model's task needs).
         params: Epochs, learning rate, momentum and batch size from the round.
         backend: IPEX or stock torch, fp32 or bf16.
         seed: Seeds the minibatch order so a round is reproducible.
+
+    Raises:
+        ConfigError: BAD_CONFIG when the data does not fit the architecture.
     """
-    if data.features.shape[1] != layers[0] or data.num_classes > layers[-1]:
-        raise ValueError(f"data has {data.features.shape[1]} features, {data.num_classes} "
-                         f"classes; model layers are {list(layers)}")
-    model, optimizer = prepare_sgd(layers, base, backend, lr=params.lr,
+    data.check_fits(arch)
+    model, optimizer = prepare_sgd(arch, base, backend, lr=params.lr,
                                    momentum=params.momentum)
-    features, labels = torch.tensor(data.features), torch.tensor(data.labels)
+    features, labels = torch.tensor(data.features), torch.tensor(data.y)
     gen = torch.Generator().manual_seed(seed)
     last_epoch = StepStats(steps=0, loss=0.0)
     for _ in range(params.epochs):
         order = torch.randperm(len(labels), generator=gen)
         last_epoch = train_steps(model, optimizer, backend,
-                                 _minibatches(features, labels, order, params.batch_size))
+                                 _minibatches(features, labels, order, params.batch_size),
+                                 arch=arch)
     # state_dict() gives fp32 master weights even when IPEX trains in bf16.
     trained = tensors_of(model)
     delta = [t - b for t, b in zip(trained, base, strict=True)]

@@ -80,7 +80,8 @@ def _round_start(args: argparse.Namespace) -> int:
         codec_params=dict(args.codec_param) or None,
         mode=RoundMode.ASYNC if args.asynchronous else None, fraction=args.fraction,
         edges=None if args.edges is None else tuple(e for e in args.edges.split(",") if e),
-        buffer=args.buffer, max_staleness=args.max_staleness)
+        buffer=args.buffer, max_staleness=args.max_staleness, max_windows=args.max_windows,
+        max_age_s=args.max_age, min_samples=args.min_samples)
     start_round(_client_args(args), request, wait=args.wait, out=sys.stdout)
     return 0
 
@@ -119,6 +120,56 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(DemoParams(rounds=args.rounds, edges=args.edges, workdir=args.workdir,
                                min_accuracy=args.min_accuracy, continual=args.continual),
                     out=sys.stdout)
+
+
+def _sensors_replay(args: argparse.Namespace) -> int:
+    from fedstream.sensors_replay import ReplayParams, parse_broker, replay
+    from fedstream.shared.lifecycle import stop_on_signals
+
+    conn = parse_broker(args.broker, connect_timeout_s=args.connect_timeout)
+    params = ReplayParams(
+        device=args.device, topic=args.topic, format=args.format, dataset=args.dataset,
+        split=args.split, part=args.part, parts=args.parts, seed=args.seed, rate_hz=args.rate,
+        speed=args.speed, label_topic=args.label_topic, loop=args.loop, limit=args.limit,
+        progress_s=args.progress)
+    with stop_on_signals() as stop:
+        done = replay(conn, params, stop=stop)
+    print(f"published {done.messages} messages: {done.readings} readings of {done.cases} "
+          f"cases, {done.spans} label spans, in {done.seconds:.1f} s")
+    return 0
+
+
+def _add_sensors_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                        ) -> None:
+    """`fedstream sensors replay`."""
+    sensors = sub.add_parser("sensors", help="sensor readings for the edges' local brokers")
+    replay = sensors.add_subparsers(dest="action", required=True).add_parser(
+        "replay", help="publish a packaged sensor archive (BasicMotions) as live readings")
+    replay.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT")
+    replay.add_argument("--connect-timeout", type=float,
+                        help="seconds to keep trying to reach the broker")
+    replay.add_argument("--device", required=True, help="device name (topic level, SenML bn)")
+    replay.add_argument("--topic", default="sensors",
+                        help="topic prefix: readings go to PREFIX/DEVICE (bare: /CHANNEL)")
+    replay.add_argument("--format", default="senml",
+                        help="senml: a pack per step; json/msgpack: a flat map with ts; bare: "
+                             "a number per channel topic, no timestamp (the edge uses arrival "
+                             "time, so only meaningful at --speed 1)")
+    replay.add_argument("--dataset", default="BasicMotions", help="dataset packaged in aeon")
+    replay.add_argument("--split", default="train", help="train or test")
+    replay.add_argument("--part", type=int, default=0, help="which part of the cases")
+    replay.add_argument("--parts", type=int, default=1, help="parts the cases are dealt into")
+    replay.add_argument("--seed", type=int, default=0, help="seed of the case shuffle")
+    replay.add_argument("--rate", type=float, default=10.0, help="the dataset's rate in Hz")
+    replay.add_argument("--speed", type=float, default=1.0,
+                        help="publishing pace (10: ten times real time; timestamps keep the "
+                             "dataset's rate)")
+    replay.add_argument("--label-topic", help="topic for label spans (none if not given)")
+    replay.add_argument("--loop", action="store_true", help="start over when done")
+    replay.add_argument("--limit", type=int, help="stop after N cases (across loops)")
+    replay.add_argument("--progress", type=float, default=10.0,
+                        help="seconds between replay_progressed events (--log-level info)")
+    replay.set_defaults(handler=_sensors_replay)
 
 
 def _client_args(args: argparse.Namespace) -> FleetAddress:
@@ -189,6 +240,13 @@ def _add_round_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                        help="update codec for this round (f32, f16, bf16, int8, topk, topk16)")
     start.add_argument("--codec-param", type=_key_value, action="append", default=[],
                        metavar="KEY=VALUE", help="codec parameter, e.g. density=0.02")
+    start.add_argument("--max-windows", type=int, metavar="N",
+                       help="edges train on their newest N samples (windows of a stream) only")
+    start.add_argument("--max-age", type=float, metavar="SECONDS",
+                       help="sensor edges train on windows from the last SECONDS of their "
+                            "stream only")
+    start.add_argument("--min-samples", type=int, metavar="N",
+                       help="an edge with fewer samples declines the round (too_little_data)")
     start.set_defaults(handler=_round_start)
     stop = rnd_actions.add_parser("stop", help="end the open round or session now")
     _add_client_options(stop)
@@ -215,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         run.set_defaults(handler=handler)
 
     _add_round_parser(sub)
+    _add_sensors_parser(sub)
 
     status = sub.add_parser("status", help="edges online, their backend, model, last round")
     _add_client_options(status)

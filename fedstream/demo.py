@@ -215,11 +215,10 @@ def _continual_round(address: FleetAddress, index: int, params: DemoParams,
     """Send the cloud a fresh labelled sample (its own evaluation window), then run a round;
     a candidate the gate refuses is reported, not fatal."""
     train = SOURCES.build("digits", split="train").load()
-    pick = np.random.default_rng(index).choice(len(train.labels),
-                                               int(CLOUD_SHARE * len(train.labels)),
+    pick = np.random.default_rng(index).choice(len(train), int(CLOUD_SHARE * len(train)),
                                                replace=False)
     with FleetClient(address) as fleet:
-        stored = fleet.send_data(DataBatch.of(train.features[pick], train.labels[pick],
+        stored = fleet.send_data(DataBatch.of(train.features[pick], train.y[pick],
                                               window=f"round-{index + 1}"))
     print(f"cloud data: window round-{index + 1}, {stored.detail}", file=out, flush=True)
     try:
@@ -248,7 +247,7 @@ def show_serving(address: FleetAddress, workdir: Path, out: TextIO) -> None:
         data=json.dumps({"inputs": test.features[:5].tolist()}).encode())
     with urllib.request.urlopen(request, timeout=address.timeout_s) as resp:
         http = json.load(resp)
-    print(f"\npredictions for 5 test rows (true labels {test.labels[:5].tolist()}):\n"
+    print(f"\npredictions for 5 test rows (true labels {test.y[:5].tolist()}):\n"
           f"  MQTT: {[a.prediction for a in answers]} from v{answers[0].version}\n"
           f"  HTTP: {http['predictions']} from v{http['version']} (port {port})", file=out)
 

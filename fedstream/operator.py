@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -12,6 +12,7 @@ from fedstream.client import FleetAddress, FleetClient
 from fedstream.predict import predict_csv
 from fedstream.shared.config import ServiceConfig
 from fedstream.shared.errors import FedstreamError, Reason
+from fedstream.shared.learning.metrics import METRICS
 from fedstream.shared.protocol.commands import (
     ModelList,
     ModelListReply,
@@ -69,7 +70,7 @@ def start_round(address: FleetAddress, request: RoundStart, *, wait: bool,
                 version = s.result.get("version")
                 if isinstance(version, int) and ("v", version) not in seen:
                     seen.append(("v", version))
-                    print(f"  published v{version}: accuracy {s.result.get('accuracy')}, "
+                    print(f"  published v{version}: {_scores(s.result)}, "
                           f"{s.received} updates received", file=out, flush=True)
             elif (s.status, s.received) not in seen:
                 seen.append((s.status, s.received))
@@ -83,11 +84,11 @@ def start_round(address: FleetAddress, request: RoundStart, *, wait: bool,
     r = final.result
     if final.is_async:
         print(f"session {final.round_id} ended: {r.get('versions')} version(s) up to "
-              f"v{r.get('version')}, accuracy {r.get('accuracy')}, {r.get('updates')} updates, "
+              f"v{r.get('version')}, {_scores(r)}, {r.get('updates')} updates, "
               f"{r.get('seconds')} s, {r.get('bytes_in')} update bytes", file=out)
         return final
-    print(f"round {final.round_id} published v{r.get('version')}: accuracy "
-          f"{r.get('accuracy')}, {r.get('seconds')} s, {r.get('bytes_in')} update bytes",
+    print(f"round {final.round_id} published v{r.get('version')}: "
+          f"{_scores(r)}, {r.get('seconds')} s, {r.get('bytes_in')} update bytes",
           file=out)
     return final
 
@@ -101,8 +102,8 @@ def stop_round(address: FleetAddress, *, out: TextIO) -> RoundState | None:
         print("no round to stop", file=out)
         return None
     r = state.result
-    how = (f"{r.get('versions')} version(s) up to v{r.get('version')}, accuracy "
-           f"{r.get('accuracy')}" if state.status is RoundStatus.PUBLISHED else
+    how = (f"{r.get('versions')} version(s) up to v{r.get('version')}, "
+           f"{_scores(r)}" if state.status is RoundStatus.PUBLISHED else
            f"{state.reason} {r.get('detail', '')}".rstrip())
     print(f"{'session' if state.is_async else 'round'} {state.round_id} {state.status}: {how}",
           file=out)
@@ -182,7 +183,7 @@ def model_command(address: FleetAddress, *, action: str, version: int | None,
 
 def _summary_line(v: ModelInfo, *, serving: int | None) -> str:
     mark = "*" if v.version == serving else " "
-    acc = v.lineage.get("metrics.accuracy", "-")
+    scores = _scores(v.lineage, prefix="metrics.")
     origin = next((f"{how} v{v.lineage[key]}" for key, how in _ORIGINS if key in v.lineage),
                   None)
     how = origin or (
@@ -191,17 +192,18 @@ def _summary_line(v: ModelInfo, *, serving: int | None) -> str:
     state = (f"  [{v.status}: {v.reason}]" if v.status is not VersionStatus.PROMOTED
              else f"  [promoted by hand over {v.reason}]" if v.reason else "")
     return (f"{mark} v{v.version:<4} parent {'-' if v.parent is None else v.parent:<4} "
-            f"accuracy {acc:<7} {how}{state}")
+            f"{scores:<16} {how}{state}")
 
 
 _ORIGINS = (("rollback_of", "rollback of"), ("promoted_from", "promoted by hand from"))
 
 
 def _print_detail(v: ModelInfo, versions: Sequence[ModelInfo], out: TextIO) -> None:
-    """Continual-learning metrics, the accuracy matrix up to `v`, then the lineage."""
+    """Continual-learning metrics, the score matrix up to `v`, then the lineage."""
     lin = v.lineage
-    if "metrics.avg_accuracy" in lin:
-        print(f"    average accuracy {lin['metrics.avg_accuracy']}, forgetting "
+    metric = next((m for m in METRICS if f"metrics.avg_{m}" in lin), None)
+    if metric is not None:
+        print(f"    average {metric} {lin[f'metrics.avg_{metric}']}, forgetting "
               f"{lin.get('metrics.forgetting')}, backward transfer {lin.get('metrics.bwt')} "
               f"over {lin.get('metrics.windows')} window(s)", file=out)
     windows = list(v.evals)
@@ -209,7 +211,8 @@ def _print_detail(v: ModelInfo, versions: Sequence[ModelInfo], out: TextIO) -> N
         # Rows: every served version up to this one (the history it is measured against).
         matrix = [w for w in versions if w.evals and w.version <= v.version
                   and (w.status is VersionStatus.PROMOTED or w.version == v.version)]
-        print("    accuracy matrix (rows: versions, columns: evaluation windows)", file=out)
+        print(f"    {metric or 'score'} matrix (rows: versions, columns: evaluation windows)",
+              file=out)
         print("          " + "".join(f"{name:>9}" for name in windows), file=out)
         for row in matrix:
             cells = "".join(f"{row.evals[n]:>9.4f}" if n in row.evals else f"{'-':>9}"
@@ -217,6 +220,12 @@ def _print_detail(v: ModelInfo, versions: Sequence[ModelInfo], out: TextIO) -> N
             print(f"    v{row.version:<5}{cells}", file=out)
     for key, value in sorted(lin.items()):
         print(f"    {key}: {value}", file=out)
+
+
+def _scores(metrics: Mapping[str, object], *, prefix: str = "") -> str:
+    """The task metrics among `metrics` ("accuracy 0.93", "mae 0.41 rmse 0.55"), or "-"."""
+    found = [f"{name} {metrics[prefix + name]}" for name in METRICS if prefix + name in metrics]
+    return " ".join(found) or "-"
 
 
 def predict(address: FleetAddress, *, csv: Path, batch_rows: int, out: TextIO) -> None:

@@ -51,6 +51,7 @@ class Reason(StrEnum):
     OVERLOADED = "overloaded"
     NO_MODEL = "no_model"
     INTERNAL = "internal"
+    TOO_LITTLE_DATA = "too_little_data"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,8 @@ REASONS: dict[Reason, ReasonInfo] = {
     Reason.OVERLOADED: ReasonInfo("the inference queue is full; retry later", 90),
     Reason.NO_MODEL: ReasonInfo("no promoted model is being served yet", 91),
     Reason.INTERNAL: ReasonInfo("the service failed on this request; its log has why", 92),
+    Reason.TOO_LITTLE_DATA: ReasonInfo(
+        "the edge holds too few usable windows for the round's limits", 93),
 }
 
 

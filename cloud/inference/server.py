@@ -17,6 +17,7 @@ from fedstream.cloud.inference.batcher import BatcherParams, MicroBatcher
 from fedstream.cloud.inference.http_api import HttpApi
 from fedstream.cloud.inference.mqtt_api import MqttApi
 from fedstream.cloud.inference.serving import EvalSet, ModelPreparer, ServedModel
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.topics import Topics
 
@@ -28,7 +29,7 @@ class InferenceServer:
 
     Args:
         cfg: The `[inference]` config section.
-        layers: MLP layer sizes, inputs first.
+        arch: The served model's architecture.
         topics: The federation's topic tree.
         model: Model name; MQTT requests arrive on `topics.infer(model)`.
         conn: The broker the MQTT door connects to (its own connection).
@@ -39,13 +40,13 @@ class InferenceServer:
         ConfigError: a bad precision, backend or bound, or evaluation rows of the wrong width.
     """
 
-    def __init__(self, *, cfg: InferenceConfig, layers: Sequence[int], topics: Topics,
+    def __init__(self, *, cfg: InferenceConfig, arch: Architecture, topics: Topics,
                  model: str, conn: Connection, evaluation: EvalSet | None = None) -> None:
-        self.preparer = ModelPreparer(layers=layers, backend=cfg.backend,
+        self.preparer = ModelPreparer(arch=arch, backend=cfg.backend,
                                       precision=cfg.precision, evaluation=evaluation,
                                       timing_rows=cfg.max_batch)
         self.batcher = MicroBatcher(BatcherParams(
-            cols=layers[0], max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms,
+            cols=arch.features, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms,
             max_rows=cfg.max_rows, max_queue=cfg.max_queue))
         self.tally = Tally()
         self.http = HttpApi(batcher=self.batcher, tally=self.tally, host=cfg.http_host,
@@ -82,7 +83,7 @@ class InferenceServer:
         IPEX's tracing patches torch process-wide (see serving.py). None fails or is dropped.
 
         Raises:
-            ConfigError: SPEC_MISMATCH when the tensors do not fit the layers.
+            ConfigError: SPEC_MISMATCH when the tensors do not fit the architecture.
         """
         started = time.perf_counter()
         with self._swap_lock:

@@ -16,7 +16,10 @@ from fedstream.shared.errors import ConfigError, Reason
 from fedstream.shared.learning.backends import BACKENDS, Backend, select_backend
 from fedstream.shared.learning.backends.base import PRECISIONS, Precision, check_precision
 from fedstream.shared.learning.cpu import detect_cpu
-from fedstream.shared.learning.model import accuracy, build_mlp, load_tensors
+from fedstream.shared.learning.model import load_tensors
+from fedstream.shared.learning.models import build_model
+from fedstream.shared.learning.tasks import ACCURACY, evaluate, task_for
+from fedstream.shared.protocol.arch import Architecture, TaskKind
 
 EvalSet = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
 Predictions = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
@@ -93,7 +96,7 @@ class ModelPreparer:
     (`InferenceServer.swap` takes a lock).
 
     Args:
-        layers: MLP layer sizes, inputs first.
+        arch: The served model's architecture (a classifier: answers are classes).
         backend: "auto" (IPEX when it can load, else stock torch), "torch" or "ipex".
         precision: "fp32", "bf16", or "auto": bf16 only on a CPU with native bf16, when it is
             within half a point of fp32 accuracy on `evaluation` and measured faster.
@@ -101,14 +104,18 @@ class ModelPreparer:
         timing_rows: Rows per timed forward pass (the serving batch size).
 
     Raises:
-        ConfigError: BAD_CONFIG for an unknown precision or evaluation rows of the wrong width;
-            BACKEND_UNAVAILABLE or UNKNOWN_NAME for the backend.
+        ConfigError: BAD_CONFIG for a regression model (not served yet), an unknown precision
+            or evaluation rows of the wrong width; BACKEND_UNAVAILABLE or UNKNOWN_NAME for the
+            backend.
     """
 
-    def __init__(self, *, layers: Sequence[int], backend: str = "auto",
+    def __init__(self, *, arch: Architecture, backend: str = "auto",
                  precision: str = "auto", evaluation: EvalSet | None = None,
                  timing_rows: int = 64) -> None:
-        self.layers = tuple(layers)
+        if arch.task is not TaskKind.CLASSIFICATION:
+            raise ConfigError(Reason.BAD_CONFIG, f"inference serves classifiers; {arch.describe()}"
+                              " is a regression model (turn [inference] off)")
+        self.arch = arch
         self._forced = None if precision == "auto" else check_precision(precision)
         choice = select_backend(preference=backend, precision="fp32")
         self.backend_name = choice.backend.name
@@ -116,10 +123,10 @@ class ModelPreparer:
         self._eval: tuple[torch.Tensor, torch.Tensor] | None = None
         if evaluation is not None:
             features, labels = evaluation
-            if features.ndim != 2 or features.shape[1] != self.layers[0]:
+            if features.ndim != 2 or features.shape[1] != arch.features:
                 raise ConfigError(Reason.BAD_CONFIG,
                                   f"evaluation rows of shape {features.shape} do not fit "
-                                  f"layers {list(self.layers)}")
+                                  f"{arch.describe()}")
             self._eval = (torch.tensor(features, dtype=torch.float32),
                           torch.tensor(labels, dtype=torch.int64))
         self._timing_rows = timing_rows
@@ -130,14 +137,14 @@ class ModelPreparer:
         """Build, load and optimize `tensors` as model `version`.
 
         Raises:
-            ConfigError: SPEC_MISMATCH when the tensors do not fit the layers.
+            ConfigError: SPEC_MISMATCH when the tensors do not fit the architecture.
         """
-        model = build_mlp(self.layers)
+        model = build_model(self.arch)
         try:
             load_tensors(model, tensors)
         except (ValueError, RuntimeError) as err:
             raise ConfigError(Reason.SPEC_MISMATCH,
-                              f"version {version} does not fit layers {list(self.layers)}: "
+                              f"version {version} does not fit {self.arch.describe()}: "
                               f"{err}") from err
         if self._forced is not None:
             return self._served(version, model, self._forced,
@@ -193,4 +200,5 @@ class ModelPreparer:
 
 def _accuracy(served: ServedModel, features: torch.Tensor, labels: torch.Tensor) -> float:
     with _FX_GUARD, served.backend.autocast():
-        return accuracy(served.module, features, labels)
+        scores = evaluate(served.module, task_for(TaskKind.CLASSIFICATION), features, labels)
+    return scores[ACCURACY.name]

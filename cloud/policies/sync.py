@@ -54,8 +54,10 @@ class SyncRounds:
         if state is None or not rounds.should_close(state, now):
             return
         if not rounds.has_quorum(state):
-            self.host.finish(rounds.to_failed(state, Reason.NO_QUORUM,
-                                              f"{state.received} of {state.quorum} updates"))
+            declined = "".join(f"; {edge} declined: {why}"
+                               for edge, why in sorted(state.declined.items()))
+            self.host.finish(rounds.to_failed(
+                state, Reason.NO_QUORUM, f"{state.received} of {state.quorum} updates{declined}"))
             return
         self.host.set_round(rounds.to_aggregating(state))
         self._aggregate(now)

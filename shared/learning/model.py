@@ -1,8 +1,7 @@
-"""The model both sides train: an MLP described by its layer sizes, and tensor helpers."""
+"""Tensor helpers for any model: its spec, fp32 copies of its state, loading a state back."""
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -10,29 +9,6 @@ import torch
 from torch import nn
 
 from fedstream.shared.protocol.messages import Spec, TensorSpec
-
-
-def build_mlp(layers: Sequence[int], *, seed: int | None = None) -> nn.Sequential:
-    """An MLP `layers[0] -> ... -> layers[-1]` with ReLU between linear layers.
-
-    Args:
-        layers: Sizes from input features to classes, e.g. (64, 100, 100, 10).
-        seed: Seeds the initial weights when given, so every process builds the same model.
-    """
-    if len(layers) < 2 or any(n <= 0 for n in layers):
-        raise ValueError(f"layers must be >= 2 positive sizes, got {list(layers)}")
-    gen_state = torch.random.get_rng_state()
-    if seed is not None:
-        torch.manual_seed(seed)
-    try:
-        mods: list[nn.Module] = []
-        for i, (n_in, n_out) in enumerate(itertools.pairwise(layers)):
-            mods.append(nn.Linear(n_in, n_out))
-            if i < len(layers) - 2:
-                mods.append(nn.ReLU())
-        return nn.Sequential(*mods)
-    finally:
-        torch.random.set_rng_state(gen_state)
 
 
 def spec_of(model: nn.Module) -> Spec:
@@ -56,13 +32,3 @@ def load_tensors(model: nn.Module, tensors: Sequence[torch.Tensor]) -> None:
 def num_parameters(spec: Spec) -> int:
     """Total elements in a spec."""
     return sum(t.numel for t in spec)
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy of `model` on a labelled set."""
-    if len(labels) == 0:
-        raise ValueError("accuracy needs at least one sample")
-    model.eval()
-    predicted = model(features).argmax(dim=1)
-    return float((predicted == labels).float().mean())

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional
 
 from fedstream.shared.learning.backends import Backend
-from fedstream.shared.learning.model import build_mlp, load_tensors
+from fedstream.shared.learning.model import load_tensors
+from fedstream.shared.learning.models import build_model
+from fedstream.shared.learning.tasks import task_for
+from fedstream.shared.protocol.arch import Architecture, TaskKind
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Penalty = Callable[[nn.Module], torch.Tensor]
@@ -22,19 +24,32 @@ class StepStats:
 
     Attributes:
         steps: Optimizer steps taken.
-        loss: Mean cross-entropy over those steps, without any penalty; 0.0 when no step ran.
+        loss: Mean task loss over those steps, without any penalty; 0.0 when no step ran.
     """
 
     steps: int
     loss: float
 
 
-def prepare_sgd(layers: Sequence[int], start: Sequence[torch.Tensor], backend: Backend, *,
+def probe_batch(arch: Architecture, batch_size: int,
+                seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A seeded model of `arch` and one random batch for it: what backends are timed on
+    (`select_backend`'s probe). Speed depends on shapes, not values, so no data is needed.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, arch.features, generator=gen)
+    y = (torch.randint(arch.outputs, (batch_size,), generator=gen)
+         if arch.task is TaskKind.CLASSIFICATION
+         else torch.randn(batch_size, arch.outputs, generator=gen))
+    return build_model(arch, seed=seed), x, y
+
+
+def prepare_sgd(arch: Architecture, start: Sequence[torch.Tensor], backend: Backend, *,
                 lr: float, momentum: float) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """Build the MLP from `start` and hand it with its SGD optimizer to the backend.
+    """Build the model from `start` and hand it with its SGD optimizer to the backend.
 
     Args:
-        layers: MLP layer sizes.
+        arch: The model's architecture (family, params, shapes, task).
         start: Initial tensors in spec order; copied, never modified.
         backend: Prepares the pair (IPEX returns new objects, may pack bf16 weights).
         lr: SGD learning rate.
@@ -43,7 +58,7 @@ def prepare_sgd(layers: Sequence[int], start: Sequence[torch.Tensor], backend: B
     Returns:
         The model and optimizer to pass to `train_steps`, in train mode.
     """
-    plain = build_mlp(layers)
+    plain = build_model(arch)
     load_tensors(plain, start)
     plain.train()
     sgd = torch.optim.SGD(plain.parameters(), lr=lr, momentum=momentum)
@@ -51,8 +66,9 @@ def prepare_sgd(layers: Sequence[int], start: Sequence[torch.Tensor], backend: B
 
 
 def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, backend: Backend,
-                batches: Iterable[Batch], *, penalty: Penalty | None = None) -> StepStats:
-    """One SGD step per batch: cross-entropy (+ penalty), backward, optimizer step.
+                batches: Iterable[Batch], *, arch: Architecture,
+                penalty: Penalty | None = None) -> StepStats:
+    """One SGD step per batch: the task's loss (+ penalty), backward, optimizer step.
 
     Only the forward pass and its loss run inside `backend.autocast()`; the penalty is added
     outside it so a weight-space term stays in fp32 even when the forward pass is bf16.
@@ -61,17 +77,19 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, backend: Bac
         model: Prepared by `backend` (see `prepare_sgd`).
         optimizer: The optimizer prepared with it.
         backend: Supplies the forward-pass autocast context.
-        batches: (features, class labels) pairs, consumed lazily, one step each.
+        batches: (features, targets) pairs, consumed lazily, one step each.
+        arch: Says which task's loss to use (cross-entropy, or mean squared error).
         penalty: Extra loss of the weights alone, e.g. an anchor toward earlier weights.
 
     Returns:
-        Steps taken and their mean cross-entropy.
+        Steps taken and their mean task loss.
     """
+    task = task_for(arch.task)
     total, steps = 0.0, 0
-    for features, labels in batches:
+    for features, targets in batches:
         optimizer.zero_grad(set_to_none=True)
         with backend.autocast():
-            loss = functional.cross_entropy(model(features), labels)
+            loss = task.loss(model(features), targets)
         objective = loss if penalty is None else loss + penalty(model)
         torch.autograd.backward(objective)
         optimizer.step()

@@ -54,6 +54,9 @@ class RoundStart:
     edges: tuple[str, ...] | None = None
     buffer: int | None = None
     max_staleness: int | None = None
+    max_windows: int | None = None
+    max_age_s: float | None = None
+    min_samples: int | None = None
 
     def given(self) -> dict[str, object]:
         """The fields that are set (not None), by name: what the operator asked for."""
@@ -62,7 +65,9 @@ class RoundStart:
             ("batch_size", self.batch_size), ("deadline_s", self.deadline_s),
             ("codec", self.codec), ("codec_params", self.codec_params), ("mode", self.mode),
             ("fraction", self.fraction), ("edges", self.edges), ("buffer", self.buffer),
-            ("max_staleness", self.max_staleness)) if value is not None}
+            ("max_staleness", self.max_staleness), ("max_windows", self.max_windows),
+            ("max_age_s", self.max_age_s), ("min_samples", self.min_samples))
+            if value is not None}
 
     def to_wire(self) -> Wire:
         """Short stable keys; a field left to the cloud's default is omitted."""
@@ -72,7 +77,8 @@ class RoundStart:
                    "mode": None if self.mode is None else str(self.mode),
                    "frac": self.fraction,
                    "edges": None if self.edges is None else list(self.edges),
-                   "buf": self.buffer, "ms": self.max_staleness}
+                   "buf": self.buffer, "ms": self.max_staleness, "win": self.max_windows,
+                   "age": self.max_age_s, "min": self.min_samples}
         return {k: v for k, v in d.items() if v is not None}
 
     @classmethod
@@ -83,7 +89,9 @@ class RoundStart:
                    deadline_s=_opt(d, "dl", req_float), codec=_opt(d, "codec", _str),
                    codec_params=_opt(d, "cp", req_scalars), mode=_opt(d, "mode", _mode),
                    fraction=_opt(d, "frac", req_float), edges=_opt(d, "edges", _edges),
-                   buffer=_opt(d, "buf", _int), max_staleness=_opt(d, "ms", _int))
+                   buffer=_opt(d, "buf", _int), max_staleness=_opt(d, "ms", _int),
+                   max_windows=_opt(d, "win", _int), max_age_s=_opt(d, "age", req_float),
+                   min_samples=_opt(d, "min", _int))
 
 
 class _NoArgs:

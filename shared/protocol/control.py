@@ -59,30 +59,68 @@ class VersionStatus(StrEnum):
     REJECTED = "rejected"
 
 
+
+def _declines(d: Mapping[str, Any]) -> dict[str, str]:
+    """The `dec` map of a round frame: edge id -> reason code (absent: none)."""
+    if "dec" not in d:
+        return {}
+    value = req_map(d, "dec")
+    if not all(isinstance(v, str) for v in value.values()):
+        raise ProtocolError(Reason.BAD_FRAME, "field 'dec' must map edge ids to reasons")
+    return value
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrainParams:
-    """Hyper-parameters the cloud hands to every edge of a round."""
+    """Hyper-parameters the cloud hands to every edge of a round, and what data to train on.
+
+    Attributes:
+        epochs: Passes over the edge's training samples.
+        lr: SGD learning rate.
+        momentum: SGD momentum.
+        batch_size: Samples per step.
+        max_windows: Train on at most the newest this many samples (windows of a stream);
+            0 takes them all.
+        max_age_s: Train only on windows that end within this many seconds of the newest
+            reading of a stream; 0 takes them all (a static data set has no age).
+        min_samples: An edge with fewer samples than this, after the limits, declines the
+            round with too_little_data instead of sending an update.
+    """
 
     epochs: int
     lr: float
     momentum: float
     batch_size: int
+    max_windows: int = 0
+    max_age_s: float = 0.0
+    min_samples: int = 1
 
     def __post_init__(self) -> None:
         if not (1 <= self.epochs <= 1000 and 0 < self.lr <= 10 and 0 <= self.momentum < 1
-                and 1 <= self.batch_size <= 1 << 16):
+                and 1 <= self.batch_size <= 1 << 16 and 0 <= self.max_windows <= 1 << 40
+                and 0 <= self.max_age_s <= 1e12 and 1 <= self.min_samples <= 1 << 40):
             raise ValueError(f"training parameters out of range: {self}")
 
     def to_wire(self) -> Wire:
-        """Short stable keys."""
-        return {"ep": self.epochs, "lr": self.lr, "mom": self.momentum, "bs": self.batch_size}
+        """Short stable keys; the data limits are omitted at their defaults, as frames from
+        before them had none."""
+        d: Wire = {"ep": self.epochs, "lr": self.lr, "mom": self.momentum, "bs": self.batch_size}
+        if self.max_windows:
+            d["win"] = self.max_windows
+        if self.max_age_s:
+            d["age"] = self.max_age_s
+        if self.min_samples != 1:
+            d["min"] = self.min_samples
+        return d
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
         """Parse; out-of-range values are a protocol error."""
         try:
             return cls(epochs=req(d, "ep", int), lr=req_float(d, "lr"),
-                       momentum=req_float(d, "mom"), batch_size=req(d, "bs", int))
+                       momentum=req_float(d, "mom"), batch_size=req(d, "bs", int),
+                       max_windows=req(d, "win", int) if "win" in d else 0,
+                       max_age_s=req_float(d, "age") if "age" in d else 0.0,
+                       min_samples=req(d, "min", int) if "min" in d else 1)
         except ValueError as err:
             raise ProtocolError(Reason.BAD_FRAME, str(err)) from err
 
@@ -117,6 +155,7 @@ class RoundState:
     mode: RoundMode = RoundMode.SYNC
     buffer: int = 0
     max_staleness: int = 0
+    declined: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A status or mode given as its string ("open") becomes its member, so comparisons
@@ -131,8 +170,9 @@ class RoundState:
 
     @property
     def expected(self) -> int:
-        """Updates the round waits for before the deadline."""
-        return len(self.selection)
+        """Updates the round waits for before the deadline: one per selected edge that has
+        not declined."""
+        return len(self.selection) - len(self.declined)
 
     @property
     def terminal(self) -> bool:
@@ -147,11 +187,13 @@ class RoundState:
                 "sel": list(self.selection), "q": self.quorum,
                 "rx": self.received, "res": dict(self.result), "why": self.reason,
                 # Not "k": that key is every frame's kind (shared/protocol/wire.py).
-                "mode": str(self.mode), "buf": self.buffer, "ms": self.max_staleness}
+                "mode": str(self.mode), "buf": self.buffer, "ms": self.max_staleness,
+                "dec": dict(self.declined)}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Parse; frames from before async sessions (no `mode`, `buf`, `ms`) are sync rounds."""
+        """Parse; frames from before async sessions (no `mode`, `buf`, `ms`) are sync rounds,
+        frames from before declines (no `dec`) have none."""
         status = _enum(d, "st", RoundStatus, "round status")
         mode = _enum(d, "mode", RoundMode, "round mode") if "mode" in d else RoundMode.SYNC
         selection = req(d, "sel", list)
@@ -166,7 +208,8 @@ class RoundState:
                    received=req_range(d, "rx", 0, 1 << 53), result=req_scalars(d, "res"),
                    reason=req(d, "why", str), mode=mode,
                    buffer=req_range(d, "buf", 0, MAX_BUFFER) if "buf" in d else 0,
-                   max_staleness=req_range(d, "ms", 0, 1 << 53) if "ms" in d else 0)
+                   max_staleness=req_range(d, "ms", 0, 1 << 53) if "ms" in d else 0,
+                   declined=_declines(d))
 
 
 class ReceiptStatus(StrEnum):
@@ -208,7 +251,19 @@ class Receipt:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EdgeStatus:
-    """What an edge reports about itself (retained; the last will says offline)."""
+    """What an edge reports about itself (retained; the last will says offline).
+
+    Attributes:
+        edge_id: The edge.
+        online: False in the last will and the goodbye.
+        version: The global model version it holds.
+        samples: Samples it trained on last (or holds, before its first round).
+        backend: Training backend and precision, and why.
+        last_round: The round it last trained for.
+        declined: A round it will not train for, and `decline_reason` why (too_little_data).
+        decline_reason: A reason code, empty unless `declined` is set.
+        data: What its data source holds: readings stored, windows, drops by reason.
+    """
 
     KIND: ClassVar[str] = "status"
     VERSION: ClassVar[int] = 1
@@ -218,19 +273,26 @@ class EdgeStatus:
     samples: int = 0
     backend: Mapping[str, Scalar] = field(default_factory=dict)
     last_round: str = ""
+    declined: str = ""
+    decline_reason: str = ""
+    data: Mapping[str, Scalar] = field(default_factory=dict)
 
     def to_wire(self) -> Wire:
-        """Short stable keys."""
+        """Short stable keys; declines and data were added without a version bump."""
         return {"edge": self.edge_id, "on": self.online, "ver": self.version,
-                "ns": self.samples, "be": dict(self.backend), "lr": self.last_round}
+                "ns": self.samples, "be": dict(self.backend), "lr": self.last_round,
+                "dec": self.declined, "dwhy": self.decline_reason, "data": dict(self.data)}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Parse."""
+        """Parse; a frame from before declines and data has neither."""
         return cls(edge_id=req(d, "edge", str), online=req(d, "on", bool),
                    version=opt_int(d, "ver"),
                    samples=req_range(d, "ns", 0, 1 << 40), backend=req_scalars(d, "be"),
-                   last_round=req(d, "lr", str))
+                   last_round=req(d, "lr", str),
+                   declined=req(d, "dec", str) if "dec" in d else "",
+                   decline_reason=req(d, "dwhy", str) if "dwhy" in d else "",
+                   data=req_scalars(d, "data") if "data" in d else {})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

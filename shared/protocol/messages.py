@@ -24,6 +24,7 @@ from fedstream.shared.protocol._fields import (
     req_range,
     req_scalars,
 )
+from fedstream.shared.protocol.arch import Architecture
 
 MAX_TENSORS = 4096
 MAX_CHUNKS = 1 << 20
@@ -266,29 +267,38 @@ def chunk_index(d: Mapping[str, Any], header: BlobHeader) -> int:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Manifest:
-    """The current global model version, its lineage and metrics (retained)."""
+    """The current global model version: its architecture, lineage and metrics (retained).
+
+    Version 2 carries the architecture (`arch`); a version 1 manifest named MLP layer sizes
+    (`layers`) and is read as the MLP they describe.
+    """
 
     KIND: ClassVar[str] = "manifest"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     model: str
     version: int
     parent: int | None
     header: BlobHeader
-    layers: tuple[int, ...]
+    arch: Architecture
     metrics: Mapping[str, Scalar] = field(default_factory=dict)
 
     def to_wire(self) -> Wire:
         """Short stable keys."""
         return {"model": self.model, "ver": self.version, "parent": self.parent,
-                "hdr": self.header.to_wire(), "layers": list(self.layers),
+                "hdr": self.header.to_wire(), "arch": self.arch.to_wire(),
                 "metrics": dict(self.metrics)}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
-        """Parse."""
-        layers = req(d, "layers", list)
-        if not (2 <= len(layers) <= 64 and all(type(n) is int and n > 0 for n in layers)):
-            raise ProtocolError(Reason.BAD_FRAME, "field 'layers' must list 2-64 positive ints")
+        """Parse (either version)."""
+        if d.get("v") == 1:
+            layers = req(d, "layers", list)
+            if not (2 <= len(layers) <= 64 and all(type(n) is int and n > 0 for n in layers)):
+                raise ProtocolError(Reason.BAD_FRAME,
+                                    "field 'layers' must list 2-64 positive ints")
+            arch = Architecture.mlp(layers)
+        else:
+            arch = Architecture.from_wire(req_map(d, "arch"))
         return cls(model=req(d, "model", str), version=req_range(d, "ver", 0, 1 << 53),
                    parent=opt_int(d, "parent"), header=BlobHeader.from_wire(req_map(d, "hdr")),
-                   layers=tuple(layers), metrics=req_scalars(d, "metrics"))
+                   arch=arch, metrics=req_scalars(d, "metrics"))

@@ -10,22 +10,25 @@ import numpy as np
 import pytest
 import torch
 
-from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.config import ArchitectureConfig, CloudConfig
 from fedstream.cloud.continual_stage import ContinualStage
 from fedstream.cloud.data_intake import DataIntake
 from fedstream.cloud.finetune import FineTuner
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.windows import eval_rows
-from fedstream.shared.learning.model import build_mlp, tensors_of
+from fedstream.shared.learning.model import tensors_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.sources import SOURCES
+from fedstream.shared.protocol.arch import Architecture
 
-LAYERS = (64, 16, 10)
+ARCH = Architecture.mlp((64, 16, 10))
+ARCH_CFG = ArchitectureConfig.of(ARCH)
 
 
 @pytest.fixture
 def intake(tmp_path: Path) -> Iterator[DataIntake]:
     """Three windows of 100 digits rows (30 of them for evaluation): a, b, then the newest c."""
-    cfg = CloudConfig(layers=LAYERS, data_dir=tmp_path, continual={"enabled": True})  # type: ignore[arg-type]
+    cfg = CloudConfig(architecture=ARCH_CFG, data_dir=tmp_path, continual={"enabled": True})  # type: ignore[arg-type]
     store = CloudStore.open(tmp_path)
     opened = DataIntake.open(cfg, store)
     data = SOURCES.build("digits").load()
@@ -39,16 +42,16 @@ def intake(tmp_path: Path) -> Iterator[DataIntake]:
 
 
 def _stage(intake: DataIntake, **finetune: object) -> ContinualStage:
-    cfg = CloudConfig(layers=LAYERS, continual={"enabled": True, "finetune": {  # type: ignore[arg-type]
+    cfg = CloudConfig(architecture=ARCH_CFG, continual={"enabled": True, "finetune": {  # type: ignore[arg-type]
         "steps": 20, "backend": "torch", "precision": "fp32", **finetune}})
-    tuner = FineTuner(LAYERS, cfg.continual.finetune, 0)
-    return ContinualStage(data=intake, layers=LAYERS, cfg=cfg.continual, tuner=tuner)
+    tuner = FineTuner(ARCH, cfg.continual.finetune, 0)
+    return ContinualStage(data=intake, arch=ARCH, cfg=cfg.continual, tuner=tuner)
 
 
 def test_fine_tunes_on_the_newest_training_window(intake: DataIntake) -> None:
     """The fresh data is window b (c, the newest, is held out); the weights move."""
     # Prepare
-    start = tensors_of(build_mlp(LAYERS, seed=0))
+    start = tensors_of(build_model(ARCH, seed=0))
 
     # Execute
     tuned, info = _stage(intake).refine(start, seed=1)
@@ -62,9 +65,9 @@ def test_fine_tunes_on_the_newest_training_window(intake: DataIntake) -> None:
 def test_without_a_tuner_the_aggregate_passes_through(intake: DataIntake) -> None:
     """finetune.steps = 0: no tuner, the tensors come back untouched and nothing is recorded."""
     # Prepare
-    cfg = CloudConfig(layers=LAYERS, continual={"enabled": True})  # type: ignore[arg-type]
-    stage = ContinualStage(data=intake, layers=LAYERS, cfg=cfg.continual, tuner=None)
-    start = tensors_of(build_mlp(LAYERS, seed=0))
+    cfg = CloudConfig(architecture=ARCH_CFG, continual={"enabled": True})  # type: ignore[arg-type]
+    stage = ContinualStage(data=intake, arch=ARCH, cfg=cfg.continual, tuner=None)
+    start = tensors_of(build_model(ARCH, seed=0))
 
     # Execute
     tuned, info = stage.refine(start, seed=1)
@@ -80,7 +83,7 @@ def test_a_diverging_fine_tune_keeps_the_aggregate(intake: DataIntake) -> None:
     huge = np.full((20, 64), 1e30, dtype=np.float32)
     intake.add(huge, np.arange(20) % 10, now=3.0, window="d")
     intake.add(huge[:1], np.zeros(1, np.int64), now=4.0, window="e")
-    start = tensors_of(build_mlp(LAYERS, seed=0))
+    start = tensors_of(build_model(ARCH, seed=0))
 
     # Execute
     tuned, info = _stage(intake, lr=10.0, replay_ratio=0.0).refine(start, seed=1)
@@ -93,7 +96,7 @@ def test_a_diverging_fine_tune_keeps_the_aggregate(intake: DataIntake) -> None:
 def test_scores_every_large_enough_window_oldest_first(intake: DataIntake) -> None:
     """`score` names each window in arrival order with an accuracy in [0, 1]."""
     # Prepare / Execute
-    scores = _stage(intake).score(tensors_of(build_mlp(LAYERS, seed=0)))
+    scores = _stage(intake).score(tensors_of(build_model(ARCH, seed=0)))
 
     # Assert
     assert list(scores) == ["a", "b", "c"]
@@ -108,7 +111,7 @@ def test_windows_below_the_minimum_size_are_not_scored(intake: DataIntake) -> No
     intake.add(data.features[:60], data.labels[:60], now=9.0, window="small")
 
     # Execute
-    scores = _stage(intake).score(tensors_of(build_mlp(LAYERS, seed=0)))
+    scores = _stage(intake).score(tensors_of(build_model(ARCH, seed=0)))
 
     # Assert
     assert list(scores) == ["a", "b", "c"]
@@ -119,7 +122,7 @@ def test_scores_only_the_evaluation_rows(intake: DataIntake) -> None:
     on the evaluation rows alone, the rows the cloud never trains on."""
     # Prepare
     stage = _stage(intake)
-    tensors = tensors_of(build_mlp(LAYERS, seed=0))
+    tensors = tensors_of(build_model(ARCH, seed=0))
     data = SOURCES.build("digits").load()
     x, y = data.features[400:500], data.labels[400:500].copy()
     intake.add(x, y, now=5.0, window="d")

@@ -9,17 +9,19 @@ import pytest
 import torch
 
 from fedstream.cloud import rounds
-from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.config import ArchitectureConfig, CloudConfig
 from fedstream.cloud.coordinator import Coordinator, ModelVersion
 from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
 from fedstream.shared.errors import ConfigError, FedstreamError, ProtocolError, Reason
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.codecs import CODECS
 from fedstream.shared.protocol.commands import RoundStart
 from fedstream.shared.protocol.control import EdgeStatus, RoundMode, RoundState
 from fedstream.shared.protocol.messages import UpdateMeta
 
-LAYERS = (4, 3, 2)
+ARCH = Architecture.mlp((4, 3, 2))
+ARCH_CFG = ArchitectureConfig.of(ARCH)
 
 
 class Harness:
@@ -29,9 +31,10 @@ class Harness:
         self.models: list[ModelVersion] = []
         self.rounds: list[RoundState] = []
         self.store = CloudStore.open(data_dir)
-        self.coord = Coordinator.open(cfg=CloudConfig(layers=LAYERS, **cfg),  # type: ignore[arg-type]
+        self.coord = Coordinator.open(cfg=CloudConfig(architecture=ARCH_CFG, **cfg),  # type: ignore[arg-type]
                                       store=self.store,
-                                      evaluate=lambda ts: float(sum(t.sum() for t in ts)),
+                                      evaluate=lambda ts: {
+                                          "accuracy": float(sum(t.sum() for t in ts))},
                                       publish_model=self._publish_model,
                                       publish_round=self.rounds.append)
         self.coord.recover(now=0.0)
@@ -42,7 +45,7 @@ class Harness:
 
     def online(self, *edges: str) -> None:
         for e in edges:
-            self.coord.on_status(EdgeStatus(edge_id=e, online=True))
+            self.coord.on_status(EdgeStatus(edge_id=e, online=True), 0.0)
 
     def update(self, edge: str, value: float, samples: int, base: int | None = None,
                ) -> UpdateRow:
@@ -467,3 +470,62 @@ def test_restart_counts_the_verdicts_the_saved_round_had_not_counted_yet(
     assert again.coord.counted >= {("a", 0)}
     final = again.coord.round
     assert final is not None and final.status == "published" and final.received == 2
+
+
+def test_a_declining_edge_is_not_waited_for(tmp_path: Path) -> None:
+    """A selected edge that declines (too little data) no longer holds the round open: the
+    other edge's update closes it at once, and the decline is on the round."""
+    # Prepare
+    h = Harness(tmp_path, rounds={"deadline_s": 100})
+    h.online("a", "b")
+    state = h.coord.start_round(now=0.0)
+
+    # Execute
+    h.coord.on_status(EdgeStatus(edge_id="b", online=True, declined=state.round_id,
+                                 decline_reason="too_little_data"), 1.0)
+    declined = h.coord.round
+    h.coord.on_update(h.update("a", 1.0, 1), now=2.0)
+
+    # Assert
+    assert declined is not None and declined.expected == 1
+    assert dict(declined.declined) == {"b": "too_little_data"}
+    assert h.rounds[-1].status == "published" and h.rounds[-1].result["updates"] == 1
+
+
+def test_every_edge_declining_fails_the_round_naming_why(tmp_path: Path) -> None:
+    """When every selected edge declines, the round ends at once with no_quorum, and the
+    detail names each edge's reason; a decline of another round changes nothing."""
+    # Prepare
+    h = Harness(tmp_path, rounds={"deadline_s": 100})
+    h.online("a", "b")
+    state = h.coord.start_round(now=0.0)
+
+    # Execute
+    h.coord.on_status(EdgeStatus(edge_id="a", online=True, declined="another-round",
+                                 decline_reason="too_little_data"), 1.0)
+    unchanged = h.coord.round
+    for edge in ("a", "b"):
+        h.coord.on_status(EdgeStatus(edge_id=edge, online=True, declined=state.round_id,
+                                     decline_reason="too_little_data"), 1.0)
+
+    # Assert
+    assert unchanged is not None and unchanged.declined == {}
+    final = h.rounds[-1]
+    assert final.status == "failed" and final.reason == "no_quorum"
+    assert "a declined: too_little_data" in str(final.result["detail"])
+    assert "b declined: too_little_data" in str(final.result["detail"])
+
+
+def test_round_limits_reach_the_edges(tmp_path: Path) -> None:
+    """Round limits on the data (newest N windows, last T seconds, a minimum) come from the
+    config unless the request overrides them, and travel in the round's training params."""
+    # Prepare
+    h = Harness(tmp_path, rounds={"max_windows": 50, "min_samples": 8})
+    h.online("a")
+
+    # Execute
+    state = h.coord.start_round(now=0.0, request=RoundStart(max_age_s=600.0, min_samples=4))
+
+    # Assert
+    assert (state.train.max_windows, state.train.max_age_s, state.train.min_samples) == (
+        50, 600.0, 4)

@@ -9,18 +9,20 @@ import msgpack
 import numpy as np
 import pytest
 
-from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.config import ArchitectureConfig, CloudConfig
 from fedstream.cloud.data_intake import DataIntake
 from fedstream.cloud.store import CloudStore
 from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.control import DataBatch
 
-LAYERS = (4, 3, 2)
+ARCH = Architecture.mlp((4, 3, 2))
+ARCH_CFG = ArchitectureConfig.of(ARCH)
 
 
 def _cloud_cfg(tmp_path: Path, **continual: object) -> CloudConfig:
-    return CloudConfig(layers=LAYERS, data_dir=tmp_path / "cloud",
+    return CloudConfig(architecture=ARCH_CFG, data_dir=tmp_path / "cloud",
                        continual={"enabled": True, "replay_capacity": 5, "window_s": 60.0,
                                   **continual})  # type: ignore[arg-type]
 

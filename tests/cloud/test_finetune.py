@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -21,11 +23,14 @@ from fedstream.cloud.replay import Arrays
 from fedstream.shared.errors import ConfigError, Reason
 from fedstream.shared.learning.cpu import detect_cpu
 from fedstream.shared.learning.isa import bf16_isa
-from fedstream.shared.learning.model import accuracy, build_mlp, load_tensors, tensors_of
+from fedstream.shared.learning.model import load_tensors, tensors_of
+from fedstream.shared.learning.models import Rows, build_model
 from fedstream.shared.learning.sources import SOURCES
+from fedstream.shared.learning.tasks import Classification, evaluate
 from fedstream.shared.learning.training import prepare_sgd
+from fedstream.shared.protocol.arch import Architecture
 
-LAYERS = (64, 32, 10)
+ARCH = Architecture.mlp((64, 32, 10))
 EMPTY: Arrays = (np.zeros((0, 64), np.float32), np.zeros(0, np.int64))
 
 
@@ -37,13 +42,13 @@ def _digits() -> tuple[Arrays, Arrays]:
 
 
 def _start() -> list[torch.Tensor]:
-    return tensors_of(build_mlp(LAYERS, seed=0))
+    return tensors_of(build_model(ARCH, seed=0))
 
 
 def _tuner(**params: object) -> FineTuner:
     defaults: dict[str, object] = {"steps": 60, "batch_size": 32, "lr": 0.05,
                                    "backend": "torch", "precision": "fp32"}
-    return FineTuner(LAYERS, FinetuneConfig(**{**defaults, **params}), seed=0)
+    return FineTuner(ARCH, FinetuneConfig(**{**defaults, **params}), seed=0)
 
 
 def _tuner_or_skip(**params: object) -> FineTuner:
@@ -56,9 +61,10 @@ def _tuner_or_skip(**params: object) -> FineTuner:
 
 
 def _accuracy(tensors: list[torch.Tensor], data: Arrays) -> float:
-    model = build_mlp(LAYERS)
+    model = build_model(ARCH)
     load_tensors(model, tensors)
-    return accuracy(model, torch.tensor(data[0]), torch.tensor(data[1]))
+    return evaluate(model, Classification(), torch.tensor(data[0]),
+                    torch.tensor(data[1]))["accuracy"]
 
 
 def _distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
@@ -192,10 +198,20 @@ def test_l2sp_with_a_huge_weight_stays_near_start() -> None:
     assert _distance(anchored.tensors, start) < 0.01 * _distance(free.tensors, start)
 
 
-def test_fisher_diagonal_is_the_mean_squared_per_sample_gradient() -> None:
-    """The one-pass Fisher equals per-sample gradients squared one by one, scaled to max 1."""
+def _conv_net() -> torch.nn.Module:
+    torch.manual_seed(1)
+    return torch.nn.Sequential(Rows((1, 5)), torch.nn.Conv1d(1, 2, 3), torch.nn.Flatten(),
+                               torch.nn.Linear(6, 3))
+
+
+@pytest.mark.parametrize("make", [lambda: build_model(Architecture.mlp((5, 4, 3)), seed=1),
+                                  _conv_net], ids=["mlp_one_pass", "conv_per_sample"])
+def test_fisher_diagonal_is_the_mean_squared_per_sample_gradient(
+        make: Callable[[], torch.nn.Module]) -> None:
+    """The Fisher equals per-sample gradients squared one by one, scaled to max 1: in one
+    pass for an MLP, sample by sample for a model with other layers."""
     # Prepare
-    model = build_mlp((5, 4, 3), seed=1)
+    model = make()
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(12, 5, generator=gen), torch.randint(3, (12,), generator=gen)
     params = list(model.parameters())
@@ -219,7 +235,7 @@ def test_ewc_penalty_is_zero_at_start_and_positive_away() -> None:
     """The EWC penalty vanishes at the anchor and grows once the weights move."""
     # Prepare
     fresh, _ = _digits()
-    model = build_mlp(LAYERS, seed=0)
+    model = build_model(ARCH, seed=0)
     start = tensors_of(model)
     fisher = fisher_diagonal(model, torch.tensor(fresh[0][:64]), torch.tensor(fresh[1][:64]))
     penalty = anchor_penalty(2.0, start, fisher)
@@ -263,11 +279,11 @@ def test_every_backend_fine_tunes_with_an_ewc_anchor(backend: str, precision: st
     start = _start()
     tuner = _tuner_or_skip(backend=backend, precision=precision, anchor="ewc",
                            anchor_weight=0.5)
-    model, _ = prepare_sgd(LAYERS, start, tuner.backend, lr=0.1, momentum=0.0)
+    model, _ = prepare_sgd(ARCH, start, tuner.backend, lr=0.1, momentum=0.0)
 
     # Execute
     with torch.no_grad():
-        at_start = float(anchor_penalty(1.0, trained_layout(LAYERS, start, tuner.backend))(model))
+        at_start = float(anchor_penalty(1.0, trained_layout(ARCH, start, tuner.backend))(model))
     result = tuner.run(start, fresh, replay, seed=0)
 
     # Assert

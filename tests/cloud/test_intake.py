@@ -11,14 +11,16 @@ from fedstream.cloud.config import IntakeConfig
 from fedstream.cloud.intake import Intake, Update
 from fedstream.cloud.rounds import open_round
 from fedstream.shared.errors import ProtocolError, Reason
-from fedstream.shared.learning.model import build_mlp, spec_of, tensors_of
+from fedstream.shared.learning.model import spec_of, tensors_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.blobs import encode_blob
 from fedstream.shared.protocol.control import RoundState, TrainParams
 from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
 
-LAYERS = (64, 32, 10)
-SPEC = spec_of(build_mlp(LAYERS))
+ARCH = Architecture.mlp((64, 32, 10))
+SPEC = spec_of(build_model(ARCH))
 BLOB_BYTES = 4 * sum(t.numel for t in SPEC)
 
 # The `take` fixture (tests/cloud/conftest.py): one frame in, as the receiver does.
@@ -34,7 +36,7 @@ def _round(edges: tuple[str, ...] = ("e1", "e2")) -> RoundState:
 
 
 def _frames(edge: str, *, round_id: str = "r1", seed: int = 0) -> list[bytes]:
-    delta = tensors_of(build_mlp(LAYERS, seed=seed))
+    delta = tensors_of(build_model(ARCH, seed=seed))
     enc = encode_blob(delta, SPEC, codec="f32", chunk_size=4096)
     meta = UpdateMeta(edge_id=edge, round_id=round_id, base_version=0, samples=10, loss=0.5)
     return [wire.pack(UpdateChunk(header=enc.header, meta=meta, index=i, data=bytes(v)))
@@ -53,7 +55,7 @@ def test_complete_update_is_handed_on_once(take: Take) -> None:
     # Prepare
     intake, state = _intake(), _round()
     frames = _frames("e1")
-    expected = tensors_of(build_mlp(LAYERS, seed=0))
+    expected = tensors_of(build_model(ARCH, seed=0))
 
     # Execute
     out = [take(intake, f, topic_edge="e1", state=state, counted=set(), now=0.0)

@@ -16,8 +16,10 @@ from fedstream.cloud.config import IntakeConfig
 from fedstream.cloud.intake import Intake, Update
 from fedstream.cloud.rounds import open_round
 from fedstream.shared.errors import ProtocolError
-from fedstream.shared.learning.model import build_mlp, spec_of, tensors_of
+from fedstream.shared.learning.model import spec_of, tensors_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.blobs import encode_blob
 from fedstream.shared.protocol.codecs import CODECS
 from fedstream.shared.protocol.control import TrainParams
@@ -25,8 +27,8 @@ from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
 
 pytestmark = pytest.mark.fuzz
 
-LAYERS = (8, 6, 3)
-SPEC = spec_of(build_mlp(LAYERS))
+ARCH = Architecture.mlp((8, 6, 3))
+SPEC = spec_of(build_model(ARCH))
 EDGES = ("e1", "e2")
 MAX_TOTAL = 4096
 STATE = open_round(round_id="r1", model="m", base_version=0, now=0.0, deadline_s=60,
@@ -45,7 +47,7 @@ def _sent() -> tuple[list[tuple[str, bytes]], dict[bytes, list[torch.Tensor]]]:
     frames: list[tuple[str, bytes]] = []
     by_hash: dict[bytes, list[torch.Tensor]] = {}
     for n, (edge, codec) in enumerate((e, c) for e in EDGES for c in CODECS.names()):
-        delta = tensors_of(build_mlp(LAYERS, seed=n))
+        delta = tensors_of(build_model(ARCH, seed=n))
         enc = encode_blob(delta, SPEC, codec=codec, chunk_size=64)
         by_hash[enc.header.sha256] = CODECS.build(codec).decode(
             b"".join(bytes(v) for v in enc.chunks), SPEC)

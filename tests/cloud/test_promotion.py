@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from fedstream.cloud import rounds
-from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.config import ArchitectureConfig, CloudConfig
 from fedstream.cloud.continual_stage import ContinualStage
 from fedstream.cloud.coordinator import Coordinator
 from fedstream.cloud.data_intake import DataIntake
@@ -19,20 +19,27 @@ from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.versions import ModelVersion
 from fedstream.shared.errors import FedstreamError, Reason
-from fedstream.shared.learning.model import build_mlp, tensors_of
+from fedstream.shared.learning.model import tensors_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.sources import SOURCES
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.codecs import CODECS
 from fedstream.shared.protocol.commands import RoundStart
 from fedstream.shared.protocol.control import EdgeStatus, RoundMode, RoundState
 
-LAYERS = (64, 32, 10)
+ARCH = Architecture.mlp((64, 32, 10))
+ARCH_CFG = ArchitectureConfig.of(ARCH)
+
+
+def _half_accuracy(_tensors: list[torch.Tensor]) -> dict[str, float]:
+    return {"accuracy": 0.5}
 
 
 def _trained() -> list[torch.Tensor]:
     """A digits MLP trained for a few seeded epochs (about 90% accurate)."""
     data = SOURCES.build("digits").load()
     x, y = torch.tensor(data.features), torch.tensor(data.labels)
-    model = build_mlp(LAYERS, seed=1)
+    model = build_model(ARCH, seed=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     gen = torch.Generator().manual_seed(0)
     for _ in range(10):
@@ -52,16 +59,16 @@ class Cloud:
     def __init__(self, data_dir: Path, **gate: float) -> None:
         self.models: list[ModelVersion] = []
         self.rounds: list[RoundState] = []
-        self.cfg = CloudConfig(layers=LAYERS, data_dir=data_dir,
+        self.cfg = CloudConfig(architecture=ARCH_CFG, data_dir=data_dir,
                                continual={"enabled": True, "gate": gate})  # type: ignore[arg-type]
         self.store = CloudStore.open(data_dir)
         self.data = DataIntake.open(self.cfg, self.store)
-        stage = ContinualStage(data=self.data, layers=LAYERS, cfg=self.cfg.continual, tuner=None)
-        self.coord = Coordinator.open(cfg=self.cfg, store=self.store, evaluate=lambda ts: 0.5,
+        stage = ContinualStage(data=self.data, arch=ARCH, cfg=self.cfg.continual, tuner=None)
+        self.coord = Coordinator.open(cfg=self.cfg, store=self.store, evaluate=_half_accuracy,
                                       publish_model=self._publish, publish_round=self.rounds.append,
                                       stage=stage)
         self.coord.recover(now=0.0)
-        self.coord.on_status(EdgeStatus(edge_id="e1", online=True))
+        self.coord.on_status(EdgeStatus(edge_id="e1", online=True), 0.0)
 
     def _publish(self, version: ModelVersion) -> int:
         self.models.append(version)

@@ -9,21 +9,28 @@ import numpy as np
 import pytest
 import torch
 
-from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.config import ArchitectureConfig, CloudConfig
 from fedstream.cloud.coordinator import Coordinator, ModelVersion
 from fedstream.cloud.intake import Intake
 from fedstream.cloud.receiver import UpdateReceiver
 from fedstream.cloud.store import CloudStore
 from fedstream.shared.errors import ProtocolError, Reason, StoreError
-from fedstream.shared.learning.model import build_mlp, spec_of
+from fedstream.shared.learning.model import spec_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.blobs import decode_with, encode_blob, pack_blob
 from fedstream.shared.protocol.control import EdgeStatus, Receipt, ReceiptStatus, RoundState
 from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
 from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe
 
-LAYERS = (4, 3, 2)
-SPEC = spec_of(build_mlp(LAYERS))
+ARCH = Architecture.mlp((4, 3, 2))
+ARCH_CFG = ArchitectureConfig.of(ARCH)
+
+
+def _no_accuracy(_tensors: list[torch.Tensor]) -> dict[str, float]:
+    return {"accuracy": 0.0}
+SPEC = spec_of(build_model(ARCH))
 # 4*3 + 3 + 3*2 + 2 = 23 floats = 92 bytes of f32: chunks of 32, 32 and 28 bytes.
 CHUNK = 32
 DELTA = [torch.full(t.shape, 0.5) for t in SPEC]
@@ -36,8 +43,8 @@ class Cloud:
         self.receipts: list[tuple[str, Receipt | MissingChunks]] = []
         self.rounds: list[RoundState] = []
         self.store = CloudStore.open(data_dir)
-        config = CloudConfig(layers=LAYERS, **cfg)
-        self.coord = Coordinator.open(cfg=config, store=self.store, evaluate=lambda ts: 0.0,
+        config = CloudConfig(architecture=ARCH_CFG, **cfg)
+        self.coord = Coordinator.open(cfg=config, store=self.store, evaluate=_no_accuracy,
                                       publish_model=self._publish_model,
                                       publish_round=self.rounds.append)
         self.receiver = UpdateReceiver(
@@ -51,7 +58,7 @@ class Cloud:
 
     def open_round(self, *edges: str) -> str:
         for e in edges:
-            self.coord.on_status(EdgeStatus(edge_id=e, online=True))
+            self.coord.on_status(EdgeStatus(edge_id=e, online=True), 0.0)
         return str(self.coord.start_round(now=0.0).round_id)
 
     def chunks(self) -> list[tuple[str, bytes]]:

@@ -26,14 +26,16 @@ from hypothesis.stateful import (
     rule,
 )
 
-from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.config import ArchitectureConfig, CloudConfig
 from fedstream.cloud.coordinator import Coordinator
 from fedstream.cloud.intake import Intake
 from fedstream.cloud.receiver import MAX_RETRY_S, Answer, UpdateReceiver
 from fedstream.cloud.store import CloudStore
 from fedstream.shared.errors import FedstreamError
-from fedstream.shared.learning.model import build_mlp, spec_of
+from fedstream.shared.learning.model import spec_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.blobs import decode_with, encode_blob, pack_blob
 from fedstream.shared.protocol.commands import RoundStart
 from fedstream.shared.protocol.control import EdgeStatus, Receipt, ReceiptStatus, RoundMode
@@ -42,8 +44,13 @@ from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe
 
 pytestmark = pytest.mark.fuzz
 
-LAYERS = (8, 8, 2)
-SPEC = spec_of(build_mlp(LAYERS))
+ARCH = Architecture.mlp((8, 8, 2))
+ARCH_CFG = ArchitectureConfig.of(ARCH)
+
+
+def _no_accuracy(_tensors: list[torch.Tensor]) -> dict[str, float]:
+    return {"accuracy": 0.0}
+SPEC = spec_of(build_model(ARCH))
 FLOATS = sum(t.numel for t in SPEC)  # 90: 360-byte f32 blobs, in three chunks
 EDGES = ("a", "b", "c")
 CHUNK = 128
@@ -96,7 +103,7 @@ class ReceiverMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="fedstream-states-"))
-        self.cfg = CloudConfig(layers=LAYERS, data_dir=self.dir,
+        self.cfg = CloudConfig(architecture=ARCH_CFG, data_dir=self.dir,
                                rounds={"deadline_s": 1e9},
                                # Room for two partial updates: crowds happen; a 40 s tick
                                # frees idle ones from memory.
@@ -114,13 +121,13 @@ class ReceiverMachine(RuleBasedStateMachine):
 
     def _open(self) -> None:
         self.store = CloudStore.open(self.dir)
-        self.coord = Coordinator.open(cfg=self.cfg, store=self.store, evaluate=lambda ts: 0.0,
+        self.coord = Coordinator.open(cfg=self.cfg, store=self.store, evaluate=_no_accuracy,
                                       publish_model=lambda v: 0, publish_round=lambda s: None)
         self.receiver = UpdateReceiver(
             intake=Intake(spec=self.coord.spec, params=self.cfg.intake), store=self.store,
             coordinator=self.coord, send=lambda edge, a: self.answers.append((edge, a)))
         for edge in EDGES:
-            self.coord.on_status(EdgeStatus(edge_id=edge, online=True))
+            self.coord.on_status(EdgeStatus(edge_id=edge, online=True), 0.0)
         self.receiver.replay(self.now)  # in the service's order: replay, then recover
         self.coord.recover(self.now)
 

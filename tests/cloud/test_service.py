@@ -11,11 +11,12 @@ import torch
 from structlog.testing import capture_logs
 
 from fedstream.broker import Mosquitto
-from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.config import ArchitectureConfig, CloudConfig
 from fedstream.cloud.service import CloudService
 from fedstream.cloud.wiring import build_cloud
 from fedstream.shared.errors import Reason, TransportError
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.blobs import encode_blob
 from fedstream.shared.protocol.commands import RoundStart
 from fedstream.shared.protocol.control import EdgeStatus
@@ -23,14 +24,15 @@ from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
 
 pytestmark = pytest.mark.mosquitto
 
-LAYERS = (64, 8, 10)
+ARCH = Architecture.mlp((64, 8, 10))
+ARCH_CFG = ArchitectureConfig.of(ARCH)
 
 
 @pytest.fixture
 def service(broker: Mosquitto, federation: str, tmp_path: Path) -> Iterator[CloudService]:
     """A cloud built from its config against the real broker, connected, with a sync round of
     two edges open (deadline 10 s, quorum 1) and one update from e1 accepted at t=1."""
-    cfg = CloudConfig(federation=federation, layers=LAYERS, data_dir=tmp_path / "cloud",
+    cfg = CloudConfig(federation=federation, architecture=ARCH_CFG, data_dir=tmp_path / "cloud",
                       broker={"host": broker.host, "port": broker.port},
                       rounds={"deadline_s": 10.0, "quorum": 1})
     built = build_cloud(cfg)
@@ -38,7 +40,7 @@ def service(broker: Mosquitto, federation: str, tmp_path: Path) -> Iterator[Clou
     try:
         built.coordinator.recover(0.0)
         for edge in ("e1", "e2"):
-            built.coordinator.on_status(EdgeStatus(edge_id=edge, online=True))
+            built.coordinator.on_status(EdgeStatus(edge_id=edge, online=True), 0.0)
         state = built.coordinator.start_round(0.0, RoundStart())
         delta = [torch.full(t.shape, 0.01) for t in built.coordinator.spec]
         enc = encode_blob(delta, built.coordinator.spec, codec="f32", chunk_size=4096)

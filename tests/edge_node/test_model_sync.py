@@ -9,22 +9,24 @@ import torch
 
 from fedstream.edge_node.model_sync import ModelSync
 from fedstream.shared.errors import ProtocolError, Reason
-from fedstream.shared.learning.model import build_mlp, spec_of, tensors_of
+from fedstream.shared.learning.model import spec_of, tensors_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.blobs import encode_blob
 from fedstream.shared.protocol.messages import Manifest, ModelChunk
 
-LAYERS = (64, 40, 10)
+ARCH = Architecture.mlp((64, 40, 10))
 
 
 def _frames(version: int, seed: int) -> tuple[list[bytes], list[torch.Tensor]]:
-    model = build_mlp(LAYERS, seed=seed)
+    model = build_model(ARCH, seed=seed)
     tensors = tensors_of(model)
     enc = encode_blob(tensors, spec_of(model), codec="f32", chunk_size=4096)
     chunks = [wire.pack(ModelChunk(header=enc.header, model="m", version=version, index=i,
                                    data=bytes(v))) for i, v in enumerate(enc.chunks)]
     manifest = wire.pack(Manifest(model="m", version=version, parent=None, header=enc.header,
-                                  layers=LAYERS))
+                                  arch=ARCH))
     return [manifest, *chunks], tensors
 
 
@@ -43,7 +45,7 @@ def test_model_completes_whatever_the_order() -> None:
 
     # Assert
     assert early == [None] * len(mixed)
-    assert held is not None and held.version == 3 and held.layers == LAYERS
+    assert held is not None and held.version == 3 and held.arch == ARCH
     assert all(torch.equal(a, b) for a, b in zip(held.tensors, tensors, strict=True))
 
 

@@ -14,11 +14,13 @@ from fedstream.cloud.config import InferenceConfig
 from fedstream.cloud.inference import InferenceServer, ServedModel
 from fedstream.predict import RowPrediction, predict_csv, read_features
 from fedstream.shared.errors import ConfigError, FedstreamError, Reason
-from fedstream.shared.learning.model import build_mlp, tensors_of
+from fedstream.shared.learning.model import tensors_of
+from fedstream.shared.learning.models import build_model
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.topics import Topics
 
-LAYERS = (3, 8, 4)
+ARCH = Architecture.mlp((3, 8, 4))
 MODEL = "mlp"
 # Never connected to: the file is refused first.
 NOWHERE = FleetAddress.local(host="127.0.0.1", port=1, federation="f", model=MODEL)
@@ -27,10 +29,10 @@ NOWHERE = FleetAddress.local(host="127.0.0.1", port=1, federation="f", model=MOD
 @pytest.fixture
 def serving(broker: Mosquitto, federation: str) -> Iterator[ServedModel]:
     """An InferenceServer for `MODEL` serving version 7; yields that version's model."""
-    with InferenceServer(cfg=InferenceConfig(http_port=0, precision="fp32"), layers=LAYERS,
+    with InferenceServer(cfg=InferenceConfig(http_port=0, precision="fp32"), arch=ARCH,
                          topics=Topics(federation), model=MODEL,
                          conn=Connection(host=broker.host, port=broker.port)) as server:
-        yield server.swap(7, tensors_of(build_mlp(LAYERS, seed=7)))
+        yield server.swap(7, tensors_of(build_model(ARCH, seed=7)))
 
 
 def _csv(tmp_path: Path, text: str) -> Path:

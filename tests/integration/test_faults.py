@@ -16,13 +16,15 @@ import torch
 
 from fedstream.broker import BrokerParams, Mosquitto
 from fedstream.client import FleetAddress, FleetClient
-from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.config import ArchitectureConfig, CloudConfig
 from fedstream.cloud.coordinator import Coordinator
 from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
 from fedstream.demo import MODEL, Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status, start_round
-from fedstream.shared.learning.model import build_mlp, spec_of
+from fedstream.shared.learning.model import spec_of
+from fedstream.shared.learning.models import build_model
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.commands import RoundReply, RoundStart
 from fedstream.shared.protocol.control import EdgeStatus, RoundState
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
@@ -31,7 +33,8 @@ from fedstream.shared.protocol.topics import Topics
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.chaos]
 
 # A wider model than the demo's, so uploads and aggregation take long enough to be cut into.
-LAYERS = "[64, 512, 512, 10]"
+ARCH = Architecture.mlp((64, 512, 512, 10))
+ARCH_TABLE = "[architecture]\nparams.hidden = [512, 512]\n\n"
 
 
 @dataclass
@@ -68,7 +71,7 @@ def _fleet(tmp_path: Path, broker: Mosquitto, federation: str, *, cloud_tables: 
            edge_extra: str = "") -> Iterator[Fleet]:
     cloud_cfg, edge_cfgs = write_configs(
         tmp_path, port=broker.port, federation=federation, edges=3, dirichlet_alpha=0.5,
-        cloud_extra=f"layers = {LAYERS}\n", cloud_tables=cloud_tables, edge_extra=edge_extra)
+        cloud_tables=ARCH_TABLE + cloud_tables, edge_extra=edge_extra)
     procs = Processes(tmp_path)
     address = FleetAddress.local(host=broker.host, port=broker.port, federation=federation,
                                  model=MODEL, timeout_s=10.0)
@@ -89,12 +92,13 @@ def _uninterrupted_model(data_dir: Path, round_id: str, scratch: Path) -> list[t
     crashed = CloudStore.open(data_dir)
     rows = crashed.journal.accepted(round_id)
     clean = CloudStore.open(scratch)
-    coord = Coordinator.open(cfg=CloudConfig(layers=json.loads(LAYERS)), store=clean,
-                             evaluate=lambda ts: 0.0, publish_model=lambda v: 0,
+    coord = Coordinator.open(cfg=CloudConfig(architecture=ArchitectureConfig.of(ARCH)),
+                             store=clean,
+                             evaluate=lambda ts: {"accuracy": 0.0}, publish_model=lambda v: 0,
                              publish_round=lambda s: None)
     # The fresh store starts from the same seeded v0 as the crashed one.
     for edge in sorted({r.edge_id for r in rows}):
-        coord.on_status(EdgeStatus(edge_id=edge, online=True))
+        coord.on_status(EdgeStatus(edge_id=edge, online=True), 0.0)
     state = coord.start_round(now=0.0, request=RoundStart(deadline_s=1e9))
     for row in rows:
         blob = crashed.spool.get(row.spool)
@@ -111,7 +115,7 @@ def _uninterrupted_model(data_dir: Path, round_id: str, scratch: Path) -> list[t
 def _published(data_dir: Path, version: int) -> list[torch.Tensor]:
     store = CloudStore.open(data_dir)
     row = next(v for v in store.journal.versions() if v.version == version)
-    tensors, _ = store.models.load(row.path, spec_of(build_mlp(json.loads(LAYERS))))
+    tensors, _ = store.models.load(row.path, spec_of(build_model(ARCH)))
     return tensors
 
 

@@ -15,8 +15,10 @@ from fedstream.client import FleetAddress
 from fedstream.cloud.registry_store import ModelFiles
 from fedstream.demo import Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status, model_command, show_status, start_round
-from fedstream.shared.learning.model import build_mlp, spec_of
+from fedstream.shared.learning.model import spec_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.sources import SOURCES
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.commands import ModelListReply, ModelVersionReply, RoundStart
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
@@ -75,7 +77,7 @@ def test_two_rounds_advance_the_model_and_count_every_edge(
     assert versions.versions[3].lineage["rollback_of"] == 1
     assert "* v3" in listing.getvalue() and "rollback of v1" in listing.getvalue()
     files = ModelFiles(tmp_path / "cloud-data" / "models")
-    spec = spec_of(build_mlp((64, 100, 100, 10)))
+    spec = spec_of(build_model(Architecture.mlp((64, 100, 100, 10))))
     assert all(torch.equal(a, b) for a, b in zip(files.load("v1.safetensors", spec)[0],
                                                  files.load("v3.safetensors", spec)[0],
                                                  strict=True))

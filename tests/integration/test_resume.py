@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.chaos]
 
 # 64*1536 + 1536 + 1536*1536 + 1536 + 1536*10 + 10 = 2,476,042 floats: 9.9 MB of f32, in 152
 # chunks of 64 KiB.
-LAYERS = "[64, 1536, 1536, 10]"
+ARCH_TABLE = "[architecture]\nparams.hidden = [1536, 1536]\n\n"
 
 
 def _journaled(db: Path) -> list[int]:
@@ -62,8 +62,8 @@ def test_upload_cut_by_a_broker_kill_resumes_with_only_the_missing_chunks(
     # half of the update journaled.
     cloud_cfg, (edge_cfg,) = write_configs(
         tmp_path, port=broker.port, federation=federation, edges=1, dirichlet_alpha=0.5,
-        cloud_extra=f'layers = {LAYERS}\nsynchronous = "FULL"\n',
-        cloud_tables="[intake]\nidle_s = 2.0\n", edge_extra="resend_after_s = 5.0\n")
+        cloud_extra='synchronous = "FULL"\n',
+        cloud_tables=ARCH_TABLE + "[intake]\nidle_s = 2.0\n", edge_extra="resend_after_s = 5.0\n")
     procs = Processes(tmp_path)
     address = FleetAddress.local(host=broker.host, port=broker.port, federation=federation,
                                  model=MODEL, timeout_s=30.0)

@@ -11,11 +11,18 @@ from fedstream.cloud.config import CloudConfig
 from fedstream.edge_node.config import EdgeConfig
 from fedstream.shared.config import load_config, read_toml
 from fedstream.shared.errors import ConfigError, Reason
+from fedstream.shared.protocol.arch import Architecture, TaskKind
 
 _CLOUD_TOML = """\
 federation = "lab"
 strategy = "fedavg"
-layers = [64, 32, 10]
+
+[architecture]
+family = "gru"
+input_shape = [3, 50]
+task = "regression"
+outputs = 2
+params.hidden = 16
 
 [broker]
 host = "mq.local"
@@ -52,7 +59,9 @@ def test_toml_file_loads(tmp_path: Path) -> None:
 
     # Assert
     assert cfg.federation == "lab"
-    assert cfg.layers == (64, 32, 10)
+    assert cfg.architecture.build() == Architecture(
+        family="gru", input_shape=(3, 50), task=TaskKind.REGRESSION, outputs=2,
+        params={"hidden": 16})
     assert (cfg.broker.host, cfg.broker.port, cfg.broker.keepalive_s) == ("mq.local", 1884, 30)
     assert (cfg.rounds.epochs, cfg.rounds.quorum, cfg.rounds.lr) == (3, 2, 0.05)
     with pytest.raises(ValueError, match="frozen"):
@@ -153,12 +162,30 @@ def test_unknown_key_and_bad_value_reported_together(tmp_path: Path) -> None:
     assert "rounds.epochz" in detail
 
 
+def test_old_layers_key_names_its_replacement(tmp_path: Path) -> None:
+    """A config from before architectures (`layers = [...]`) is refused with what to write."""
+    # Prepare
+    path = _write(tmp_path, "layers = [64, 100, 10]\n")
+
+    # Execute
+    with pytest.raises(ConfigError) as info:
+        load_config(CloudConfig, path)
+
+    # Assert
+    assert info.value.reason is Reason.BAD_CONFIG
+    assert "'layers' was replaced by the [architecture] table" in info.value.detail
+
+
 @pytest.mark.parametrize(
     ("text", "key"),
     [
         ("[rounds]\nmomentum = 1.0\n", "rounds.momentum"),
         ("blend_alpha = 0\n", "blend_alpha"),
-        ("layers = [10]\n", "layers"),
+        ('[architecture]\nfamily = "MLP"\n', "architecture"),
+        ("[architecture]\ninput_shape = []\n", "architecture.input_shape"),
+        ("[architecture]\noutputs = 0\n", "architecture.outputs"),
+        ('[architecture]\ntask = "ranking"\n', "architecture.task"),
+        ("[architecture]\nparams.hidden = [1.5, true]\n", "architecture"),
         ("chunk_size = 100\n", "chunk_size"),
         ('[log]\nlevel = "loud"\n', "log.level"),
         ("threads = 0\n", "threads"),

@@ -125,8 +125,8 @@ class CsvSource:
             raise ConfigError(Reason.BAD_DATA, f"{p.path}: empty file, no rows after the header")
         num_classes = p.num_classes if p.num_classes is not None else max(labels) + 1
         return Dataset(
-            np.asarray(features, dtype=np.float32).reshape(len(labels), len(feature_at)),
-            np.asarray(labels, dtype=np.int64),
+            features=np.asarray(features, dtype=np.float32).reshape(len(labels), len(feature_at)),
+            labels=np.asarray(labels, dtype=np.int64),
             num_classes=num_classes,
         )
 

@@ -87,7 +87,7 @@ class DigitsSource:
                 raise ConfigError(Reason.BAD_CONFIG, f"digits: {err}") from err
             rows = train_idx[parts[p.partition]]
         features = (np.asarray(pixels)[rows] / _PIXEL_MAX).astype(np.float32)
-        return Dataset(features, labels[rows], num_classes=10)
+        return Dataset(features=features, labels=labels[rows], num_classes=10)
 
     def describe(self) -> str:
         """One line naming the split, part and seed."""

@@ -10,21 +10,23 @@ import pytest
 import torch
 
 from fedstream.cloud.inference import ModelPreparer, ServedModel
-from fedstream.shared.learning.model import build_mlp, tensors_of
+from fedstream.shared.learning.model import tensors_of
+from fedstream.shared.learning.models import build_model
+from fedstream.shared.protocol.arch import Architecture
 
-LAYERS = (8, 16, 4)
+ARCH = Architecture.mlp((8, 16, 4))
 
 
 @pytest.fixture(scope="session")
 def weights() -> Callable[[int], list[torch.Tensor]]:
     """Seeded weights of the test MLP: a different model for each seed."""
-    return lambda seed: tensors_of(build_mlp(LAYERS, seed=seed))
+    return lambda seed: tensors_of(build_model(ARCH, seed=seed))
 
 
 @pytest.fixture(scope="session")
 def preparer() -> ModelPreparer:
     """An fp32 preparer on this machine's default backend (IPEX where it loads)."""
-    return ModelPreparer(layers=LAYERS, precision="fp32")
+    return ModelPreparer(arch=ARCH, precision="fp32")
 
 
 @pytest.fixture(scope="session")
@@ -38,17 +40,17 @@ def served(preparer: ModelPreparer,
 def rows() -> Callable[[int], npt.NDArray[np.float32]]:
     """Seeded random feature rows [n, 8]; each call draws new ones."""
     rng = np.random.default_rng(7)
-    return lambda n: rng.standard_normal((n, LAYERS[0])).astype(np.float32)
+    return lambda n: rng.standard_normal((n, ARCH.features)).astype(np.float32)
 
 
 @pytest.fixture(scope="session")
-def layers() -> tuple[int, ...]:
-    """Layer sizes of the test MLP (8 features in, 4 classes out)."""
-    return LAYERS
+def arch() -> Architecture:
+    """The test MLP (8 features in, 4 classes out)."""
+    return ARCH
 
 
 @pytest.fixture(scope="session")
-def preparer_for() -> Callable[[tuple[int, ...]], ServedModel]:
-    """Version 9 of a seeded model of other layer sizes."""
-    return lambda layers: ModelPreparer(layers=layers, precision="fp32").prepare(
-        9, tensors_of(build_mlp(layers, seed=0)))
+def preparer_for() -> Callable[[Architecture], ServedModel]:
+    """Version 9 of a seeded model of another architecture."""
+    return lambda arch: ModelPreparer(arch=arch, precision="fp32").prepare(
+        9, tensors_of(build_model(arch, seed=0)))

@@ -12,6 +12,7 @@ import pytest
 
 from fedstream.cloud.inference import Answer, BatcherParams, MicroBatcher, ServedModel
 from fedstream.shared.errors import FedstreamError, ProtocolError, Reason
+from fedstream.shared.protocol.arch import Architecture
 
 Rows = Callable[[int], npt.NDArray[np.float32]]
 Served = Callable[[int], ServedModel]
@@ -199,12 +200,12 @@ def test_stop_answers_everything_queued_then_refuses(
 
 def test_a_failed_forward_pass_fails_its_requests_and_the_worker_goes_on(
     make_batcher: Callable[..., MicroBatcher], served: Served,
-    preparer_for: Callable[[tuple[int, ...]], ServedModel], rows: Rows,
+    preparer_for: Callable[[Architecture], ServedModel], rows: Rows,
 ) -> None:
     """A model that cannot take the rows fails that batch's futures; the next version serves."""
     # Prepare
     batcher = make_batcher()
-    batcher.swap(preparer_for((5, 4)))  # takes 5 features, the batcher sends 8
+    batcher.swap(preparer_for(Architecture.mlp((5, 4))))  # takes 5 features, the batcher sends 8
     batcher.start()
     failed = batcher.submit(rows(1))
     failed.exception(timeout=10)

@@ -18,6 +18,7 @@ from fedstream.cloud.inference import BatcherParams, MicroBatcher, ServedModel
 from fedstream.cloud.inference._tally import Tally
 from fedstream.cloud.inference.http_api import HttpApi
 from fedstream.shared.errors import ConfigError, Reason
+from fedstream.shared.protocol.arch import Architecture
 
 Rows = Callable[[int], npt.NDArray[np.float32]]
 Reply = tuple[int, dict[str, str], Any]
@@ -231,12 +232,12 @@ def test_port_in_use_is_a_config_error(door: Callable[..., _Door]) -> None:
 
 def test_failed_forward_pass_is_500_and_serving_goes_on(
     door: Callable[..., _Door], served: Callable[[int], ServedModel],
-    preparer_for: Callable[[tuple[int, ...]], ServedModel], rows: Rows,
+    preparer_for: Callable[[Architecture], ServedModel], rows: Rows,
 ) -> None:
     """A model that cannot take the rows answers 500 internal; the next version serves again."""
     # Prepare
     d = door()
-    d.batcher.swap(preparer_for((5, 4)))  # takes 5 features, requests carry 8
+    d.batcher.swap(preparer_for(Architecture.mlp((5, 4))))  # takes 5 features, requests carry 8
 
     # Execute
     status, _, body = d.predict(rows(1).tolist())

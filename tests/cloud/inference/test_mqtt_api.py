@@ -16,6 +16,7 @@ from fedstream.cloud.inference._tally import Tally
 from fedstream.cloud.inference.mqtt_api import MqttApi
 from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.infer import InferReply, InferRequest
 from fedstream.shared.protocol.mqtt import MqttClient
@@ -152,11 +153,11 @@ def test_request_without_response_topic_is_dropped_and_logged(
 
 
 def test_failed_forward_pass_gets_an_internal_error_reply(
-    setup: _Setup, preparer_for: Callable[[tuple[int, ...]], ServedModel], rows: Rows
+    setup: _Setup, preparer_for: Callable[[Architecture], ServedModel], rows: Rows
 ) -> None:
     """A forward pass that raises is answered with reason "internal", not silence."""
     # Prepare
-    setup.batcher.swap(preparer_for((5, 4)))  # takes 5 features, requests carry 8
+    setup.batcher.swap(preparer_for(Architecture.mlp((5, 4))))  # takes 5 features, requests carry 8
 
     # Execute
     reply = setup.ask(wire.pack(InferRequest.of(rows(1))))

@@ -16,8 +16,10 @@ from fedstream.broker import Mosquitto, find_free_port
 from fedstream.cloud.config import InferenceConfig
 from fedstream.cloud.inference import InferenceServer, ServedModel
 from fedstream.shared.errors import ConfigError, FedstreamError, Reason, TransportError
-from fedstream.shared.learning.model import build_mlp, tensors_of
+from fedstream.shared.learning.model import tensors_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.infer import InferReply, InferRequest
 from fedstream.shared.protocol.mqtt import MqttClient
@@ -31,19 +33,19 @@ ANSWERS_PER_VERSION = 3
 WAIT_S = 20.0
 
 
-def _server(broker: Mosquitto, federation: str, layers: tuple[int, ...],
+def _server(broker: Mosquitto, federation: str, arch: Architecture,
             **cfg: object) -> InferenceServer:
     settings: dict[str, object] = {"http_port": 0, "precision": "fp32", **cfg}
     return InferenceServer(cfg=InferenceConfig(**settings),  # type: ignore[arg-type]
-                           layers=layers, topics=Topics(federation), model=MODEL,
+                           arch=arch, topics=Topics(federation), model=MODEL,
                            conn=Connection(host=broker.host, port=broker.port))
 
 
 @pytest.fixture
 def server(broker: Mosquitto, federation: str,
-           layers: tuple[int, ...]) -> Iterator[InferenceServer]:
+           arch: Architecture) -> Iterator[InferenceServer]:
     """A started server (HTTP on a free port), stopped after the test."""
-    with _server(broker, federation, layers, max_wait_ms=1.0) as running:
+    with _server(broker, federation, arch, max_wait_ms=1.0) as running:
         yield running
 
 
@@ -128,14 +130,14 @@ def _http_load(server: InferenceServer, inputs: np.ndarray, progress: _Progress)
 
 
 def test_hot_swap_under_load_drops_nothing_and_versions_only_advance(
-    server: InferenceServer, broker: Mosquitto, federation: str, layers: tuple[int, ...],
+    server: InferenceServer, broker: Mosquitto, federation: str, arch: Architecture,
 ) -> None:
     """An MQTT and an HTTP client in a loop while five versions are swapped in: every request
     is answered by a swapped version matching its predictions, never older than the last one
     that client saw, and the last answers come from the last version."""
     # Prepare
-    inputs = np.random.default_rng(11).standard_normal((32, layers[0])).astype(np.float32)
-    weights = {v: tensors_of(build_mlp(layers, seed=v)) for v in VERSIONS}
+    inputs = np.random.default_rng(11).standard_normal((32, arch.features)).astype(np.float32)
+    weights = {v: tensors_of(build_model(arch, seed=v)) for v in VERSIONS}
     served: dict[int, ServedModel] = {VERSIONS[0]: server.swap(VERSIONS[0],
                                                                weights[VERSIONS[0]])}
     progress = _Progress(("mqtt", "http"))
@@ -209,13 +211,13 @@ def test_swap_of_tensors_that_do_not_fit_keeps_the_old_version(
 
 
 def test_start_failure_stops_what_started(
-    broker: Mosquitto, federation: str, layers: tuple[int, ...],
+    broker: Mosquitto, federation: str, arch: Architecture,
     weights: Callable[[int], list[torch.Tensor]],
 ) -> None:
     """An HTTP port in use fails start, and the batcher it had started is stopped again."""
     # Prepare
-    with _server(broker, federation, layers) as first:
-        second = _server(broker, federation, layers, http_port=first.http_port)
+    with _server(broker, federation, arch) as first:
+        second = _server(broker, federation, arch, http_port=first.http_port)
         second.swap(1, weights(1))
 
         # Execute
@@ -225,14 +227,14 @@ def test_start_failure_stops_what_started(
     # Assert
     assert info.value.reason is Reason.BAD_CONFIG
     with pytest.raises(FedstreamError) as stopped:
-        second.batcher.submit(np.zeros((1, layers[0]), np.float32))
+        second.batcher.submit(np.zeros((1, arch.features), np.float32))
     assert stopped.value.reason is Reason.OVERLOADED
 
 
-def test_unreachable_broker_fails_start(layers: tuple[int, ...], federation: str) -> None:
+def test_unreachable_broker_fails_start(arch: Architecture, federation: str) -> None:
     """No broker listening makes start raise broker_unreachable after its timeout."""
     # Prepare
-    server = InferenceServer(cfg=InferenceConfig(http_port=0), layers=layers,
+    server = InferenceServer(cfg=InferenceConfig(http_port=0), arch=arch,
                              topics=Topics(federation), model=MODEL,
                              conn=Connection(host="127.0.0.1", port=find_free_port()))
 

@@ -13,7 +13,8 @@ import torch
 from fedstream.cloud.inference.serving import ModelPreparer, ServedModel, Trial, choose_precision
 from fedstream.shared.errors import ConfigError, Reason
 from fedstream.shared.learning.cpu import detect_cpu
-from fedstream.shared.learning.model import build_mlp
+from fedstream.shared.learning.models import build_model
+from fedstream.shared.protocol.arch import Architecture
 
 Rows = Callable[[int], npt.NDArray[np.float32]]
 
@@ -40,12 +41,12 @@ def test_choose_precision(fp32: Trial, bf16: Trial, chosen: str, why: str) -> No
 
 
 def test_prepared_model_predicts_like_the_plain_model(
-    served: Callable[[int], ServedModel], layers: tuple[int, ...], rows: Rows
+    served: Callable[[int], ServedModel], arch: Architecture, rows: Rows
 ) -> None:
     """Classes and top probabilities equal those of the unoptimized model with the same weights."""
     # Prepare
     model = served(3)
-    plain = build_mlp(layers, seed=3).eval()
+    plain = build_model(arch, seed=3).eval()
     x = rows(20)
 
     # Execute
@@ -60,12 +61,12 @@ def test_prepared_model_predicts_like_the_plain_model(
 
 
 def test_forced_bf16_serves_in_bf16(
-    layers: tuple[int, ...], weights: Callable[[int], list[torch.Tensor]], rows: Rows
+    arch: Architecture, weights: Callable[[int], list[torch.Tensor]], rows: Rows
 ) -> None:
     """precision "bf16" is taken as asked, and its scores stay close to fp32's."""
     # Prepare
-    fp32 = ModelPreparer(layers=layers, precision="fp32").prepare(1, weights(1))
-    bf16 = ModelPreparer(layers=layers, precision="bf16").prepare(1, weights(1))
+    fp32 = ModelPreparer(arch=arch, precision="fp32").prepare(1, weights(1))
+    bf16 = ModelPreparer(arch=arch, precision="bf16").prepare(1, weights(1))
     x = rows(16)
 
     # Execute
@@ -77,11 +78,11 @@ def test_forced_bf16_serves_in_bf16(
 
 
 def test_auto_without_evaluation_set_serves_fp32(
-    layers: tuple[int, ...], weights: Callable[[int], list[torch.Tensor]]
+    arch: Architecture, weights: Callable[[int], list[torch.Tensor]]
 ) -> None:
     """precision "auto" with nothing to check bf16 accuracy on stays fp32 and says why."""
     # Prepare
-    preparer = ModelPreparer(layers=layers, precision="auto")
+    preparer = ModelPreparer(arch=arch, precision="auto")
 
     # Execute
     model = preparer.prepare(1, weights(1))
@@ -92,13 +93,13 @@ def test_auto_without_evaluation_set_serves_fp32(
 
 
 def test_auto_with_evaluation_set_decides_by_measurement(
-    layers: tuple[int, ...], weights: Callable[[int], list[torch.Tensor]], rows: Rows
+    arch: Architecture, weights: Callable[[int], list[torch.Tensor]], rows: Rows
 ) -> None:
     """precision "auto" with labelled rows picks a precision and gives the reason for it."""
     # Prepare
     x = rows(64)
-    labels = build_mlp(layers, seed=1).eval()(torch.from_numpy(x)).argmax(dim=1).numpy()
-    preparer = ModelPreparer(layers=layers, precision="auto", evaluation=(x, labels))
+    labels = build_model(arch, seed=1).eval()(torch.from_numpy(x)).argmax(dim=1).numpy()
+    preparer = ModelPreparer(arch=arch, precision="auto", evaluation=(x, labels))
 
     # Execute
     first = preparer.prepare(1, weights(1))
@@ -115,9 +116,10 @@ def test_auto_with_evaluation_set_decides_by_measurement(
 def test_tensors_of_another_architecture_are_a_spec_mismatch(
     preparer: ModelPreparer
 ) -> None:
-    """Weights that do not fit the layers are refused before anything is served."""
+    """Weights that do not fit the architecture are refused before anything is served."""
     # Prepare
-    other = [t.detach() for t in build_mlp((8, 5, 4), seed=0).state_dict().values()]
+    other = [t.detach()
+             for t in build_model(Architecture.mlp((8, 5, 4)), seed=0).state_dict().values()]
 
     # Execute
     with pytest.raises(ConfigError) as info:
@@ -138,12 +140,12 @@ def test_tensors_of_another_architecture_are_a_spec_mismatch(
     ids=["unknown-precision", "unknown-backend", "evaluation-too-narrow"],
 )
 def test_bad_settings_are_config_errors(
-    layers: tuple[int, ...], kwargs: dict[str, object], reason: Reason
+    arch: Architecture, kwargs: dict[str, object], reason: Reason
 ) -> None:
     """An unknown precision or backend, or evaluation rows of the wrong width, fail at setup."""
     # Execute
     with pytest.raises(ConfigError) as info:
-        ModelPreparer(layers=layers, **kwargs)  # type: ignore[arg-type]
+        ModelPreparer(arch=arch, **kwargs)  # type: ignore[arg-type]
 
     # Assert
     assert info.value.reason is reason

@@ -84,7 +84,7 @@ def test_dataset_counts_classes_and_is_read_only() -> None:
     labels = np.array([2, 0, 2], dtype=np.int64)
 
     # Execute
-    data = Dataset(features, labels, num_classes=4)
+    data = Dataset(features=features, labels=labels, num_classes=4)
 
     # Assert
     assert len(data) == 3
@@ -109,7 +109,7 @@ def test_dataset_rejects_bad_arrays(
     """Mismatched shapes, out-of-range labels, NaN and wrong dtypes raise BAD_DATA."""
     # Execute
     with pytest.raises(ConfigError) as caught:
-        Dataset(features, labels, num_classes)
+        Dataset(features=features, labels=labels, num_classes=num_classes)
 
     # Assert
     assert caught.value.reason is Reason.BAD_DATA

@@ -9,10 +9,12 @@ from torch.nn import functional
 
 from fedstream.shared.errors import ConfigError, Reason
 from fedstream.shared.learning.backends import BACKENDS, Backend
-from fedstream.shared.learning.model import build_mlp, tensors_of
+from fedstream.shared.learning.model import tensors_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.training import Batch, StepStats, prepare_sgd, train_steps
+from fedstream.shared.protocol.arch import Architecture
 
-LAYERS = (8, 16, 2)
+ARCH = Architecture.mlp((8, 16, 2))
 
 
 def _build_or_skip(name: str, precision: str) -> Backend:
@@ -28,13 +30,13 @@ def _batches(n: int, size: int = 16) -> list[Batch]:
     gen = torch.Generator().manual_seed(0)
     out = []
     for _ in range(n):
-        x = torch.randn(size, LAYERS[0], generator=gen)
+        x = torch.randn(size, ARCH.features, generator=gen)
         out.append((x, (x[:, 0] > 0).long()))
     return out
 
 
 def _start() -> list[torch.Tensor]:
-    return tensors_of(build_mlp(LAYERS, seed=0))
+    return tensors_of(build_model(ARCH, seed=0))
 
 
 @pytest.mark.parametrize("name", BACKENDS.names())
@@ -46,9 +48,9 @@ def test_prepare_sgd_loads_start_and_leaves_it_alone(name: str) -> None:
     before = [t.clone() for t in start]
 
     # Execute
-    model, optimizer = prepare_sgd(LAYERS, start, backend, lr=0.1, momentum=0.5)
+    model, optimizer = prepare_sgd(ARCH, start, backend, lr=0.1, momentum=0.5)
     prepared = tensors_of(model)
-    train_steps(model, optimizer, backend, _batches(2))
+    train_steps(model, optimizer, backend, _batches(2), arch=ARCH)
 
     # Assert
     assert all(torch.equal(a, b) for a, b in zip(prepared, start, strict=True))
@@ -63,13 +65,13 @@ def test_loss_is_the_mean_over_steps_without_the_penalty() -> None:
     """With lr 0 the weights stay put, so the reported loss is the plain mean of batch losses."""
     # Prepare
     backend = BACKENDS.build("torch")
-    model, optimizer = prepare_sgd(LAYERS, _start(), backend, lr=0.0, momentum=0.0)
+    model, optimizer = prepare_sgd(ARCH, _start(), backend, lr=0.0, momentum=0.0)
     batches = _batches(3)
     with torch.no_grad():
         expected = sum(float(functional.cross_entropy(model(x), y)) for x, y in batches) / 3
 
     # Execute
-    stats = train_steps(model, optimizer, backend, batches,
+    stats = train_steps(model, optimizer, backend, batches, arch=ARCH,
                         penalty=lambda m: 1e6 * sum(p.square().sum() for p in m.parameters()))
 
     # Assert
@@ -82,10 +84,10 @@ def test_no_batches_is_no_step() -> None:
     # Prepare
     backend = BACKENDS.build("torch")
     start = _start()
-    model, optimizer = prepare_sgd(LAYERS, start, backend, lr=0.1, momentum=0.9)
+    model, optimizer = prepare_sgd(ARCH, start, backend, lr=0.1, momentum=0.9)
 
     # Execute
-    stats = train_steps(model, optimizer, backend, iter([]))
+    stats = train_steps(model, optimizer, backend, iter([]), arch=ARCH)
 
     # Assert
     assert stats == StepStats(steps=0, loss=0.0)
@@ -103,8 +105,8 @@ def test_penalty_gradient_reaches_the_step() -> None:
 
     # Execute
     for penalty in (None, size):
-        model, optimizer = prepare_sgd(LAYERS, _start(), backend, lr=0.1, momentum=0.0)
-        train_steps(model, optimizer, backend, _batches(5), penalty=penalty)
+        model, optimizer = prepare_sgd(ARCH, _start(), backend, lr=0.1, momentum=0.0)
+        train_steps(model, optimizer, backend, _batches(5), penalty=penalty, arch=ARCH)
         runs.append(sum(float(t.square().sum()) for t in tensors_of(model)))
 
     # Assert
@@ -117,13 +119,13 @@ def test_steps_lower_the_loss_on_every_backend(name: str, precision: str) -> Non
     """Twenty steps through each backend and precision lower the loss on a separable problem."""
     # Prepare
     backend = _build_or_skip(name, precision)
-    model, optimizer = prepare_sgd(LAYERS, _start(), backend, lr=0.5, momentum=0.0)
+    model, optimizer = prepare_sgd(ARCH, _start(), backend, lr=0.5, momentum=0.0)
     batches = _batches(20)
 
     # Execute
-    first = train_steps(model, optimizer, backend, batches[:1])
-    train_steps(model, optimizer, backend, batches[1:-1])
-    last = train_steps(model, optimizer, backend, batches[-1:])
+    first = train_steps(model, optimizer, backend, batches[:1], arch=ARCH)
+    train_steps(model, optimizer, backend, batches[1:-1], arch=ARCH)
+    last = train_steps(model, optimizer, backend, batches[-1:], arch=ARCH)
 
     # Assert
     assert last.loss < 0.7 * first.loss

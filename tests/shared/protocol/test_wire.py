@@ -13,6 +13,7 @@ import pytest
 
 from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture, TaskKind
 from fedstream.shared.protocol.commands import (
     ModelList,
     ModelListReply,
@@ -53,12 +54,15 @@ _BLOB = bytes(range(16))
 _SPEC = (TensorSpec(name="w", shape=(2, 2)),)
 _HEADER = BlobHeader(blob_id="b1", size=16, sha256=hashlib.sha256(_BLOB).digest(), count=2,
                      chunk_size=8, codec="f32", spec=_SPEC)
-_TRAIN = TrainParams(epochs=2, lr=0.05, momentum=0.9, batch_size=32)
+_TRAIN = TrainParams(epochs=2, lr=0.05, momentum=0.9, batch_size=32, max_windows=500,
+                     max_age_s=3600.0, min_samples=16)
 _ROUND = RoundState(round_id="r1", model="mlp", status=RoundStatus.COLLECTING, base_version=3,
                     deadline=1000.5, train=_TRAIN, codec="f32", selection=("e1", "e2"),
-                    quorum=1, received=1)
+                    quorum=1, received=1, declined={"e2": "too_little_data"})
 _STATUS = EdgeStatus(edge_id="e1", online=True, version=3, samples=360,
-                     backend={"name": "torch", "bf16": False}, last_round="r1")
+                     backend={"name": "torch", "bf16": False}, last_round="r1",
+                     declined="r2", decline_reason="too_little_data",
+                     data={"readings": 12000, "windows": 118, "dropped.malformed": 3})
 _INFO = ModelInfo(version=4, parent=3, round_id="r4", lineage={"metrics.accuracy": 0.5},
                   status=VersionStatus.REJECTED, reason="regressed_past", evals={"w1": 0.5})
 
@@ -68,7 +72,10 @@ EXAMPLES: dict[str, wire.Message] = {
         meta=UpdateMeta(edge_id="e1", round_id="r1", base_version=3, samples=120, loss=0.25),
         index=1, data=_BLOB[8:]),
     "model": ModelChunk(header=_HEADER, model="mlp", version=3, index=0, data=_BLOB[:8]),
-    "manifest": Manifest(model="mlp", version=3, parent=2, header=_HEADER, layers=(4, 10),
+    "manifest": Manifest(model="mlp", version=3, parent=2, header=_HEADER,
+                         arch=Architecture(family="cnn1d", input_shape=(2, 2),
+                                           task=TaskKind.CLASSIFICATION, outputs=10,
+                                           params={"channels": (8, 8), "kernel": 3}),
                          metrics={"accuracy": 0.9}),
     "round": _ROUND,
     "status": _STATUS,
@@ -507,10 +514,60 @@ def test_dropping_any_field_never_escapes_as_another_error(kind: str) -> None:
     assert set(outcomes) <= {"ok", "bad_frame"}
 
 
-def test_rejects_bool_layer_width() -> None:
-    """A manifest layer width given as a bool is a bad frame, like any bool-for-int."""
+def _v1_manifest(layers: list[Any]) -> bytes:
+    def downgrade(d: dict[str, Any]) -> None:
+        del d["arch"]
+        d.update(v=1, layers=layers)
+    return _repack(EXAMPLES["manifest"], downgrade)
+
+
+def test_reads_a_v1_manifest_as_the_mlp_its_layers_describe() -> None:
+    """A version 1 manifest (layer sizes, before architectures) still parses, as an MLP."""
     # Prepare
-    buf = _repack(EXAMPLES["manifest"], lambda d: d.update(layers=[True, 10]))
+    buf = _v1_manifest([64, 100, 100, 10])
+
+    # Execute
+    msg = wire.expect(buf, Manifest)
+
+    # Assert
+    assert msg.arch == Architecture(family="mlp", input_shape=(64,), outputs=10,
+                                    task=TaskKind.CLASSIFICATION, params={"hidden": (100, 100)})
+
+
+@pytest.mark.parametrize("layers", [[True, 10], [10], [0, 10], ["a", 3]])
+def test_rejects_bad_v1_layer_sizes(layers: list[Any]) -> None:
+    """A v1 manifest layer width given as a bool, a zero, a string or alone is a bad frame."""
+    # Prepare
+    buf = _v1_manifest(layers)
+
+    # Execute
+    reason = _rejects(buf)
+
+    # Assert
+    assert reason is Reason.BAD_FRAME
+
+
+@pytest.mark.parametrize("arch", [
+    {"fam": "Bad Name", "in": [4], "task": "classification", "out": 2, "p": {}},
+    {"fam": "mlp", "in": [], "task": "classification", "out": 2, "p": {}},
+    {"fam": "mlp", "in": [4, 4, 4, 4], "task": "classification", "out": 2, "p": {}},
+    {"fam": "mlp", "in": [True], "task": "classification", "out": 2, "p": {}},
+    {"fam": "mlp", "in": [1 << 21], "task": "classification", "out": 2, "p": {}},
+    {"fam": "mlp", "in": [4], "task": "clustering", "out": 2, "p": {}},
+    {"fam": "mlp", "in": [4], "task": "regression", "out": 0, "p": {}},
+    {"fam": "mlp", "in": [4], "task": "regression", "out": 1, "p": {"hidden": [float("nan")]}},
+    {"fam": "mlp", "in": [4], "task": "regression", "out": 1, "p": {"hidden": [True]}},
+    {"fam": "mlp", "in": [4], "task": "regression", "out": 1, "p": {"Hidden": 3}},
+    {"fam": "mlp", "in": [4], "task": "regression", "out": 1, "p": {"x": {"nested": 1}}},
+    {"fam": "mlp", "in": [4], "task": "regression", "out": 1, "p": {"x": list(range(65))}},
+    {"fam": "mlp", "in": [4], "task": "regression", "out": 1,
+     "p": {f"k{i}": i for i in range(33)}},
+    {"fam": "mlp", "in": [4], "task": "regression"},
+], ids=lambda a: "-".join(str(v)[:12] for v in a.values()))
+def test_rejects_an_architecture_out_of_bounds(arch: dict[str, Any]) -> None:
+    """Every malformed architecture in a manifest is a bad frame, never a crash."""
+    # Prepare
+    buf = _repack(EXAMPLES["manifest"], lambda d: d.update(arch=arch))
 
     # Execute
     reason = _rejects(buf)
@@ -605,3 +662,42 @@ def test_model_info_carries_status_reason_and_evals() -> None:
     # Assert
     assert isinstance(back, ModelListReply) and back.versions == (info,)
     assert (from_old.status, from_old.reason, dict(from_old.evals)) == ("promoted", "", {})
+
+
+def test_frames_from_before_round_limits_and_declines_parse_with_none() -> None:
+    """A round or status frame without the data limits, declines or data keys (older
+    builds) parses with their defaults."""
+    # Prepare
+    def strip(d: dict[str, Any]) -> None:
+        for key in ("win", "age", "min"):
+            d["train"].pop(key)
+        d.pop("dec")
+    old_round = _repack(_ROUND, strip)
+    old_status = _repack(_STATUS, lambda d: [d.pop(k) for k in ("dec", "dwhy", "data")])
+
+    # Execute
+    state = wire.expect(old_round, RoundState)
+    status = wire.expect(old_status, EdgeStatus)
+
+    # Assert
+    assert (state.train.max_windows, state.train.max_age_s, state.train.min_samples) == (
+        0, 0.0, 1)
+    assert state.declined == {} and state.expected == 2
+    assert (status.declined, status.decline_reason, dict(status.data)) == ("", "", {})
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d["train"].update(win=-1), lambda d: d["train"].update(min=0),
+    lambda d: d["train"].update(age="soon"), lambda d: d.update(dec={"e2": 3}),
+    lambda d: d.update(dec=["e2"]),
+])
+def test_rejects_bad_round_limits_and_declines(edit: Callable[[dict[str, Any]], object]) -> None:
+    """Out-of-range data limits and malformed declines are bad frames."""
+    # Prepare
+    buf = _repack(_ROUND, edit)
+
+    # Execute
+    reason = _rejects(buf)
+
+    # Assert
+    assert reason is Reason.BAD_FRAME

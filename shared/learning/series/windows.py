@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from fedstream.edge_node.sensors.align import Aligned, choice
+from fedstream.shared.learning.series.align import Aligned, choice
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]

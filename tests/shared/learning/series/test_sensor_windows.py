@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedstream.edge_node.sensors.align import Aligned, AlignParams, Fill, align
-from fedstream.edge_node.sensors.windows import (
+from fedstream.shared.learning.series.align import Aligned, AlignParams, Fill, align
+from fedstream.shared.learning.series.windows import (
     Features,
     LabelSpan,
     WindowParams,
