@@ -9,10 +9,14 @@ STOCK_VENV ?= .venv-stock
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-ipex test-stock lint mosquitto clean
+.PHONY: demo demo-sensors test test-ipex test-stock lint mosquitto clean
 
 demo: mosquitto $(VENV)/.installed
 	$(VENV)/bin/fedstream demo --rounds 5 --edges 3 --min-accuracy 0.90
+
+# Edges learning from live sensor streams: BasicMotions replayed over MQTT, a 1-D CNN.
+demo-sensors: mosquitto $(VENV)/.installed
+	$(VENV)/bin/fedstream demo --sensors --rounds 5 --edges 3 --min-accuracy 0.70
 
 test: lint test-ipex test-stock
 

@@ -41,7 +41,7 @@ import numpy.typing as npt
 import torch
 from scipy import ndimage
 
-from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.config import ArchitectureConfig, CloudConfig
 from fedstream.cloud.continual_stage import ContinualStage
 from fedstream.cloud.coordinator import Coordinator
 from fedstream.cloud.data_intake import DataIntake
@@ -52,13 +52,18 @@ from fedstream.cloud.store import CloudStore
 from fedstream.cloud.versions import ModelVersion
 from fedstream.edge_node.trainer import train_round
 from fedstream.shared.learning.backends import BACKENDS
-from fedstream.shared.learning.model import accuracy, build_mlp, load_tensors
+from fedstream.shared.learning.metrics import ACCURACY
+from fedstream.shared.learning.model import load_tensors
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.sources import SOURCES, Dataset
+from fedstream.shared.learning.tasks import evaluate, task_for
 from fedstream.shared.logs import configure_logging
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.codecs import CODECS
 from fedstream.shared.protocol.control import EdgeStatus, TrainParams
 
-LAYERS = (64, 100, 100, 10)
+ARCH = Architecture.mlp((64, 100, 100, 10))
+TASK = task_for(ARCH.task)
 EDGES = 3
 CLOUD_SHARE = 0.04
 STAGES = ((0, 1, 2, 3), (4, 5, 6), (7, 8, 9))
@@ -113,19 +118,19 @@ class Federation:
                                      "gate": {**GATE, "enabled": finetune is not None}}
         if finetune is not None:
             continual["finetune"] = finetune
-        self.cfg = CloudConfig(layers=LAYERS, data_dir=root, continual=continual,
-                               seed=0)  # type: ignore[arg-type]
+        self.cfg = CloudConfig(architecture=ArchitectureConfig.of(ARCH), data_dir=root,
+                               continual=continual, seed=0)  # type: ignore[arg-type]
         self.store = CloudStore.open(root)
         self.data = DataIntake.open(self.cfg, self.store)
-        tuner = FineTuner(LAYERS, self.cfg.continual.finetune, 0) if finetune else None
-        stage = ContinualStage(data=self.data, layers=LAYERS, cfg=self.cfg.continual,
-                               tuner=tuner)
-        self.coord = Coordinator.open(cfg=self.cfg, store=self.store, evaluate=lambda _t: 0.0,
+        tuner = FineTuner(ARCH, self.cfg.continual.finetune, 0) if finetune else None
+        stage = ContinualStage(data=self.data, arch=ARCH, cfg=self.cfg.continual, tuner=tuner)
+        self.coord = Coordinator.open(cfg=self.cfg, store=self.store,
+                                      evaluate=lambda _t: {ACCURACY.name: 0.0},
                                       publish_model=self._publish, publish_round=lambda _s: None,
                                       stage=stage)
         self.coord.recover(0.0)
         for e in range(EDGES):
-            self.coord.on_status(EdgeStatus(edge_id=f"e{e}", online=True))
+            self.coord.on_status(EdgeStatus(edge_id=f"e{e}", online=True), 0.0)
         self.backend = BACKENDS.build("torch", precision="fp32")
 
     def _publish(self, version: ModelVersion) -> int:
@@ -139,7 +144,7 @@ class Federation:
         for e, (x, y) in enumerate(edge_data):
             if not len(y):
                 continue
-            result = train_round(layers=LAYERS, base=self.coord.current.tensors,
+            result = train_round(arch=ARCH, base=self.coord.current.tensors,
                                  data=Dataset(features=x, labels=y, num_classes=10),
                                  params=TRAIN, backend=self.backend, seed=r * 100 + e)
             blob = codec.encode(result.delta)
@@ -175,6 +180,13 @@ class Federation:
         self.store.journal.close()
 
 
+def _arrays(data: Dataset) -> Arrays:
+    """Features and class labels of a labelled set (the digits source always has labels)."""
+    if data.labels is None:
+        raise ValueError("the drift scenarios need class labels")
+    return data.features, data.labels
+
+
 def run(scenario: Scenario, method: str, rounds: int, root: Path) -> dict[str, Any]:
     """The scenario under one method; returns its metrics line."""
     train = SOURCES.build("digits", split="train").load()
@@ -185,23 +197,24 @@ def run(scenario: Scenario, method: str, rounds: int, root: Path) -> dict[str, A
                            alpha=5.0).load() for e in range(EDGES)]
     rng = np.random.default_rng(0)
     fed = Federation(root / f"{scenario.name}-{method}", METHODS[method])
-    model, matrix = build_mlp(LAYERS), []
+    model, matrix = build_model(ARCH), []
     tests: list[Arrays] = []
     try:
         for r in range(rounds):
-            edge_data = [scenario.transform(r, (p.features, p.labels), rng) for p in parts]
+            edge_data = [scenario.transform(r, _arrays(p), rng) for p in parts]
             pool_x = np.concatenate([x for x, _ in edge_data])
             pool_y = np.concatenate([y for _, y in edge_data])
-            pick = rng.choice(len(pool_y), max(1, int(CLOUD_SHARE * len(train.labels))),
+            pick = rng.choice(len(pool_y), max(1, int(CLOUD_SHARE * len(train))),
                               replace=False)
             fed.data.add(pool_x[pick], pool_y[pick], float(r), window=f"r{r:02d}")
-            tests.append(scenario.transform(r, (test.features, test.labels), rng))
+            tests.append(scenario.transform(r, _arrays(test), rng))
             fed.round(r, edge_data)
             load_tensors(model, fed.coord.current.tensors)
-            matrix.append({f"r{j:02d}": accuracy(model, torch.from_numpy(x), torch.from_numpy(y))
+            matrix.append({f"r{j:02d}": evaluate(model, TASK, torch.from_numpy(x),
+                                                  torch.from_numpy(y))[ACCURACY.name]
                            for j, (x, y) in enumerate(tests)})
         order = list(matrix[-1])
-        metrics = metrics_of(matrix[:-1], matrix[-1], order)
+        metrics = metrics_of(matrix[:-1], matrix[-1], order, metric=ACCURACY)
         rows = fed.store.journal.versions()
         return {"scenario": scenario.name, "method": method, "rounds": rounds,
                 **metrics.to_dict(), "final_newest": round(matrix[-1][order[-1]], 4),

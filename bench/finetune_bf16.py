@@ -27,13 +27,18 @@ from fedstream.cloud.replay import Arrays
 from fedstream.shared.learning.backends import BACKENDS, Backend, ipex_status
 from fedstream.shared.learning.cpu import detect_cpu
 from fedstream.shared.learning.isa import bf16_isa, onednn_isa
-from fedstream.shared.learning.model import accuracy, build_mlp, load_tensors, tensors_of
+from fedstream.shared.learning.metrics import ACCURACY
+from fedstream.shared.learning.model import load_tensors, tensors_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.sources import SOURCES
+from fedstream.shared.learning.tasks import evaluate, task_for
 from fedstream.shared.learning.training import Batch, prepare_sgd, train_steps
 from fedstream.shared.logs import configure_logging
+from fedstream.shared.protocol.arch import Architecture
 
 # The seed digits MLP, and a matmul-heavy one of 17.1M parameters where bf16 kernels matter.
-MODELS = {"digits_mlp": (64, 100, 100, 10), "wide_mlp": (64, 4096, 4096, 10)}
+MODELS = {"digits_mlp": Architecture.mlp((64, 100, 100, 10)),
+          "wide_mlp": Architecture.mlp((64, 4096, 4096, 10))}
 BATCHES = (64, 256)
 PRECISIONS = ("fp32", "bf16")
 WINDOW_S = 0.5  # shortest timed window
@@ -49,6 +54,7 @@ def emit(record: dict[str, object]) -> None:
 def digits() -> tuple[Arrays, Arrays, Arrays]:
     """Fresh rows, replay rows (the two halves of the train split) and the test split."""
     train, test = SOURCES.build("digits").load(), SOURCES.build("digits", split="test").load()
+    assert train.labels is not None and test.labels is not None  # digits is labelled
     x, y, half = np.array(train.features), np.array(train.labels), len(train.labels) // 2
     return (x[:half], y[:half]), (x[half:], y[half:]), (test.features, test.labels)
 
@@ -64,11 +70,11 @@ def backends() -> list[str]:
 class Config:
     """One prepared model + optimizer stepping through the fine-tune batch stream."""
 
-    def __init__(self, backend: Backend, layers: tuple[int, ...], batch: int,
+    def __init__(self, backend: Backend, arch: Architecture, batch: int,
                  data: tuple[Arrays, Arrays]) -> None:
-        self.backend, self.batch = backend, batch
+        self.backend, self.arch, self.batch = backend, arch, batch
         self.model, self.optimizer = prepare_sgd(
-            layers, tensors_of(build_mlp(layers, seed=0)), backend, lr=0.01, momentum=0.9)
+            arch, tensors_of(build_model(arch, seed=0)), backend, lr=0.01, momentum=0.9)
         fresh, replay = ((torch.tensor(x), torch.tensor(y)) for x, y in data)
         self._stream: Iterator[Batch] = mixed_batches(
             fresh, replay, batch_size=batch, replay_ratio=0.5, steps=1 << 30,
@@ -77,7 +83,7 @@ class Config:
     def steps(self, n: int) -> None:
         """`n` fine-tune steps, batch sampling included."""
         train_steps(self.model, self.optimizer, self.backend,
-                    (next(self._stream) for _ in range(n)))
+                    (next(self._stream) for _ in range(n)), arch=self.arch)
 
     def rate(self, window_s: float) -> float:
         """Samples/s over one window of whole steps lasting at least `window_s`.
@@ -95,9 +101,9 @@ class Config:
 
 def bench_speed(names: list[str], data: tuple[Arrays, Arrays], windows: int) -> None:
     """Samples/s of every backend x precision, best of `windows` alternating windows."""
-    for model_name, layers in MODELS.items():
+    for model_name, arch in MODELS.items():
         for batch in BATCHES:
-            configs = {(n, p): Config(BACKENDS.build(n, precision=p), layers, batch, data)
+            configs = {(n, p): Config(BACKENDS.build(n, precision=p), arch, batch, data)
                        for n in names for p in PRECISIONS}
             for config in configs.values():
                 config.steps(2)  # warm-up: first-call allocation, kernel selection, packing
@@ -116,18 +122,18 @@ def bench_accuracy(names: list[str], data: tuple[Arrays, Arrays, Arrays]) -> Non
     """Test accuracy after the same fine-tune steps in fp32 and in bf16, for every backend."""
     fresh, replay, (test_x, test_y) = data
     xs, ys = torch.tensor(test_x), torch.tensor(test_y)
-    for model_name, layers in MODELS.items():
+    for model_name, arch in MODELS.items():
         steps, lr = ACCURACY_STEPS[model_name]
-        start = tensors_of(build_mlp(layers, seed=0))
+        start = tensors_of(build_model(arch, seed=0))
         for name in names:
             acc: dict[str, float] = {}
             for precision in PRECISIONS:
                 params = FinetuneConfig(steps=steps, batch_size=64, lr=lr, backend=name,
                                         precision=precision)
-                result = FineTuner(layers, params, seed=0).run(start, fresh, replay, seed=0)
-                model = build_mlp(layers)
+                result = FineTuner(arch, params, seed=0).run(start, fresh, replay, seed=0)
+                model = build_model(arch)
                 load_tensors(model, result.tensors)
-                acc[precision] = accuracy(model, xs, ys)
+                acc[precision] = evaluate(model, task_for(arch.task), xs, ys)[ACCURACY.name]
             emit({"model": model_name, "backend": name, "steps": steps, "batch": 64,
                   "acc_fp32": round(acc["fp32"], 4), "acc_bf16": round(acc["bf16"], 4),
                   "bf16_minus_fp32_points": round(100 * (acc["bf16"] - acc["fp32"]), 2)})

@@ -47,17 +47,19 @@ from fedstream.cloud.continual import apply_delta
 from fedstream.cloud.inference import InferenceServer, MicroBatcher, ModelPreparer, ServedModel
 from fedstream.edge_node.trainer import train_round
 from fedstream.shared.learning.backends import BACKENDS
-from fedstream.shared.learning.model import build_mlp, tensors_of
+from fedstream.shared.learning.model import tensors_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.sources import SOURCES
 from fedstream.shared.logs import configure_logging
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.connection import Connection as BrokerConnection
 from fedstream.shared.protocol.control import TrainParams
 from fedstream.shared.protocol.infer import InferReply, InferRequest
 from fedstream.shared.protocol.mqtt import MqttClient
 from fedstream.shared.protocol.topics import Topics
 
-LAYERS = (64, 100, 100, 10)
+ARCH = Architecture.mlp((64, 100, 100, 10))
 MODEL = "digits"
 WARMUP_S = 0.3
 WAITS_MS = (0.0, 2.0)
@@ -164,11 +166,12 @@ def summary(latencies: list[float], seconds: float, per_call: int = 1) -> dict[s
 
 def trained_digits() -> tuple[list[torch.Tensor], Rows, npt.NDArray[np.int64]]:
     """Weights trained briefly on the digits train split, and the test split."""
-    base = tensors_of(build_mlp(LAYERS, seed=0))
-    result = train_round(layers=LAYERS, base=base, data=SOURCES.build("digits").load(),
+    base = tensors_of(build_model(ARCH, seed=0))
+    result = train_round(arch=ARCH, base=base, data=SOURCES.build("digits").load(),
                          params=TrainParams(epochs=15, lr=0.05, momentum=0.9, batch_size=32),
                          backend=BACKENDS.build("torch"), seed=0)
     test = SOURCES.build("digits", split="test").load()
+    assert test.labels is not None  # digits is labelled
     return apply_delta(base, result.delta), test.features, test.labels
 
 
@@ -192,7 +195,7 @@ def main() -> None:
     child.start()
     tensors, features, labels = trained_digits()
     rows = features[:256]
-    auto = ModelPreparer(layers=LAYERS, precision="auto", evaluation=(features, labels))
+    auto = ModelPreparer(arch=ARCH, precision="auto", evaluation=(features, labels))
     chosen = auto.prepare(1, tensors)
     print(json.dumps({"auto_precision": chosen.precision, "backend": chosen.backend.name,
                       "why": chosen.reason, "clients": args.clients, "seconds": args.seconds}),
@@ -201,7 +204,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fedstream-bench-") as tmp, \
             Mosquitto(BrokerParams(data_dir=Path(tmp))) as broker:
         for precision in ("fp32", "bf16"):
-            served = ModelPreparer(layers=LAYERS, precision=precision).prepare(1, tensors)
+            served = ModelPreparer(arch=ARCH, precision=precision).prepare(1, tensors)
             print(json.dumps({"precision": precision, "backend": served.backend.name,
                               "test_accuracy": round(float(
                                   (served.predict(features)[0] == labels).mean()), 4)}),
@@ -215,7 +218,7 @@ def main() -> None:
             for wait_ms in WAITS_MS:
                 federation = f"b{uuid.uuid4().hex[:10]}"
                 cfg = InferenceConfig(http_port=0, precision=precision, max_wait_ms=wait_ms)
-                with InferenceServer(cfg=cfg, layers=LAYERS, topics=Topics(federation),
+                with InferenceServer(cfg=cfg, arch=ARCH, topics=Topics(federation),
                                      model=MODEL, conn=BrokerConnection(
                                          host=broker.host, port=broker.port)) as server:
                     server.swap(1, tensors)

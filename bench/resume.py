@@ -24,20 +24,23 @@ from pathlib import Path
 
 import torch
 
-from fedstream.cloud.config import CloudConfig
+from fedstream.cloud.config import ArchitectureConfig, CloudConfig
 from fedstream.cloud.coordinator import Coordinator
 from fedstream.cloud.intake import Intake
 from fedstream.cloud.receiver import Answer, UpdateReceiver
 from fedstream.cloud.store import CloudStore
-from fedstream.shared.learning.model import build_mlp, spec_of
+from fedstream.shared.learning.metrics import ACCURACY
+from fedstream.shared.learning.model import spec_of
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.blobs import decode_blob, encode_blob
 from fedstream.shared.protocol.chunks import Reassembler
 from fedstream.shared.protocol.control import EdgeStatus, Receipt
 from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
 from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe
 
-LAYERS = (64, 1536, 1536, 10)
+ARCH = Architecture.mlp((64, 1536, 1536, 10))
 
 
 class Cloud:
@@ -45,23 +48,25 @@ class Cloud:
 
     def __init__(self, data_dir: Path) -> None:
         self.answers: list[Answer] = []
-        self.cfg = CloudConfig(layers=LAYERS, data_dir=data_dir, rounds={"deadline_s": 1e9})
+        self.cfg = CloudConfig(architecture=ArchitectureConfig.of(ARCH), data_dir=data_dir,
+                               rounds={"deadline_s": 1e9})
         self.store = CloudStore.open(data_dir)
-        self.coord = Coordinator.open(cfg=self.cfg, store=self.store, evaluate=lambda t: 0.0,
+        self.coord = Coordinator.open(cfg=self.cfg, store=self.store,
+                                      evaluate=lambda t: {ACCURACY.name: 0.0},
                                       publish_model=lambda v: 0, publish_round=lambda s: None)
         self.receiver = UpdateReceiver(
             intake=Intake(spec=self.coord.spec, params=self.cfg.intake), store=self.store,
             coordinator=self.coord, send=lambda edge, a: self.answers.append(a))
         self.coord.recover(0.0)
         for edge in ("e1", "e2"):
-            self.coord.on_status(EdgeStatus(edge_id=edge, online=True))
+            self.coord.on_status(EdgeStatus(edge_id=edge, online=True), 0.0)
 
     def close(self) -> None:
         self.store.journal.close()
 
 
 def _frames(round_id: str) -> list[bytes]:
-    spec = spec_of(build_mlp(LAYERS))
+    spec = spec_of(build_model(ARCH))
     gen = torch.Generator().manual_seed(0)
     delta = [torch.randn(t.shape, generator=gen) * 0.01 for t in spec]
     enc = encode_blob(delta, spec, codec="f32", chunk_size=64 * 1024)
@@ -105,10 +110,13 @@ def _recovery(root: Path, *, resume: bool) -> dict[str, float | int]:
     again = Cloud(root)
     again.receiver.replay(2.0)
     if resume:
-        header = wire.expect(frames[0], UpdateChunk).header
+        first_chunk = wire.expect(frames[0], UpdateChunk)
+        header = first_chunk.header
+        # The round id from the chunk's meta, as the edge's probe carries it: a probe for
+        # another round is refused as stale.
         again.receiver.on_frame(wire.pack(UpdateProbe(
-            edge_id="e1", update_id=header.blob_id, round_id="", count=header.count)),
-            "e1", 3.0)
+            edge_id="e1", update_id=header.blob_id, round_id=first_chunk.meta.round_id,
+            count=header.count)), "e1", 3.0)
         missing = next(a for a in again.answers if isinstance(a, MissingChunks))
         sent = [frames[i] for i in missing.indices]
     else:

@@ -17,19 +17,17 @@ import torch
 
 from fedstream.shared.learning.backends import BACKENDS, ipex_status
 from fedstream.shared.learning.cpu import detect_cpu
-from fedstream.shared.learning.model import build_mlp
+from fedstream.shared.learning.training import probe_batch
+from fedstream.shared.protocol.arch import Architecture
 
-MODELS = {"seed_mlp": ((64, 100, 100, 10), 32), "wide_mlp": ((784, 2048, 2048, 10), 256)}
+MODELS = {"seed_mlp": (Architecture.mlp((64, 100, 100, 10)), 32),
+          "wide_mlp": (Architecture.mlp((784, 2048, 2048, 10)), 256)}
 
 
-def time_steps(name: str, precision: str, layers: tuple[int, ...], batch: int,
-               steps: int) -> float:
+def time_steps(name: str, precision: str, arch: Architecture, batch: int, steps: int) -> float:
     """Best-of-3 seconds for `steps` SGD steps through one backend."""
     backend = BACKENDS.build(name, precision=precision)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, layers[0], generator=gen)
-    y = torch.randint(0, layers[-1], (batch,), generator=gen)
-    model = build_mlp(layers, seed=0)
+    model, x, y = probe_batch(arch, batch, seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model, opt = backend.prepare_training(model, opt)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -61,13 +59,13 @@ def main() -> None:
     print(json.dumps({"cpu": cpu.model_name, "avx512_bf16": cpu.avx512_bf16,
                       "amx_bf16": cpu.amx_bf16, "torch": torch.__version__,
                       "ipex": ipex_status()[1], "threads": torch.get_num_threads()}))
-    for model_name, (layers, batch) in MODELS.items():
+    for model_name, (arch, batch) in MODELS.items():
         steps = args.steps if model_name == "seed_mlp" else max(5, args.steps // 6)
-        baseline = time_steps("torch", "fp32", layers, batch, steps)
+        baseline = time_steps("torch", "fp32", arch, batch, steps)
         for name in names:
             for precision in ("fp32", "bf16"):
                 t = baseline if (name, precision) == ("torch", "fp32") else time_steps(
-                    name, precision, layers, batch, steps)
+                    name, precision, arch, batch, steps)
                 print(json.dumps({"model": model_name, "backend": name, "precision": precision,
                                   "ms_per_step": round(1000 * t / steps, 3),
                                   "vs_stock_fp32": round(baseline / t, 2)}), flush=True)

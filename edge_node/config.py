@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from fedstream.edge_node.sensors.config import SensorsConfig
 from fedstream.shared.config import Section, ServiceConfig, state_dir_field
 from fedstream.shared.protocol.chunks import DEFAULT_CHUNK_SIZE
 
@@ -35,5 +36,17 @@ class EdgeConfig(ServiceConfig):
     data_dir: Path = state_dir_field("fedstream-edge", "the outbox lives here")
     resend_after_s: float = Field(default=30.0, gt=0,
                                   description="re-send an update with no receipt after this")
+    status_every_s: float = Field(default=30.0, gt=0,
+                                  description="republish the status (with what the data "
+                                              "source holds) this often")
     source: SourceConfig = SourceConfig()
+    sensors: SensorsConfig | None = Field(default=None,
+                                          description="train on live sensor streams "
+                                                      "instead of [source]")
     backend: BackendConfig = BackendConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EdgeConfig:
+        if self.sensors is not None and "source" in self.model_fields_set:
+            raise ValueError("give [source] (a data set) or [sensors] (live streams), not both")
+        return self

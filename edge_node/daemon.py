@@ -17,15 +17,16 @@ import zlib
 
 import structlog
 import tenacity
-import torch
 
 from fedstream.edge_node.config import EdgeConfig
+from fedstream.edge_node.feed import Feed, open_feed
 from fedstream.edge_node.feedback_store import FeedbackStore, Residual
 from fedstream.edge_node.model_sync import HeldModel, ModelSync
 from fedstream.edge_node.outbox import Outbox
 from fedstream.edge_node.participation import Step, next_step
 from fedstream.edge_node.trainer import train_round
 from fedstream.shared.errors import (
+    ConfigError,
     FedstreamError,
     ProtocolError,
     Reason,
@@ -33,10 +34,8 @@ from fedstream.shared.errors import (
     TransportError,
 )
 from fedstream.shared.learning.backends import BackendChoice, select_backend
-from fedstream.shared.learning.models import build_model
-from fedstream.shared.learning.sources import SOURCES, Dataset
+from fedstream.shared.learning.training import probe_batch
 from fedstream.shared.protocol import wire
-from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.blobs import pack_blob
 from fedstream.shared.protocol.codecs import CODECS
 from fedstream.shared.protocol.codecs.feedback import ErrorFeedback
@@ -63,10 +62,10 @@ class EdgeDaemon:
     thread, so a long local round never blocks the MQTT keepalive.
     """
 
-    def __init__(self, *, cfg: EdgeConfig, data: Dataset, mqtt: MqttClient,
+    def __init__(self, *, cfg: EdgeConfig, feed: Feed, mqtt: MqttClient,
                  inbox: queue.Queue[Inbound], reconnected: threading.Event, outbox: Outbox,
                  feedback_store: FeedbackStore, seq: int, residual: Residual) -> None:
-        self.cfg, self.data, self.mqtt, self.outbox = cfg, data, mqtt, outbox
+        self.cfg, self.feed, self.mqtt, self.outbox = cfg, feed, mqtt, outbox
         self.feedback_store = feedback_store
         self._inbox = inbox
         # Set on paho's thread when the broker takes us back: probe the outbox at once.
@@ -75,8 +74,11 @@ class EdgeDaemon:
         self.sync = ModelSync(model=cfg.model, max_bytes=cfg.max_model_bytes)
         self.backend: BackendChoice | None = None
         self._pending: RoundState | None = None
-        # (round or session id, version) of the last training.
+        # (round or session id, version) of the last training, or of the last decline.
         self._trained: tuple[str, int] | None = None
+        self._samples = 0  # samples the last round trained on
+        self._declined: tuple[str, str] = ("", "")  # (round id, reason) of the last decline
+        self._next_status = 0.0
         # What lossy codecs dropped from earlier updates, sent with the next one (P9); on disk
         # with the outbox, so a restart neither loses it nor counts it twice.
         self._feedback = ErrorFeedback()
@@ -94,21 +96,21 @@ class EdgeDaemon:
 
     @classmethod
     def open(cls, cfg: EdgeConfig) -> EdgeDaemon:
-        """The daemon `cfg` describes: its data loaded, its outbox and residual read back,
-        its MQTT client made (not yet connected).
+        """The daemon `cfg` describes: its data set loaded or sample store opened, its outbox
+        and residual read back, its MQTT client made (not yet connected).
 
         Raises:
-            ConfigError: a bad data source.
-            StoreError: the outbox directory cannot be used.
+            ConfigError: a bad data source or sensor channel.
+            StoreError: the outbox directory or sample store cannot be used.
         """
-        data = SOURCES.build(cfg.source.name, **cfg.source.params).load()
+        feed = open_feed(cfg)
         feedback_store = FeedbackStore(cfg.data_dir / "outbox")
         seq, residual = feedback_store.load()
         outbox = Outbox(cfg.data_dir / "outbox")
         inbox: queue.Queue[Inbound] = queue.Queue()
         reconnected = threading.Event()
         topics = Topics(cfg.federation)
-        offline = EdgeStatus(edge_id=cfg.edge_id, online=False, samples=len(data))
+        offline = EdgeStatus(edge_id=cfg.edge_id, online=False)
         mqtt = MqttClient(
             client_id=f"fedstream-edge-{cfg.federation}-{cfg.edge_id}",
             conn=Connection.from_config(cfg.broker), on_message=inbox.put,
@@ -116,17 +118,17 @@ class EdgeDaemon:
                            topics.receipt(cfg.edge_id)),
             persistent=True, will=Will(topics.status(cfg.edge_id), wire.pack(offline)),
             on_reconnect=reconnected.set)
-        return cls(cfg=cfg, data=data, mqtt=mqtt, inbox=inbox, reconnected=reconnected,
+        return cls(cfg=cfg, feed=feed, mqtt=mqtt, inbox=inbox, reconnected=reconnected,
                    outbox=outbox, feedback_store=feedback_store, seq=seq, residual=residual)
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set; the status goes offline on the way out."""
-        self.mqtt.connect(self.cfg.broker.connect_timeout_s)
+        self.feed.start()
         said_offline = False
         try:
+            self.mqtt.connect(self.cfg.broker.connect_timeout_s)
             self._publish_status(online=True)
-            self.log.info("edge_started", samples=len(self.data),
-                          classes=self.data.class_counts(), source=self.cfg.source.name)
+            self.log.info("edge_started", **self.feed.stats())
             if self._feedback.residual is not None:
                 self.log.info("feedback_restored", seq=self._seq, norm=self._residual_norm())
             self._resend(min_age_s=0.0)  # ask about whatever a previous run left
@@ -140,10 +142,13 @@ class EdgeDaemon:
                 elif time.monotonic() >= self._next_resend:
                     # Only updates that had a full interval to get their receipt.
                     self._resend(min_age_s=self.cfg.resend_after_s)
+                if time.monotonic() >= self._next_status:
+                    self._refresh_status()
             said_offline = self._say_offline()
         finally:
             # Unless we said it ourselves, the broker's last will says we are offline.
             self.mqtt.close(will=not said_offline)
+            self.feed.stop()
             self.log.info("edge_stopped")
 
     def _say_offline(self) -> bool:
@@ -192,7 +197,7 @@ class EdgeDaemon:
         if self.backend is None:
             self.backend = select_backend(preference=self.cfg.backend.name,
                                           precision=self.cfg.backend.precision,
-                                          probe=lambda: self._probe(held.arch))
+                                          probe=lambda: probe_batch(held.arch, PROBE_BATCH, 0))
         self._publish_status(online=True)
         self._maybe_train()
 
@@ -278,8 +283,15 @@ class EdgeDaemon:
         # round (checked by the caller), the held one in an async session.
         assert self.backend is not None
         started = time.monotonic()
+        try:
+            self.feed.check(held.arch)
+            data = self.feed.round_data(state.train)
+        except (ConfigError, StoreError) as err:
+            self._decline(state, err)
+            return
+        self._samples = len(data)
         # Seeded by the base version, not the random round id, so reruns are reproducible.
-        result = train_round(arch=held.arch, base=held.tensors, data=self.data,
+        result = train_round(arch=held.arch, base=held.tensors, data=data,
                              params=state.train, backend=self.backend.backend,
                              seed=zlib.crc32(f"{self.cfg.seed}:{held.version}".encode()))
         train_s = time.monotonic() - started
@@ -320,17 +332,32 @@ class EdgeDaemon:
         residual = self._feedback.residual or []
         return round(math.sqrt(sum(float(r.norm()) ** 2 for r in residual)), 6)
 
-    def _probe(self, arch: Architecture) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-        n = min(PROBE_BATCH, len(self.data))
-        return (build_model(arch, seed=0), torch.tensor(self.data.features[:n]),
-                torch.tensor(self.data.y[:n]))
+    def _decline(self, state: RoundState, err: FedstreamError) -> None:
+        """Answer the round with why this edge sends nothing (its status carries the
+        reason), rather than a bad update; the cloud stops waiting for it."""
+        self.log.warning("round_declined", round_id=state.round_id, reason=str(err.reason),
+                         detail=err.detail)
+        self._declined = (state.round_id, str(err.reason))
+        self._publish_status(online=True)
+
+    def _refresh_status(self) -> None:
+        """The periodic status: what the data source holds now (a stream keeps growing)."""
+        try:
+            self._publish_status(online=True, timeout_s=5.0)
+        except TransportError as err:  # the next period tries again
+            self.log.warning("status_publish_failed", reason=str(err.reason), detail=err.detail)
 
     def _publish_status(self, *, online: bool, timeout_s: float = 30.0) -> None:
+        self._next_status = time.monotonic() + self.cfg.status_every_s
         held = self.sync.current
+        stats = self.feed.stats()
+        samples = self._samples or int(stats.get("samples", 0))
         status = EdgeStatus(edge_id=self.cfg.edge_id, online=online,
-                            version=held.version if held else None, samples=len(self.data),
+                            version=held.version if held else None, samples=samples,
                             backend=self.backend.describe() if self.backend else {},
-                            last_round=self._trained[0] if self._trained else "")
+                            last_round=self._trained[0] if self._trained else "",
+                            declined=self._declined[0], decline_reason=self._declined[1],
+                            data=stats)
         self.mqtt.publish(self._status_topic, wire.pack(status), retain=True, timeout_s=timeout_s)
 
 

@@ -115,9 +115,17 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.sensors:
+        from fedstream.demo_sensors import SensorDemoParams, run_sensor_demo
+
+        return run_sensor_demo(SensorDemoParams(
+            rounds=args.rounds, edges=args.edges, min_accuracy=args.min_accuracy,
+            speed=args.speed, workdir=args.workdir or Path("demo-sensors-run")),
+            out=sys.stdout)
     from fedstream.demo import DemoParams, run_demo
 
-    return run_demo(DemoParams(rounds=args.rounds, edges=args.edges, workdir=args.workdir,
+    return run_demo(DemoParams(rounds=args.rounds, edges=args.edges,
+                               workdir=args.workdir or Path("demo-run"),
                                min_accuracy=args.min_accuracy, continual=args.continual),
                     out=sys.stdout)
 
@@ -301,10 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-rows", type=int, default=256, help="rows per request")
     pred.set_defaults(handler=_predict)
 
-    demo = sub.add_parser("demo", help="broker + cloud + edges on the digits data, N rounds")
+    demo = sub.add_parser("demo", help="broker + cloud + edges on the digits data (or, with "
+                                       "--sensors, on replayed sensor streams), N rounds")
     demo.add_argument("--rounds", type=int, default=5)
     demo.add_argument("--edges", type=int, default=3)
-    demo.add_argument("--workdir", type=Path, default=Path("demo-run"))
+    demo.add_argument("--workdir", type=Path,
+                      help="default: demo-run (demo-sensors-run with --sensors)")
+    demo.add_argument("--sensors", action="store_true",
+                      help="edges learn from live readings: BasicMotions smartwatch data "
+                           "replayed over MQTT, a 1-D CNN, the cloud's continual pipeline on")
+    demo.add_argument("--speed", type=float, default=20.0,
+                      help="--sensors: replay pace (20: twenty times real time)")
     demo.add_argument("--min-accuracy", type=float, default=0.0,
                       help="exit non-zero if the final accuracy is below this")
     demo.add_argument("--continual", action=argparse.BooleanOptionalAction, default=True,

@@ -90,10 +90,15 @@ class Processes:
 
     def spawn(self, name: str, role: str, config: Path) -> None:
         """Start `fedstream ROLE run --config CONFIG` as process `name`."""
-        log = (self.workdir / f"{name}.log").open("ab")  # a restarted service appends
+        self.spawn_command(name, [sys.executable, "-m", "fedstream", role, "run", "--config",
+                                  str(config)])
+
+    def spawn_command(self, name: str, argv: list[str]) -> None:
+        """Start `argv` as process `name`, logging to `name.log` (a restart appends)."""
+        log = (self.workdir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "fedstream", role, "run", "--config", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            argv, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def kill(self, name: str) -> None:
         """SIGKILL one child (a crash, for fault tests) and reap it."""

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+import re
+import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from fedstream.broker import BrokerParams, Mosquitto
+from fedstream.shared.learning.models import ENTRY_POINTS
+
+PLUGIN_PREFIX = "fedstream_test_plugin_"
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +29,30 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 def federation() -> str:
     """A federation name no other test uses, so retained messages never leak between tests."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+def _install_plugin(tmp_path: Path, name: str, source: str) -> None:
+    """Install a real `fedstream.models` entry point `name` into `tmp_path`.
+
+    Writes the module `fedstream_test_plugin_<name>` (the dedented `source`, which defines
+    `build`) and its `<module>-0.1.dist-info/` with `METADATA` and `entry_points.txt`. The
+    entry point is found once `tmp_path` is on `sys.path`.
+
+    Args:
+        tmp_path: A directory that is, or will be, on `sys.path`.
+        name: The model-family name the entry point registers.
+        source: Python source of the plug-in module.
+    """
+    module = PLUGIN_PREFIX + re.sub(r"\W", "_", name)
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    info = tmp_path / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINTS}]\n{name} = {module}:build\n")
+    importlib.invalidate_caches()  # the path finders cache directory listings
+
+
+@pytest.fixture(scope="session")
+def install_plugin() -> Callable[[Path, str, str], None]:
+    """Writes a real `fedstream.models` entry point into a directory (see `_install_plugin`)."""
+    return _install_plugin

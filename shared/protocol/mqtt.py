@@ -70,6 +70,9 @@ class MqttClient:
         subscriptions: Filters (re)subscribed at QoS 1 on every connect.
         on_reconnect: Called on the network thread after each accepted reconnect (not the
             first connect); keep it short.
+        no_delay: Send each frame at once (TCP_NODELAY), for requests and replies. A client
+            that mostly receives a flood (sensor intake) turns it off: each of its PUBACKs
+            would be a packet of its own.
     """
 
     def __init__(self, *, client_id: str, conn: Connection,
@@ -78,7 +81,8 @@ class MqttClient:
                  session_expiry_s: int = 24 * 3600,
                  will: Will | None = None, manual_ack: bool = False,
                  max_inflight: int = 100,
-                 on_reconnect: Callable[[], None] | None = None) -> None:
+                 on_reconnect: Callable[[], None] | None = None,
+                 no_delay: bool = True) -> None:
         self.client_id = client_id
         self.conn = conn
         self._persistent, self._expiry = persistent, session_expiry_s
@@ -103,7 +107,8 @@ class MqttClient:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
-        self._client.on_socket_open = _no_delay
+        if no_delay:
+            self._client.on_socket_open = _no_delay
 
     def connect(self, timeout_s: float | None = None) -> None:
         """Connect (retrying while the broker is unreachable) and start the network thread.

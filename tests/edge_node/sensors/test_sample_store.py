@@ -74,6 +74,24 @@ def test_a_duplicate_channel_and_time_keeps_the_first_value(tmp_path: Path) -> N
     store.close()
 
 
+def test_a_large_batch_keeps_the_first_of_a_repeated_key_and_counts_new_rows(
+        tmp_path: Path) -> None:
+    """A batch of 341 readings (several rows per INSERT) with t=5 given twice, the second
+    with another value, stores 340 rows and the first value; the same batch again adds none."""
+    # Prepare
+    store = _open(tmp_path)
+    batch = [_r("a", float(t), 1.0) for t in range(340)]
+    batch.insert(200, _r("a", 5.0, 99.0))
+
+    # Execute
+    first, again = store.add(batch), store.add(batch)
+
+    # Assert
+    assert (first, again, store.count()) == (340, 0, 340)
+    assert _rows(store, "a")[5] == (5.0, 1.0)
+    store.close()
+
+
 def test_a_window_is_time_ordered_half_open_and_per_channel(tmp_path: Path) -> None:
     """A window holds since <= t < until, sorted by t, and an empty pair for a silent channel."""
     # Prepare

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
-import re
 import sys
-import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,10 +11,11 @@ import torch
 from structlog.testing import capture_logs
 
 from fedstream.shared.errors import ConfigError, Reason
-from fedstream.shared.learning.models import ENTRY_POINTS, MODELS, build_model, load_plugins
+from fedstream.shared.learning.models import MODELS, build_model, load_plugins
 from fedstream.shared.protocol.arch import Architecture, TaskKind
 
-MODULE_PREFIX = "fedstream_test_plugin_"
+MODULE_PREFIX = "fedstream_test_plugin_"  # as tests/conftest.py names them
+Install = Callable[[Path, str, str], None]
 
 GOOD = """
     import math
@@ -27,27 +25,6 @@ GOOD = """
         return nn.Sequential(nn.Linear(math.prod(input_shape), width), nn.ReLU(),
                              nn.Linear(width, outputs))
 """
-
-
-def install_plugin(tmp_path: Path, name: str, source: str) -> None:
-    """Install a real `fedstream.models` entry point `name` into `tmp_path`.
-
-    Writes the module `fedstream_test_plugin_<name>` (the dedented `source`, which defines
-    `build`) and its `<module>-0.1.dist-info/` with `METADATA` and `entry_points.txt`. The
-    entry point is found once `tmp_path` is on `sys.path`.
-
-    Args:
-        tmp_path: A directory that is, or will be, on `sys.path`.
-        name: The model-family name the entry point registers.
-        source: Python source of the plug-in module.
-    """
-    module = MODULE_PREFIX + re.sub(r"\W", "_", name)
-    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
-    info = tmp_path / f"{module}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[{ENTRY_POINTS}]\n{name} = {module}:build\n")
-    importlib.invalidate_caches()  # the path finders cache directory listings
 
 
 @pytest.fixture
@@ -68,7 +45,7 @@ def _arch(family: str, **params: int) -> Architecture:
                         outputs=3, params=params)
 
 
-def test_entry_point_family_builds_and_leaves_no_trace(plugin_dir: Path,
+def test_entry_point_family_builds_and_leaves_no_trace(install_plugin: Install, plugin_dir: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A plug-in's family builds like a built-in one; undoing the fixture unregisters it."""
     # Prepare
@@ -91,7 +68,8 @@ def test_entry_point_family_builds_and_leaves_no_trace(plugin_dir: Path,
     assert "myfamily" not in rescanned
 
 
-def test_plugin_params_are_checked_like_builtin_ones(plugin_dir: Path) -> None:
+def test_plugin_params_are_checked_like_builtin_ones(install_plugin: Install,
+                                                     plugin_dir: Path) -> None:
     """A parameter the plug-in's factory does not take is bad_config listing the ones it does."""
     # Prepare
     install_plugin(plugin_dir, "myfamily", GOOD)
@@ -105,7 +83,8 @@ def test_plugin_params_are_checked_like_builtin_ones(plugin_dir: Path) -> None:
     assert "input_shape, outputs, width" in caught.value.detail
 
 
-def test_plugin_that_fails_to_import_is_unknown_name(plugin_dir: Path) -> None:
+def test_plugin_that_fails_to_import_is_unknown_name(install_plugin: Install,
+                                                     plugin_dir: Path) -> None:
     """A plug-in raising on import is unknown_name naming the error; built-ins still build."""
     # Prepare
     install_plugin(plugin_dir, "broken", "raise RuntimeError('sensor driver missing')\n")
@@ -133,7 +112,8 @@ def test_plugin_that_fails_to_import_is_unknown_name(plugin_dir: Path) -> None:
     ("from torch import nn\ndef build(*, input_shape, outputs):\n"
      "    return nn.Linear(31, outputs)\n", "forward pass on [2, 30] failed"),
 ], ids=["wrong_shape", "not_a_module", "float64", "forward_fails"])
-def test_plugin_building_a_misfit_is_bad_config(plugin_dir: Path, source: str, says: str) -> None:
+def test_plugin_building_a_misfit_is_bad_config(install_plugin: Install, plugin_dir: Path,
+                                                source: str, says: str) -> None:
     """A plug-in whose module is not a float32 `[N, features] -> [N, outputs]` map is bad_config."""
     # Prepare
     install_plugin(plugin_dir, "misfit", source)

@@ -1,0 +1,129 @@
+"""Where a round's data comes from: the limits a round sets, and the edge declining a round
+it has too little data for (in-process, against a real broker)."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedstream.broker import Mosquitto
+from fedstream.edge_node.config import EdgeConfig
+from fedstream.edge_node.daemon import EdgeDaemon
+from fedstream.edge_node.feed import DatasetFeed
+from fedstream.edge_node.model_sync import HeldModel
+from fedstream.shared.errors import ConfigError, Reason
+from fedstream.shared.learning.backends import select_backend
+from fedstream.shared.learning.model import spec_of, tensors_of
+from fedstream.shared.learning.models import build_model
+from fedstream.shared.learning.sources import Dataset
+from fedstream.shared.protocol import wire
+from fedstream.shared.protocol.arch import Architecture
+from fedstream.shared.protocol.control import EdgeStatus, RoundState, RoundStatus, TrainParams
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient
+from fedstream.shared.protocol.topics import Topics
+
+ARCH = Architecture.mlp((64, 16, 10))
+
+
+def _feed(rows: int = 10) -> DatasetFeed:
+    features = np.arange(rows * 4, dtype=np.float32).reshape(rows, 4)
+    return DatasetFeed(Dataset(features=features, labels=np.arange(rows) % 3, num_classes=3),
+                       "table")
+
+
+def _train(**limits: int | float) -> TrainParams:
+    return TrainParams(epochs=1, lr=0.1, momentum=0.0, batch_size=4, **limits)  # type: ignore[arg-type]
+
+
+def test_a_data_set_gives_its_newest_rows_under_max_windows() -> None:
+    """`max_windows` keeps the last rows of a data set; 0 keeps all; age does not apply."""
+    # Prepare
+    feed = _feed()
+
+    # Execute
+    newest = feed.round_data(_train(max_windows=3))
+    every = feed.round_data(_train(max_age_s=5.0))
+
+    # Assert
+    assert newest.features[:, 0].tolist() == [28.0, 32.0, 36.0]
+    assert newest.labels is not None and newest.labels.tolist() == [1, 2, 0]
+    assert len(every) == 10
+
+
+def test_fewer_samples_than_the_round_needs_is_too_little_data() -> None:
+    """A round asking for more samples than the limits leave gets too_little_data."""
+    # Prepare
+    feed = _feed()
+
+    # Execute
+    with pytest.raises(ConfigError) as info:
+        feed.round_data(_train(max_windows=4, min_samples=5))
+
+    # Assert
+    assert info.value.reason is Reason.TOO_LITTLE_DATA
+    assert "4 samples, the round needs 5" in info.value.detail
+
+
+def test_a_model_that_does_not_fit_the_data_is_a_config_error() -> None:
+    """The feed refuses a model whose input width differs from the data's."""
+    # Prepare / Execute / Assert
+    with pytest.raises(ConfigError, match="4 features"):
+        _feed().check(ARCH)
+
+
+@pytest.fixture
+def edge(broker: Mosquitto, federation: str, tmp_path: Path) -> Iterator[EdgeDaemon]:
+    """An edge on its digits share, connected, holding v0 of a small MLP, backend chosen."""
+    cfg = EdgeConfig(edge_id="e1", federation=federation, data_dir=tmp_path / "edge",
+                     broker={"host": broker.host, "port": broker.port},
+                     source={"name": "digits", "params": {"partitions": 8}})
+    daemon = EdgeDaemon.open(cfg)
+    daemon.backend = select_backend(preference="torch", precision="fp32")
+    daemon.mqtt.connect(10)
+    try:
+        yield daemon
+    finally:
+        daemon.mqtt.close()
+
+
+@pytest.fixture
+def statuses(edge: EdgeDaemon) -> Iterator[queue.Queue[Inbound]]:
+    """What the edge publishes on its status topic and its update topic."""
+    got: queue.Queue[Inbound] = queue.Queue()
+    topics = Topics(edge.cfg.federation)
+    spy = MqttClient(client_id=f"{edge.cfg.federation}-spy", conn=edge.mqtt.conn,
+                     on_message=got.put,
+                     subscriptions=(topics.status("e1"), topics.update(edge.cfg.model, "e1")))
+    spy.connect(10)
+    try:
+        yield got
+    finally:
+        spy.close()
+
+
+def test_an_edge_with_too_little_data_declines_instead_of_sending(
+    edge: EdgeDaemon, statuses: queue.Queue[Inbound],
+) -> None:
+    """A round needing more samples than the edge holds is answered by a status naming the
+    round and too_little_data; no update is kept or sent."""
+    # Prepare
+    model = build_model(ARCH, seed=0)
+    held = HeldModel(version=0, arch=ARCH, spec=spec_of(model), tensors=tensors_of(model))
+    state = RoundState(round_id="r9", model=edge.cfg.model, status=RoundStatus.OPEN,
+                       base_version=0, deadline=1e12, train=_train(min_samples=100_000),
+                       codec="f32", selection=("e1",), quorum=1)
+
+    # Execute
+    edge._train_and_send(state, held)
+    got = wire.unpack(statuses.get(timeout=10).payload)
+
+    # Assert
+    assert isinstance(got, EdgeStatus)
+    assert (got.declined, got.decline_reason) == ("r9", "too_little_data")
+    assert got.data["source"] == "digits" and int(got.data["samples"]) > 0
+    assert edge.outbox.pending() == []
+    assert statuses.empty()
