@@ -120,7 +120,8 @@ def _demo(args: argparse.Namespace) -> int:
 
         return run_sensor_demo(SensorDemoParams(
             rounds=args.rounds, edges=args.edges, min_accuracy=args.min_accuracy,
-            speed=args.speed, workdir=args.workdir or Path("demo-sensors-run")),
+            speed=args.speed, workdir=args.workdir or Path("demo-sensors-run"),
+            task="forecast" if args.forecast else "classify"),
             out=sys.stdout)
     from fedstream.demo import DemoParams, run_demo
 
@@ -318,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--sensors", action="store_true",
                       help="edges learn from live readings: BasicMotions smartwatch data "
                            "replayed over MQTT, a 1-D CNN, the cloud's continual pipeline on")
+    demo.add_argument("--forecast", action="store_true",
+                      help="--sensors: no labels; edges learn to forecast the accelerometer "
+                           "(a GRU, regression scored by MAE)")
     demo.add_argument("--speed", type=float, default=20.0,
                       help="--sensors: replay pace (20: twenty times real time)")
     demo.add_argument("--min-accuracy", type=float, default=0.0,

@@ -8,6 +8,10 @@ of each 10 s recording as a label span. Edges store the readings, cut 2 s window
 1-D convolution net on them; the cloud scores every version on the test split's windows,
 fine-tunes on its own share of the training split and gates what it serves. Only updates,
 status and receipts reach the federation's broker.
+
+With `forecast` the streams carry no labels at all: edges learn, self-supervised, to predict
+the next 0.3 s of the accelerometer from the last 2 s with a GRU, and every version is scored
+by its mean absolute error (lower is better) on the test split's windows.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from fedstream.broker import BrokerParams, Mosquitto
 from fedstream.client import FleetAddress, FleetClient
 from fedstream.demo import Processes, wait_ready
 from fedstream.operator import fleet_status, start_round
 from fedstream.shared.errors import FedstreamError, Reason, TransportError
+from fedstream.shared.learning.metrics import ACCURACY, MAE, Metric
 from fedstream.shared.learning.series.archive import channels_of
 from fedstream.shared.learning.sources import SOURCES
 from fedstream.shared.protocol.commands import RoundStart
@@ -40,6 +45,9 @@ CLASSES = 4
 DEVICE = "watch"
 # The training split is dealt into one part per edge plus the cloud's own part.
 WINDOW_PARAMS = {"dataset": DATASET, "rate_hz": RATE_HZ, "length": LENGTH, "stride": STRIDE}
+HORIZON, TARGETS = 3, ("accel_x", "accel_y", "accel_z")
+READINGS_PER_CASE = 6 * 100  # six channels, 10 s at 10 Hz  # forecast: the next 0.3 s of these
+Task = Literal["classify", "forecast"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +62,8 @@ class SensorDemoParams:
         min_spans: Each edge holds this many labelled recordings before the first round.
         min_accuracy: Exit non-zero if the final accuracy is below this.
         ready_timeout_s: How long the fleet may take to come up.
+        task: `classify` the activity from label spans, or `forecast` the accelerometer
+            (no labels; regression scored by MAE).
     """
 
     rounds: int = 5
@@ -63,20 +73,58 @@ class SensorDemoParams:
     min_spans: int = 8
     min_accuracy: float = 0.0
     ready_timeout_s: float = 180.0
+    task: Task = "classify"
 
     def __post_init__(self) -> None:
         if not (1 <= self.rounds <= 1000 and 1 <= self.edges <= 16 and self.speed > 0
-                and self.min_spans >= 1):
+                and self.min_spans >= 1 and self.task in ("classify", "forecast")):
             raise FedstreamError(Reason.BAD_CONFIG, "rounds must be 1-1000, edges 1-16, "
-                                                    "speed > 0 and min_spans >= 1")
+                                                    "speed > 0, min_spans >= 1 and task "
+                                                    "classify or forecast")
+
+    @property
+    def forecast(self) -> bool:
+        """True for the self-supervised forecasting variant."""
+        return self.task == "forecast"
 
 
-def cloud_config(workdir: Path, port: int) -> Path:
-    """The cloud: a 1-D CNN over [6 channels x 20 steps], scored on the test split's windows,
-    with the continual pipeline (fine-tuning, replay, gate) on."""
+def cloud_config(workdir: Path, port: int, *, forecast: bool) -> Path:
+    """The cloud: a 1-D CNN over [6 channels x 20 steps] scored on the test split's windows,
+    with the continual pipeline (fine-tuning, replay, gate) on; or, forecasting, a GRU
+    predicting 3 channels x 3 steps, scored by MAE."""
     path = workdir / "cloud.toml"
     window = ", ".join(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}"
                        for k, v in WINDOW_PARAMS.items())
+    targets = ", ".join(f'"{t}"' for t in TARGETS)
+    forecasting = f'task = "forecast", horizon = {HORIZON}, targets = [{targets}], {window}'
+    model = (f"""[architecture]
+family = "gru"
+input_shape = [6, {LENGTH}]
+task = "regression"
+outputs = {len(TARGETS) * HORIZON}
+params = {{hidden = 32}}
+
+[eval_source]
+name = "sensor_archive"
+params = {{split = "test", {forecasting}}}
+""" if forecast else f"""[architecture]
+family = "cnn1d"
+input_shape = [6, {LENGTH}]
+outputs = {CLASSES}
+params = {{channels = [16, 16], kernel = 5}}
+
+[eval_source]
+name = "sensor_archive"
+params = {{split = "test", {window}}}
+
+[continual]
+enabled = true
+min_window_rows = 20
+
+[continual.finetune]
+steps = 50
+lr = 0.01
+""")
     path.write_text(f"""\
 data_dir = "{workdir / "cloud-data"}"
 federation = "{FEDERATION}"
@@ -90,39 +138,27 @@ port = {port}
 [log]
 json_lines = true
 
-[architecture]
-family = "cnn1d"
-input_shape = [6, {LENGTH}]
-outputs = {CLASSES}
-params = {{channels = [16, 16], kernel = 5}}
-
-[eval_source]
-name = "sensor_archive"
-params = {{split = "test", {window}}}
-
 [rounds]
 epochs = 5
-lr = 0.05
+lr = {0.01 if forecast else 0.05}
 batch_size = 32
 min_samples = 20
 max_windows = 400
 deadline_s = 120.0
 
-[continual]
-enabled = true
-min_window_rows = 20
-
-[continual.finetune]
-steps = 50
-lr = 0.01
-""")
+{model}""")
     return path
 
 
-def edge_config(workdir: Path, index: int, *, port: int, sensors_port: int) -> Path:
+def edge_config(workdir: Path, index: int, *, port: int, sensors_port: int,
+                forecast: bool) -> Path:
     """Edge `index`: no data set, a `[sensors]` table taking the watch's six SenML channels
-    from the gateway broker and labels from its label topic."""
+    from the gateway broker, and labels from its label topic (or, forecasting, none)."""
     path = workdir / f"edge-{index}.toml"
+    targets = ", ".join(f'"{t}"' for t in TARGETS)
+    labels = (f'labels = "forecast"\nhorizon = {HORIZON}\ntargets = [{targets}]' if forecast
+              else f'labels = "topic"\nlabel_topic = "labels/edge-{index}"\n'
+                   f"classes = {CLASSES}")
     channels = "".join(f"""
 [[sensors.channels]]
 name = "{c.name}"
@@ -148,9 +184,7 @@ port = {port}
 json_lines = true
 
 [sensors]
-labels = "topic"
-label_topic = "labels/edge-{index}"
-classes = {CLASSES}
+{labels}
 
 [sensors.broker]
 host = "127.0.0.1"
@@ -190,10 +224,12 @@ class SensorFleet:
                 Mosquitto(BrokerParams(port=0, data_dir=params.workdir / "gateway")) as gw:
             procs = Processes(params.workdir)
             try:
-                procs.spawn("cloud", "cloud", cloud_config(params.workdir, fed.port))
+                procs.spawn("cloud", "cloud", cloud_config(params.workdir, fed.port,
+                                                           forecast=params.forecast))
                 for i in range(params.edges):
                     procs.spawn(f"edge-{i}", "edge", edge_config(
-                        params.workdir, i, port=fed.port, sensors_port=gw.port))
+                        params.workdir, i, port=fed.port, sensors_port=gw.port,
+                        forecast=params.forecast))
                     procs.spawn_command(f"replay-{i}", _replay_args(i, parts, gw.port, params))
                 address = FleetAddress.local(host=fed.host, port=fed.port,
                                              federation=FEDERATION, model=MODEL)
@@ -205,7 +241,8 @@ class SensorFleet:
                             address=address)
                 wait_ready(address, edges=params.edges, procs=procs,
                            timeout_s=params.ready_timeout_s)
-                fleet.give_cloud_data(parts, out)
+                if not params.forecast:  # the cloud's own data is labelled
+                    fleet.give_cloud_data(parts, out)
                 fleet.wait_for_data(out)
                 yield fleet
             finally:
@@ -221,13 +258,16 @@ class SensorFleet:
               flush=True)
 
     def wait_for_data(self, out: TextIO) -> None:
-        """Until every edge's status says it holds `min_spans` labelled recordings."""
+        """Until every edge's status says it holds `min_spans` recordings (labelled ones, or
+        their readings when forecasting)."""
         give_up = time.monotonic() + self.params.ready_timeout_s
+        key, need = (("readings", self.params.min_spans * READINGS_PER_CASE)
+                     if self.params.forecast else ("spans", self.params.min_spans))
         while True:
             self.procs.check_alive()
             edges = self.edges()
             if len(edges) >= self.params.edges and all(
-                    int(e.data.get("spans", 0)) >= self.params.min_spans for e in edges):
+                    int(e.data.get(key, 0)) >= need for e in edges):
                 print("edges hold: " + ", ".join(
                     f"{e.edge_id} {e.data.get('readings')} readings, {e.data.get('spans')} "
                     "labelled recordings" for e in edges), file=out, flush=True)
@@ -261,35 +301,40 @@ class SensorFleet:
 
 
 def _replay_args(index: int, parts: int, port: int, params: SensorDemoParams) -> list[str]:
+    labels = [] if params.forecast else ["--label-topic", f"labels/edge-{index}"]
     return [sys.executable, "-m", "fedstream", "sensors", "replay",
             "--broker", f"127.0.0.1:{port}", "--device", DEVICE,
             "--topic", f"sensors/edge-{index}", "--format", "senml", "--dataset", DATASET,
             "--split", "train", "--part", str(index), "--parts", str(parts),
-            "--speed", str(params.speed), "--label-topic", f"labels/edge-{index}", "--loop"]
+            "--speed", str(params.speed), *labels, "--loop"]
 
 
 def run_sensor_demo(params: SensorDemoParams, *, out: TextIO) -> int:
     """Run the demo and print a table of rounds; exit code 0 on success."""
+    metric = MAE if params.forecast else ACCURACY
     with SensorFleet.running(params, out=out) as fleet:
         initial = fleet_status(fleet.address)
-        start = float(initial.model_metrics.get("accuracy", float("nan")))
-        print(f"fleet ready: model v{initial.model_version}, accuracy {start:.4f} on "
+        start = float(initial.model_metrics.get(metric.name, float("nan")))
+        print(f"fleet ready: model v{initial.model_version}, {metric.name} {start:.4f} on "
               f"{DATASET} test windows", file=out, flush=True)
         results = [fleet.round(out) for _ in range(params.rounds)]
-    print_sensor_table(results, out)
-    final = float(results[-1]["accuracy"])
-    if final < params.min_accuracy:
+    print_sensor_table(results, metric, out)
+    final = float(results[-1][metric.name])
+    if params.forecast and final >= start:
+        print(f"final mae {final:.4f} is not below the initial {start:.4f}", file=out)
+        return 1
+    if not params.forecast and final < params.min_accuracy:
         print(f"final accuracy {final:.4f} is below {params.min_accuracy}", file=out)
         return 1
     return 0
 
 
-def print_sensor_table(results: list[Mapping[str, Any]], out: TextIO) -> None:
-    """Round, version, accuracy, time, then per edge: readings stored / windows trained on."""
+def print_sensor_table(results: list[Mapping[str, Any]], metric: Metric, out: TextIO) -> None:
+    """Round, version, the metric, time, then per edge: readings stored / windows trained on."""
     names = sorted({e for r in results for e in r["edges"]})
-    print(f"\n{'round':>5} {'version':>7} {'accuracy':>8} {'seconds':>8} {'updates':>7} "
+    print(f"\n{'round':>5} {'version':>7} {metric.name:>8} {'seconds':>8} {'updates':>7} "
           + " ".join(f"{n + ' stored/trained':>24}" for n in names) + "  gate", file=out)
     for i, r in enumerate(results, 1):
         cells = " ".join(f"{'{}/{}'.format(*r['edges'].get(n, (0, 0))):>24}" for n in names)
-        print(f"{i:>5} {r['version']:>7} {r['accuracy']:>8.4f} {r['seconds']:>8.2f} "
+        print(f"{i:>5} {r['version']:>7} {r[metric.name]:>8.4f} {r['seconds']:>8.2f} "
               f"{r['updates']:>7} {cells}  {r.get('gate', 'promoted')}", file=out)

@@ -19,6 +19,7 @@ from fedstream.demo_sensors import (
     print_sensor_table,
 )
 from fedstream.operator import fleet_status
+from fedstream.shared.learning.metrics import ACCURACY
 from fedstream.shared.learning.sources import SOURCES
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.connection import Connection
@@ -69,7 +70,7 @@ def test_streamed_readings_federate_a_cnn_and_never_reach_the_federation_broker(
     while not got.empty():
         seen.append(got.get_nowait())
     table = io.StringIO()
-    print_sensor_table(results, table)
+    print_sensor_table(results, ACCURACY, table)
 
     # Assert
     final = float(results[-1]["accuracy"])
@@ -89,3 +90,25 @@ def test_streamed_readings_federate_a_cnn_and_never_reach_the_federation_broker(
     for m in seen:
         assert b"watch:" not in m.payload and b'"bn"' not in m.payload
         assert not any(r[:64] in m.payload for r in raw)
+
+
+def test_unlabelled_streams_federate_a_forecaster_scored_by_mae(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """With no labels at all, edges learn to forecast the accelerometer (a GRU, regression):
+    two rounds lower the test windows' MAE below the initial model's, and the round results
+    carry MAE and RMSE, not accuracy."""
+    # Prepare
+    params = SensorDemoParams(rounds=2, edges=EDGES, workdir=tmp_path_factory.mktemp("fc"),
+                              speed=20.0, min_spans=8, task="forecast")
+
+    # Execute
+    with SensorFleet.running(params, out=io.StringIO()) as fleet:
+        initial = fleet_status(fleet.address).model_metrics
+        results = [fleet.round(io.StringIO()) for _ in range(2)]
+
+    # Assert
+    assert "accuracy" not in initial and "accuracy" not in results[-1]
+    assert float(results[-1]["mae"]) < float(initial["mae"]) - 0.3, results
+    assert float(results[-1]["rmse"]) < float(initial["rmse"])
+    assert all(r["updates"] == EDGES for r in results)
