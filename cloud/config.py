@@ -202,11 +202,3 @@ class CloudConfig(ServiceConfig):
                              "\"mlp\", input_shape = [inputs], outputs = classes, "
                              "params.hidden = [hidden sizes]")
         return data
-
-    @model_validator(mode="after")
-    def _labelled_continual(self) -> CloudConfig:
-        # The cloud's own data (replay buffer, evaluation windows, data batches) is labelled.
-        if self.continual.enabled and self.architecture.task is not TaskKind.CLASSIFICATION:
-            raise ValueError("continual learning needs a classification model: the cloud's "
-                             "own data holds class labels, not regression targets")
-        return self

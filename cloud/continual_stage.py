@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import structlog
 import torch
 
@@ -16,7 +15,7 @@ from fedstream.cloud.config import ContinualConfig
 from fedstream.cloud.data_intake import DataIntake
 from fedstream.cloud.forgetting import Evals, ForgettingMetrics, metrics_of
 from fedstream.cloud.gate import Verdict, judge
-from fedstream.cloud.replay import Arrays
+from fedstream.cloud.replay import Arrays, empty_arrays
 from fedstream.shared.learning.model import load_tensors
 from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.tasks import evaluate, task_for
@@ -66,8 +65,8 @@ class ContinualStage:
             return tensors, {}
         windows = self.data.windows
         training, newest = windows.training_windows(), windows.newest()
-        fresh: Arrays = windows.parts(training[-1], self.cfg.eval_fraction)[1] if training else (
-            np.zeros((0, self._cols), np.float32), np.zeros(0, np.int64))
+        fresh: Arrays = (windows.parts(training[-1], self.cfg.eval_fraction)[1] if training
+                         else empty_arrays(self._cols, self.data.width))
         replay = self.data.replay.arrays(exclude=newest)
         result = self.tuner.run(tensors, fresh, replay, seed)
         info = {**result.info(), "fresh_window": training[-1] if training else ""}

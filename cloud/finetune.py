@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import structlog
 import torch
 from torch import nn
-from torch.nn import functional
 
 from fedstream.cloud.config import FinetuneConfig
 from fedstream.cloud.replay import Arrays, check_batch
@@ -22,6 +21,7 @@ from fedstream.shared.learning.backends import Backend, select_backend
 from fedstream.shared.learning.isa import bf16_isa, onednn_isa
 from fedstream.shared.learning.model import load_tensors, tensors_of
 from fedstream.shared.learning.models import build_model
+from fedstream.shared.learning.tasks import Task, task_for
 from fedstream.shared.learning.training import (
     Batch,
     Penalty,
@@ -29,9 +29,10 @@ from fedstream.shared.learning.training import (
     probe_batch,
     train_steps,
 )
-from fedstream.shared.protocol.arch import Architecture
+from fedstream.shared.protocol.arch import Architecture, TaskKind
 
 log = structlog.get_logger(__name__)
+CLASSIFICATION = task_for(TaskKind.CLASSIFICATION)
 
 # Enough samples for a stable per-weight ranking; the estimate is one batched backward pass.
 FISHER_SAMPLES = 256
@@ -116,11 +117,12 @@ def mixed_batches(fresh: Batch, replay: Batch, *, batch_size: int, replay_ratio:
         yield torch.cat([x[i] for x, _, i in picks]), torch.cat([y[i] for _, y, i in picks])
 
 
-def fisher_diagonal(model: nn.Module, features: torch.Tensor,
-                    labels: torch.Tensor) -> list[torch.Tensor]:
-    """Diagonal empirical Fisher of a classifier's parameters, scaled so its largest entry is 1.
+def fisher_diagonal(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, *,
+                    task: Task = CLASSIFICATION) -> list[torch.Tensor]:
+    """Diagonal empirical Fisher of a model's parameters, scaled so its largest entry is 1.
 
-    F is the mean over samples of each sample's squared gradient of log p(label | x). Per
+    F is the mean over samples of each sample's squared gradient of log p(label | x) (for a
+    regression model, of the squared error: a Gaussian's log-likelihood). Per
     sample, not per mini-batch: squaring a batch's mean gradient lets samples cancel and
     shrinks F by up to the batch size. For a model whose parameters all sit in `nn.Linear`
     layers (an MLP) the per-sample squares come exactly from one backward pass: a Linear
@@ -135,10 +137,12 @@ def fisher_diagonal(model: nn.Module, features: torch.Tensor,
     is stable wherever L2-SP with the same weight is.
 
     Args:
-        model: A classifier whose parameters require grad (as a freshly built one's do); not
+        model: A model whose parameters require grad (as a freshly built one's do); not
             modified. Call it with grad enabled.
         features: Inputs [N, D], N >= 1.
-        labels: Class labels [N].
+        labels: Class labels [N], or regression targets [N, H].
+        task: The task whose loss is the negative log-likelihood. Its reduction is a mean;
+            the constant factor that leaves is scaled away.
 
     Returns:
         One tensor per parameter, in `model.parameters()` order (spec order for the built-in
@@ -151,15 +155,15 @@ def fisher_diagonal(model: nn.Module, features: torch.Tensor,
         raise ValueError("fisher_diagonal needs at least one sample")
     linears: list[nn.Module] = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if len(list(model.parameters())) == sum(len(list(m.parameters())) for m in linears):
-        fisher = _linear_fisher(model, linears, features, labels)
+        fisher = _linear_fisher(model, linears, features, labels, task)
     else:
-        fisher = _sample_fisher(model, features, labels)
+        fisher = _sample_fisher(model, features, labels, task)
     top = max(float(f.max()) for f in fisher)
     return [f / top for f in fisher] if top > 0 else fisher
 
 
 def _linear_fisher(model: nn.Module, linears: list[nn.Module], features: torch.Tensor,
-                   labels: torch.Tensor) -> list[torch.Tensor]:
+                   labels: torch.Tensor, task: Task) -> list[torch.Tensor]:
     seen: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def keep(layer: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
@@ -171,8 +175,8 @@ def _linear_fisher(model: nn.Module, linears: list[nn.Module], features: torch.T
     finally:
         for hook in hooks:
             hook.remove()
-    # Summed, not averaged: then the gradient at a layer's output row i is sample i's own.
-    loss = functional.cross_entropy(logits, labels, reduction="sum")
+    # A mean: the gradient at a layer's output row i is sample i's own over N, for every i.
+    loss = task.loss(logits, labels)
     deltas = torch.autograd.grad(loss, [seen[m][1] for m in linears])
     squares: dict[torch.Tensor, torch.Tensor] = {}
     for layer, delta in zip(linears, deltas, strict=True):
@@ -185,12 +189,12 @@ def _linear_fisher(model: nn.Module, linears: list[nn.Module], features: torch.T
     return [squares[p] for p in model.parameters()]
 
 
-def _sample_fisher(model: nn.Module, features: torch.Tensor,
-                   labels: torch.Tensor) -> list[torch.Tensor]:
+def _sample_fisher(model: nn.Module, features: torch.Tensor, labels: torch.Tensor,
+                   task: Task) -> list[torch.Tensor]:
     params = list(model.parameters())
     total = [torch.zeros_like(p) for p in params]
     for i in range(len(labels)):
-        loss = functional.cross_entropy(model(features[i:i + 1]), labels[i:i + 1])
+        loss = task.loss(model(features[i:i + 1]), labels[i:i + 1])
         for acc, grad in zip(total, torch.autograd.grad(loss, params), strict=True):
             acc.add_(grad.square())
     return total
@@ -314,8 +318,10 @@ class FineTuner:
         return result
 
     def _tensors(self, arrays: Arrays) -> Batch:
-        x, y = check_batch(*arrays, cols=self.arch.features)
-        if len(y) and (y.min() < 0 or y.max() >= self.arch.outputs):
+        regression = self.arch.task is TaskKind.REGRESSION
+        x, y = check_batch(*arrays, cols=self.arch.features,
+                           width=self.arch.outputs if regression else 0)
+        if not regression and len(y) and (y.min() < 0 or y.max() >= self.arch.outputs):
             raise ValueError(f"labels must lie in [0, {self.arch.outputs}), "
                              f"got [{y.min()}, {y.max()}]")
         # Copies: the arrays may be read-only views, which torch cannot share.
@@ -334,7 +340,7 @@ class FineTuner:
             pick = torch.randperm(len(y), generator=gen)[:FISHER_SAMPLES]
             plain = build_model(self.arch)
             load_tensors(plain, start)
-            fisher = fisher_diagonal(plain, x[pick], y[pick])
+            fisher = fisher_diagonal(plain, x[pick], y[pick], task=task_for(self.arch.task))
             importance = trained_layout(self.arch, fisher, self.backend)
         return anchor_penalty(weight, trained_layout(self.arch, start, self.backend),
                               importance)

@@ -46,16 +46,19 @@ class EvalWindows:
         path: Its own SQLite file; created on first use.
         window_s: Length in seconds of a clock-named window.
         max_rows_per_window: Rows kept per window; later rows beyond it are dropped and counted.
+        width: 0 for class labels, else the number of regression targets per sample.
 
     Raises:
         StoreError: STORE_FAILED when the file cannot be opened or written.
     """
 
-    def __init__(self, path: Path, *, window_s: float, max_rows_per_window: int) -> None:
+    def __init__(self, path: Path, *, window_s: float, max_rows_per_window: int,
+                 width: int = 0) -> None:
         if not window_s > 0 or max_rows_per_window < 1:
             raise ValueError(f"window_s must be > 0 and max_rows_per_window >= 1, got "
                              f"{window_s}, {max_rows_per_window}")
         self.path, self.window_s, self.cap = path, window_s, max_rows_per_window
+        self.width = width
         self._db = open_wal(path, SCHEMA)
 
     def close(self) -> None:
@@ -66,14 +69,14 @@ class EvalWindows:
         """The clock-named window for time `now`."""
         return f"w{int(now // self.window_s)}"
 
-    def add(self, features: np.ndarray, labels: np.ndarray, now: float, name: str = "") -> int:
+    def add(self, features: np.ndarray, y: np.ndarray, now: float, name: str = "") -> int:
         """Append samples to window `name` (or the clock's); returns how many were kept.
 
         Raises:
             ValueError: wrong shapes, or a feature count other than the window's.
         """
         name = name or self.window_of(now)
-        x, y = check_batch(features, labels, None)
+        x, y = check_batch(features, y, None, self.width)
 
         def work(db: sqlite3.Connection) -> int:
             db.execute("INSERT OR IGNORE INTO windows (name, seq, created, cols) VALUES "
@@ -105,9 +108,11 @@ class EvalWindows:
             raise KeyError(name)
         parts = self._db.execute("SELECT x, y FROM batches WHERE name = ? ORDER BY seq",
                                  (name,)).fetchall()
-        x = np.frombuffer(b"".join(p[0] for p in parts), dtype=np.float32)
-        y = np.frombuffer(b"".join(p[1] for p in parts), dtype=np.int64)
-        return x.reshape(len(y), row[0]), y
+        x = np.frombuffer(b"".join(p[0] for p in parts), dtype=np.float32).reshape(-1, row[0])
+        ys = b"".join(p[1] for p in parts)
+        if self.width:
+            return x, np.frombuffer(ys, dtype=np.float32).reshape(len(x), self.width)
+        return x, np.frombuffer(ys, dtype=np.int64)
 
     def parts(self, name: str, fraction: float) -> tuple[Arrays, Arrays]:
         """Window `name` cut into its evaluation rows and its training rows (`eval_rows`)."""

@@ -89,9 +89,9 @@ class SensorDemoParams:
 
 
 def cloud_config(workdir: Path, port: int, *, forecast: bool) -> Path:
-    """The cloud: a 1-D CNN over [6 channels x 20 steps] scored on the test split's windows,
-    with the continual pipeline (fine-tuning, replay, gate) on; or, forecasting, a GRU
-    predicting 3 channels x 3 steps, scored by MAE."""
+    """The cloud: a 1-D CNN over [6 channels x 20 steps] scored on the test split's windows
+    (or, forecasting, a GRU predicting 3 channels x 3 steps, scored by MAE), with the continual
+    pipeline (fine-tuning, replay, gate) on."""
     path = workdir / "cloud.toml"
     window = ", ".join(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}"
                        for k, v in WINDOW_PARAMS.items())
@@ -116,14 +116,6 @@ params = {{channels = [16, 16], kernel = 5}}
 [eval_source]
 name = "sensor_archive"
 params = {{split = "test", {window}}}
-
-[continual]
-enabled = true
-min_window_rows = 20
-
-[continual.finetune]
-steps = 50
-lr = 0.01
 """)
     path.write_text(f"""\
 data_dir = "{workdir / "cloud-data"}"
@@ -145,6 +137,14 @@ batch_size = 32
 min_samples = 20
 max_windows = 400
 deadline_s = 120.0
+
+[continual]
+enabled = true
+min_window_rows = 20
+
+[continual.finetune]
+steps = 50
+lr = {0.005 if forecast else 0.01}
 
 {model}""")
     return path
@@ -241,17 +241,19 @@ class SensorFleet:
                             address=address)
                 wait_ready(address, edges=params.edges, procs=procs,
                            timeout_s=params.ready_timeout_s)
-                if not params.forecast:  # the cloud's own data is labelled
-                    fleet.give_cloud_data(parts, out)
+                fleet.give_cloud_data(parts, out)
                 fleet.wait_for_data(out)
                 yield fleet
             finally:
                 procs.stop()
 
     def give_cloud_data(self, parts: int, out: TextIO) -> None:
-        """The cloud's own labelled windows: the last part of the training split."""
+        """The cloud's own windows, labelled (or with their forecasting targets): the last
+        part of the training split."""
+        task = ({"task": "forecast", "horizon": HORIZON, "targets": list(TARGETS)}
+                if self.params.forecast else {})
         own = SOURCES.build("sensor_archive", split="train", part=parts - 1, parts=parts,
-                            **WINDOW_PARAMS).load()
+                            **WINDOW_PARAMS, **task).load()
         with FleetClient(self.address) as fleet:
             stored = fleet.send_data(DataBatch.of(own.features, own.y, window="cloud-share"))
         print(f"cloud data: {len(own)} windows of its own, {stored.detail}", file=out,

@@ -16,10 +16,11 @@ from fedstream.cloud.data_intake import DataIntake
 from fedstream.cloud.finetune import FineTuner
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.windows import eval_rows
+from fedstream.shared.errors import Reason
 from fedstream.shared.learning.model import tensors_of
 from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.sources import SOURCES
-from fedstream.shared.protocol.arch import Architecture
+from fedstream.shared.protocol.arch import Architecture, TaskKind
 
 ARCH = Architecture.mlp((64, 16, 10))
 ARCH_CFG = ArchitectureConfig.of(ARCH)
@@ -135,3 +136,37 @@ def test_scores_only_the_evaluation_rows(intake: DataIntake) -> None:
 
     # Assert
     assert scores["d"] == scores["e"]
+
+
+REGRESSION = Architecture(family="mlp", input_shape=(4,), task=TaskKind.REGRESSION, outputs=1,
+                          params={"hidden": (8,)})
+
+
+def test_a_regression_model_is_tuned_scored_by_mae_and_gated_by_its_rise(tmp_path: Path) -> None:
+    """With a regression model the cloud's own targets drive fine-tuning (EWC anchor on the
+    squared error's Fisher), windows are scored by MAE, and the gate promotes the candidate
+    whose error fell and refuses the same pair the other way round."""
+    # Prepare
+    rng = np.random.default_rng(0)
+    cfg = CloudConfig(architecture=ArchitectureConfig.of(REGRESSION), data_dir=tmp_path,
+                      continual={"enabled": True, "finetune": {  # type: ignore[arg-type]
+                          "steps": 200, "lr": 0.05, "anchor": "ewc", "anchor_weight": 0.01,
+                          "backend": "torch", "precision": "fp32"}})
+    intake = DataIntake.open(cfg, CloudStore.open(tmp_path))
+    for i, name in enumerate("abc"):
+        x = rng.standard_normal((100, 4)).astype(np.float32)
+        intake.add(x, x.sum(axis=1, keepdims=True), now=float(i), window=name)
+    stage = ContinualStage(data=intake, arch=REGRESSION, cfg=cfg.continual,
+                           tuner=FineTuner(REGRESSION, cfg.continual.finetune, 0))
+    start = tensors_of(build_model(REGRESSION, seed=0))
+
+    # Execute
+    tuned, info = stage.refine(start, seed=1)
+    better = stage.assess(tuned, start, history=[])
+    worse = stage.assess(start, tuned, history=[])
+
+    # Assert
+    assert stage.metric.name == "mae" and info["steps"] == 200
+    assert all(better.evals[w] < better.serving_evals[w] for w in "abc")
+    assert better.verdict.promote and better.metrics.to_dict()["avg_mae"] < 1.0
+    assert not worse.verdict.promote and worse.verdict.reason is Reason.REGRESSED_NEWEST

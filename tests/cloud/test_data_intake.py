@@ -14,7 +14,7 @@ from fedstream.cloud.data_intake import DataIntake
 from fedstream.cloud.store import CloudStore
 from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.protocol import wire
-from fedstream.shared.protocol.arch import Architecture
+from fedstream.shared.protocol.arch import Architecture, TaskKind
 from fedstream.shared.protocol.control import DataBatch
 
 ARCH = Architecture.mlp((4, 3, 2))
@@ -59,6 +59,7 @@ def _bad_frames() -> list[tuple[bytes, Reason]]:
         (wire.pack(DataBatch.of(np.zeros((2, 3)), [0, 1])), Reason.SPEC_MISMATCH),
         (wire.pack(DataBatch.of(np.zeros((2, 4)), [0, 2])), Reason.BAD_FRAME),
         (wire.pack(nan), Reason.NON_FINITE),
+        (wire.pack(DataBatch.of(np.zeros((2, 4)), np.zeros((2, 2)))), Reason.SPEC_MISMATCH),
         (msgpack.packb({"v": 1, "k": "data", **good, "r": 3}), Reason.SIZE_MISMATCH),
         (b"\xc1", Reason.NOT_MSGPACK),
     ]
@@ -67,7 +68,8 @@ def _bad_frames() -> list[tuple[bytes, Reason]]:
 @pytest.mark.parametrize(("frame", "reason"), _bad_frames())
 def test_bad_batches_are_refused_and_store_nothing(tmp_path: Path, frame: bytes,
                                                    reason: Reason) -> None:
-    """Wrong width, a label the model cannot output, NaN, a wrong row count or garbage: a
+    """Wrong width, a label the model cannot output, NaN, regression targets for this
+    classifier, a wrong row count or garbage: a
     ProtocolError with its reason, and neither store changes."""
     # Prepare
     intake, _ = _intake(tmp_path)
@@ -116,3 +118,33 @@ def test_replay_takes_only_the_training_rows(tmp_path: Path) -> None:
     assert sorted(intake.replay.arrays()[0][:, 0].tolist()) == [0, 8, 16, 24, 32]
     (ex, _), (tx, _) = intake.windows.parts("w", 0.5)
     assert ex[:, 0].tolist() == [4, 12, 20, 28, 36] and len(tx) == 5
+
+
+REGRESSION = Architecture(family="mlp", input_shape=(4,), task=TaskKind.REGRESSION, outputs=2,
+                          params={"hidden": (3,)})
+
+
+@pytest.mark.parametrize(("y", "stored"), [(np.ones((3, 2)), True), (np.ones((3, 1)), False),
+                                           (np.array([0, 1, 0]), False)])
+def test_a_regression_model_takes_targets_of_its_width_only(tmp_path: Path, y: np.ndarray,
+                                                             stored: bool) -> None:
+    """The cloud of a regression model keeps float targets [N, outputs]; targets of another
+    width or class labels are a spec mismatch that stores nothing."""
+    # Prepare
+    cfg = CloudConfig(architecture=ArchitectureConfig.of(REGRESSION),
+                      data_dir=tmp_path / "cloud", continual={"enabled": True})  # type: ignore[arg-type]
+    intake = DataIntake.open(cfg, CloudStore.open(cfg.data_dir))
+    frame = wire.pack(DataBatch.of(np.zeros((3, 4)), y, window="w"))
+
+    # Execute
+    if stored:
+        kept = intake.take(frame, now=0.0)
+    else:
+        with pytest.raises(ProtocolError) as caught:
+            intake.take(frame, now=0.0)
+
+    # Assert
+    if stored:
+        assert kept == 3 and intake.windows.get("w")[1].shape == (3, 2)
+    else:
+        assert caught.value.reason is Reason.SPEC_MISMATCH and intake.windows.names() == []

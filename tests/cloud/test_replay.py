@@ -182,3 +182,27 @@ def test_buffer_from_before_window_tags_opens_with_untagged_rows(tmp_path: Path)
 
     # Assert
     assert kept[0].tolist() == [[7.0]] and kept[1].tolist() == [3]
+
+
+def test_regression_targets_are_kept_as_rows_of_floats(tmp_path: Path) -> None:
+    """A buffer for a regression model keeps float32 targets [N, width] per slot, survives a
+    reopen, and refuses a reopen with another width."""
+    # Prepare
+    path = tmp_path / "replay.db"
+    buffer = ReplayBuffer(path, capacity=10, cols=1, width=2, seed=3)
+    x = np.arange(4, dtype=np.float32).reshape(-1, 1)
+    y = np.stack([x[:, 0] / 2, -x[:, 0]], axis=1)
+
+    # Execute
+    buffer.add(x, y)
+    buffer.close()
+    again = ReplayBuffer(path, capacity=10, cols=1, width=2, seed=3)
+    got = again.arrays()
+    again.close()
+    with pytest.raises(StoreError, match="width 2"):
+        ReplayBuffer(path, capacity=10, cols=1, width=3)
+
+    # Assert
+    assert got[1].dtype == np.float32 and got[1].tolist() == y.tolist()
+    with pytest.raises(ValueError, match=r"targets \[N, 2\]"):
+        ReplayBuffer(tmp_path / "other.db", capacity=10, cols=1, width=2).add(x, x[:, 0])

@@ -148,3 +148,22 @@ def test_parts_and_offered_follow_the_rows_positions(tmp_path: Path) -> None:
     # Assert
     assert ex[:, 0].tolist() == [3.0, 7.0] and tx[:, 0].tolist() == [0, 1, 2, 4, 5, 6]
     assert offered == (10, 0)
+
+
+def test_a_regression_window_keeps_its_targets(tmp_path: Path) -> None:
+    """Windows for a regression model give back float32 targets [N, width], split into
+    evaluation and training rows like labels."""
+    # Prepare
+    windows = EvalWindows(tmp_path / "w.db", window_s=60.0, max_rows_per_window=100, width=3)
+    x = np.arange(10, dtype=np.float32).reshape(-1, 1)
+    y = np.repeat(x, 3, axis=1) * 0.5
+
+    # Execute
+    windows.add(x, y, 0.0, name="a")
+    (ex, ey), (tx, ty) = windows.parts("a", 0.3)
+    windows.close()
+
+    # Assert
+    assert ey.dtype == np.float32 and ey.shape == (3, 3) and ty.shape == (7, 3)
+    assert sorted(ex[:, 0].tolist() + tx[:, 0].tolist()) == x[:, 0].tolist()
+    assert (ey == np.repeat(ex, 3, axis=1) * 0.5).all()

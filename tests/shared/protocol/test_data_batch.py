@@ -47,7 +47,7 @@ def test_bytes_are_little_endian_row_major() -> None:
 
     # Assert
     assert batch.features == struct.pack("<2f", 1.0, 2.0)
-    assert batch.labels == struct.pack("<q", 7)
+    assert batch.y == struct.pack("<q", 7)
 
 
 def test_window_is_optional_on_the_wire() -> None:
@@ -77,7 +77,7 @@ def test_window_is_optional_on_the_wire() -> None:
         ({"r": 2}, Reason.SIZE_MISMATCH),
         ({"c": 3}, Reason.SIZE_MISMATCH),
         ({"x": _BATCH.features[:-1]}, Reason.SIZE_MISMATCH),
-        ({"y": _BATCH.labels + b"\x00"}, Reason.SIZE_MISMATCH),
+        ({"y": _BATCH.y + b"\x00"}, Reason.SIZE_MISMATCH),
     ],
 )
 def test_rejects_bad_fields(changes: dict[str, Any], reason: Reason) -> None:
@@ -125,3 +125,35 @@ def test_of_rejects_mismatched_shapes() -> None:
     # Prepare / Execute / Assert
     with pytest.raises(ValueError, match="not \\[N, D\\] and \\[N\\]"):
         DataBatch.of([[0.0], [1.0]], [0])
+
+
+def test_regression_targets_round_trip_with_their_width() -> None:
+    """A batch of float targets [N, H] travels with its width and comes back as float32."""
+    # Prepare
+    batch = DataBatch.of([[0.5, 1.0], [2.0, -3.0]], [[0.25, 1.5, -2.0], [3.0, 0.0, 1.0]])
+
+    # Execute
+    back = wire.expect(wire.pack(batch), DataBatch)
+    _, y = back.arrays()
+
+    # Assert
+    assert back == batch and back.width == 3
+    assert y.dtype == np.float32 and y.tolist() == [[0.25, 1.5, -2.0], [3.0, 0.0, 1.0]]
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"h": 3, "y": b"\x00" * 20}, Reason.SIZE_MISMATCH),   # 3 rows x 3 targets need 36 bytes
+    ({"h": 0}, Reason.BAD_FRAME),
+    ({"h": 2, "y": struct.pack("<6f", 0, 1, 2, float("nan"), 4, 5)}, Reason.NON_FINITE),
+])
+def test_bad_regression_targets_are_refused(changes: dict[str, Any], reason: Reason) -> None:
+    """Targets of the wrong size, a zero width or NaN targets are refused with a reason."""
+    # Prepare
+    buf = _frame(**changes)
+
+    # Execute
+    with pytest.raises(ProtocolError) as info:
+        wire.expect(buf, DataBatch).arrays()
+
+    # Assert
+    assert info.value.reason is reason
