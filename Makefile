@@ -1,5 +1,6 @@
 # fedstream: two entry points on a fresh machine.
 #   make demo   broker + cloud + 3 edges, 5 federated rounds on the built-in digits data
+#   make demo-sensors   the same on live sensor streams: BasicMotions replayed over MQTT, a 1-D CNN
 #   make test   lint + type check, then the test suite on both torch stacks (IPEX 2.8, torch 2.13)
 # Each installs what it needs: Mosquitto (apt) and the virtual environments (pip).
 

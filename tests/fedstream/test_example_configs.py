@@ -51,3 +51,16 @@ def test_unit_state_directory_is_the_default_data_dir(
     # Assert
     assert parser["Service"]["StateDirectory"] == unit
     assert default == Path("/var/lib") / unit
+
+
+def test_edge_sensors_example_loads() -> None:
+    """deploy/config/edge-sensors.example.toml is a valid edge config with three channels on
+    the gateway's own broker and labels from a label topic, shaped for a [3 x 36] model."""
+    # Execute
+    cfg = load_config(EdgeConfig, EXAMPLES / "edge-sensors.example.toml")
+
+    # Assert
+    assert cfg.sensors is not None and cfg.sensors.broker is not None
+    assert [c.name for c in cfg.sensors.channels] == ["temperature", "humidity", "power"]
+    io = cfg.sensors.model_io()
+    assert (io.input_shape, str(io.task), io.outputs) == ((3, 36), "classification", 2)
