@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from fedstream.shared.config import Section, ServiceConfig, state_dir_field
 from fedstream.shared.errors import ProtocolError
-from fedstream.shared.protocol.arch import Architecture, Param, TaskKind
+from fedstream.shared.protocol.arch import Architecture, TaskKind
 from fedstream.shared.protocol.chunks import DEFAULT_CHUNK_SIZE
 
 
@@ -18,9 +18,6 @@ class SourceConfig(Section):
 
     name: str = "digits"
     params: dict[str, Any] = Field(default_factory=dict)
-
-
-DEFAULT_MLP: dict[str, Param] = {"hidden": (100, 100)}
 
 
 class ArchitectureConfig(Section):
@@ -33,8 +30,9 @@ class ArchitectureConfig(Section):
                                                      "[features] or [channels, steps]")
     task: TaskKind = TaskKind.CLASSIFICATION
     outputs: int = Field(default=10, ge=1, description="classes, or predicted values")
-    # Checked (and lists made tuples) by `Architecture`, the one check the manifest also gets.
-    params: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_MLP))
+    # Checked (and lists made tuples) by `Architecture`, the one check the manifest also gets;
+    # a parameter left out takes the family's own default (mlp: hidden = [100, 100]).
+    params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("params", mode="after")
     @classmethod

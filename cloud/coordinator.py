@@ -151,7 +151,8 @@ class Coordinator:
         state = self._round
         if state is None or not status.declined or status.declined != state.round_id:
             return
-        declined = rounds.record_decline(state, status.edge_id, status.decline_reason)
+        declined = rounds.record_decline(state, status.edge_id, status.decline_reason,
+                                         self.counted)
         if declined is None:
             return
         log.info("round_declined", round_id=state.round_id, edge_id=status.edge_id,
@@ -210,7 +211,7 @@ class Coordinator:
         state = self._round
         assert state is not None
         self.counted.add((row.edge_id, row.base))
-        self.set_round(rounds.record_update(state))
+        self.set_round(rounds.record_update(state, row.edge_id))
         log.info("update_accepted", round_id=row.round_id, edge_id=row.edge_id,
                  update_id=row.update_id, samples=row.samples, bytes=row.bytes, base=row.base,
                  received=state.received + 1, expected=state.expected)

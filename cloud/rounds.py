@@ -134,18 +134,22 @@ def staleness_weight(samples: float, staleness: int) -> float:
     return samples / math.sqrt(1 + staleness)
 
 
-def record_update(state: RoundState) -> RoundState:
-    """Count one accepted update."""
+def record_update(state: RoundState, edge_id: str = "") -> RoundState:
+    """Count one accepted update; an edge that had declined the round (and found data since)
+    is waited for again, so its update does not close the round before the others'."""
+    declined = {e: why for e, why in state.declined.items() if e != edge_id}
     return dataclasses.replace(state, status=RoundStatus.COLLECTING,
-                               received=state.received + 1)
+                               received=state.received + 1, declined=declined)
 
 
-def record_decline(state: RoundState, edge_id: str, reason: str) -> RoundState | None:
+def record_decline(state: RoundState, edge_id: str, reason: str,
+                   counted: AbstractSet[tuple[str, int]]) -> RoundState | None:
     """A selected edge of a sync round will not send an update (too little data); the round
-    no longer waits for it. None when nothing changes: another mode, an edge not selected or
-    already declined, a round no longer collecting."""
+    no longer waits for it. None when nothing changes: another mode, an edge not selected,
+    already declined or whose update is already counted, a round no longer collecting."""
     if (state.is_async or state.terminal or state.status is RoundStatus.AGGREGATING
-            or edge_id not in state.selection or edge_id in state.declined):
+            or edge_id not in state.selection or edge_id in state.declined
+            or any(edge == edge_id for edge, _ in counted)):
         return None
     return dataclasses.replace(state, declined={**state.declined, edge_id: reason})
 

@@ -77,6 +77,7 @@ class EdgeDaemon:
         # (round or session id, version) of the last training, or of the last decline.
         self._trained: tuple[str, int] | None = None
         self._samples = 0  # samples the last round trained on
+        self._last_trained = ""  # the round (or session) the edge last trained for
         self._declined: tuple[str, str] = ("", "")  # (round id, reason) of the last decline
         self._next_status = 0.0
         # What lossy codecs dropped from earlier updates, sent with the next one (P9); on disk
@@ -104,6 +105,15 @@ class EdgeDaemon:
             StoreError: the outbox directory or sample store cannot be used.
         """
         feed = open_feed(cfg)
+        try:
+            return cls._around(cfg, feed)
+        except BaseException:
+            feed.stop()  # a feed never started only closes what it opened
+            raise
+
+    @classmethod
+    def _around(cls, cfg: EdgeConfig, feed: Feed) -> EdgeDaemon:
+        """The rest of `open`, around an opened feed."""
         feedback_store = FeedbackStore(cfg.data_dir / "outbox")
         seq, residual = feedback_store.load()
         outbox = Outbox(cfg.data_dir / "outbox")
@@ -123,9 +133,9 @@ class EdgeDaemon:
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set; the status goes offline on the way out."""
-        self.feed.start()
         said_offline = False
         try:
+            self.feed.start()
             self.mqtt.connect(self.cfg.broker.connect_timeout_s)
             self._publish_status(online=True)
             self.log.info("edge_started", **self.feed.stats())
@@ -144,6 +154,7 @@ class EdgeDaemon:
                     self._resend(min_age_s=self.cfg.resend_after_s)
                 if time.monotonic() >= self._next_status:
                     self._refresh_status()
+                    self._maybe_train()  # a session this edge declined: its data has grown
             said_offline = self._say_offline()
         finally:
             # Unless we said it ourselves, the broker's last will says we are offline.
@@ -195,11 +206,23 @@ class EdgeDaemon:
                 tuple(r.shape) for r in self._feedback.residual] != [t.shape for t in held.spec]:
             self._feedback.reset()  # a new architecture: the old residual means nothing
         if self.backend is None:
-            self.backend = select_backend(preference=self.cfg.backend.name,
-                                          precision=self.cfg.backend.precision,
-                                          probe=lambda: probe_batch(held.arch, PROBE_BATCH, 0))
+            self.backend = self._select_backend(held)
         self._publish_status(online=True)
         self._maybe_train()
+
+    def _select_backend(self, held: HeldModel) -> BackendChoice:
+        """The backend and precision, timed on the model this edge will train. A model it
+        cannot build (a plug-in it lacks) is not timed: its rounds are declined with the
+        reason (see `_train_and_send`), and a later model is timed instead."""
+        cfg = self.cfg.backend
+        try:
+            probe_batch(held.arch, 1, 0)
+        except ConfigError as err:
+            self.log.error("model_unbuildable", version=held.version, reason=str(err.reason),
+                           detail=err.detail)
+            return select_backend(preference=cfg.name, precision=cfg.precision)
+        return select_backend(preference=cfg.name, precision=cfg.precision,
+                              probe=lambda: probe_batch(held.arch, PROBE_BATCH, 0))
 
     def _on_receipt(self, receipt: Receipt) -> None:
         self._resumed.pop(receipt.update_id, None)
@@ -276,9 +299,13 @@ class EdgeDaemon:
         if step is not Step.TRAIN or held is None:
             return
         self._trained = (state.round_id, held.version)
-        self._train_and_send(state, held)
+        if not self._train_and_send(state, held) and state.is_async:
+            # A session takes an update on this version whenever the data is there: try
+            # again at the next status period (a stream keeps filling).
+            self._trained = None
 
-    def _train_and_send(self, state: RoundState, held: HeldModel) -> None:
+    def _train_and_send(self, state: RoundState, held: HeldModel) -> bool:
+        """Train for the round and send the update; False when the edge declined it."""
         # The update's base is the version trained on: the round's base version in a sync
         # round (checked by the caller), the held one in an async session.
         assert self.backend is not None
@@ -286,14 +313,16 @@ class EdgeDaemon:
         try:
             self.feed.check(held.arch)
             data = self.feed.round_data(state.train)
+            # Seeded by the base version, not the random round id, so reruns are
+            # reproducible. A model this edge cannot build (a plug-in it lacks, tensors that do
+            # not fit the architecture) is a decline too, with its reason.
+            result = train_round(arch=held.arch, base=held.tensors, data=data,
+                                 params=state.train, backend=self.backend.backend,
+                                 seed=zlib.crc32(f"{self.cfg.seed}:{held.version}".encode()))
         except (ConfigError, StoreError) as err:
             self._decline(state, err)
-            return
-        self._samples = len(data)
-        # Seeded by the base version, not the random round id, so reruns are reproducible.
-        result = train_round(arch=held.arch, base=held.tensors, data=data,
-                             params=state.train, backend=self.backend.backend,
-                             seed=zlib.crc32(f"{self.cfg.seed}:{held.version}".encode()))
+            return False
+        self._samples, self._last_trained = len(data), state.round_id
         train_s = time.monotonic() - started
         codec = CODECS.build(state.codec, **state.codec_params)
         before = self._feedback.residual
@@ -304,7 +333,7 @@ class EdgeDaemon:
             # round goes on without this edge and its deadline/quorum decide.
             self.log.warning("update_skipped", round_id=state.round_id, reason="non_finite",
                              detail=str(err))
-            return
+            return True
         enc = pack_blob(blob, held.spec, codec=state.codec, chunk_size=self.cfg.chunk_size)
         meta = UpdateMeta(edge_id=self.cfg.edge_id, round_id=state.round_id,
                           base_version=held.version, samples=result.samples,
@@ -326,6 +355,7 @@ class EdgeDaemon:
                       train_ms=round(train_s * 1000), send_ms=round(
                           (time.monotonic() - started - train_s) * 1000))
         self._publish_status(online=True)
+        return True
 
     def _residual_norm(self) -> float:
         """L2 norm of what lossy codecs still owe the cloud (0 with none)."""
@@ -355,7 +385,7 @@ class EdgeDaemon:
         status = EdgeStatus(edge_id=self.cfg.edge_id, online=online,
                             version=held.version if held else None, samples=samples,
                             backend=self.backend.describe() if self.backend else {},
-                            last_round=self._trained[0] if self._trained else "",
+                            last_round=self._last_trained,
                             declined=self._declined[0], decline_reason=self._declined[1],
                             data=stats)
         self.mqtt.publish(self._status_topic, wire.pack(status), retain=True, timeout_s=timeout_s)

@@ -114,9 +114,16 @@ class StreamFeed:
         self.cfg.model_io().check(arch)
 
     def round_data(self, train: TrainParams) -> Dataset:
-        """The windows the store holds now, under the round's limits."""
-        data = build_dataset(self.intake.store, self.cfg, max_windows=train.max_windows,
-                             max_age_s=train.max_age_s, min_windows=train.min_samples)
+        """The windows the store holds now, under the round's limits; too little data names
+        the sensors broker's failure too, when there is one."""
+        try:
+            data = build_dataset(self.intake.store, self.cfg, max_windows=train.max_windows,
+                                 max_age_s=train.max_age_s, min_windows=train.min_samples)
+        except ConfigError as err:
+            error = self.intake.counts().error
+            if err.reason is not Reason.TOO_LITTLE_DATA or not error:
+                raise
+            raise ConfigError(err.reason, f"{err.detail} (sensors broker: {error})") from err
         self._trained = len(data)
         return data
 
@@ -126,6 +133,7 @@ class StreamFeed:
         return {"source": "sensors", "readings": c.rows, "spans": c.spans,
                 "messages": c.messages, "windows_trained": self._trained,
                 "queue_peak": c.queue_peak, "sensors_connected": c.connected,
+                "sensors_error": c.error,
                 **{f"dropped.{k}": n for k, n in sorted(c.readings_dropped.items())},
                 **{f"labels_dropped.{k}": n for k, n in sorted(c.labels_dropped.items())}}
 

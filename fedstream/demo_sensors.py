@@ -322,7 +322,7 @@ def run_sensor_demo(params: SensorDemoParams, *, out: TextIO) -> int:
         results = [fleet.round(out) for _ in range(params.rounds)]
     print_sensor_table(results, metric, out)
     final = float(results[-1][metric.name])
-    if params.forecast and final >= start:
+    if params.forecast and metric.loss_of(start, final) >= 0:
         print(f"final mae {final:.4f} is not below the initial {start:.4f}", file=out)
         return 1
     if not params.forecast and final < params.min_accuracy:

@@ -19,7 +19,8 @@ PURE = ["shared/protocol/chunks.py", "shared/protocol/codecs", "shared/protocol/
         "shared/protocol/control.py", "shared/protocol/infer.py", "cloud/rounds.py",
         "cloud/strategies", "cloud/continual.py", "cloud/forgetting.py", "cloud/gate.py",
         "edge_node/sensors/reading.py", "edge_node/sensors/channels.py",
-        "shared/learning/series",
+        "shared/learning/series/align.py",
+        "shared/learning/series/windows.py", "shared/learning/series/stream.py",
         "edge_node/sensors/formats/base.py", "edge_node/sensors/formats/senml.py",
         "edge_node/sensors/formats/json_fields.py", "edge_node/sensors/formats/bare.py"]
 IO_MODULES = ("paho", "sqlite3", "socket", "subprocess", "msgpack")

@@ -142,10 +142,10 @@ class ModelPreparer:
         model = build_model(self.arch)
         try:
             load_tensors(model, tensors)
-        except (ValueError, RuntimeError) as err:
+        except ConfigError as err:
             raise ConfigError(Reason.SPEC_MISMATCH,
                               f"version {version} does not fit {self.arch.describe()}: "
-                              f"{err}") from err
+                              f"{err.detail}") from err
         if self._forced is not None:
             return self._served(version, model, self._forced,
                                 f"precision {self._forced} requested")

@@ -78,6 +78,7 @@ class IntakeCounts:
         queue_capacity: The queue's bound.
         reconnects: Sessions re-established after losing the broker.
         connected: Whether the sensors broker holds our session now.
+        error: Why the last connect attempt failed ("" once connected).
     """
 
     messages: int
@@ -94,6 +95,7 @@ class IntakeCounts:
     queue_capacity: int
     reconnects: int
     connected: bool
+    error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, for a status message or a log line."""
@@ -194,6 +196,7 @@ class SensorIntake:
         self._stop = threading.Event()
         self._session = False  # connect() succeeded and stop() has not closed it yet
         self._stopping = False
+        self.error = ""  # the connector's last failure, read by `counts`
         self._started = False
         self._connector = threading.Thread(target=self._connect, name="sensor-connect",
                                            daemon=True)
@@ -281,7 +284,7 @@ class SensorIntake:
             labels_dropped={str(k): n for k, n in self.spans.dropped().items()},
             retained_ignored=h.retained, failed=h.failed, queue_len=len(self.queue),
             queue_peak=self.queue.peak, queue_capacity=self.queue.capacity,
-            reconnects=h.reconnects, connected=self.connected)
+            reconnects=h.reconnects, connected=self.connected, error=self.error)
 
     def _connect(self) -> None:
         """The connector thread: connect, waiting out an unreachable broker until stopped."""
@@ -290,13 +293,17 @@ class SensorIntake:
             try:
                 self.client.connect(min(_ATTEMPT_S, self.client.conn.connect_timeout_s))
             except TransportError as err:
-                if err.reason is not Reason.BROKER_UNREACHABLE:  # waiting fixes no refusal
-                    log.error("sensor_broker_failed", reason=err.reason, detail=err.detail)
+                self.error = f"{err.reason}: {err.detail}"
+                # A name that does not resolve yet (DNS at boot) may later; a refusal will not.
+                if err.reason not in (Reason.BROKER_UNREACHABLE, Reason.BROKER_UNKNOWN_HOST):
+                    log.error("sensor_connect_failed", reason=err.reason, detail=err.detail)
                     return
-                log.warning("sensor_broker_unreachable", detail=err.detail, retry_s=delay)
+                log.warning("sensor_connect_retried", reason=err.reason, detail=err.detail,
+                            retry_s=delay)
                 self._stop.wait(delay)
                 delay = min(2 * delay, _RETRY_MAX_S)
                 continue
+            self.error = ""
             with self._lock:
                 if not self._stopping:
                     self._session = True

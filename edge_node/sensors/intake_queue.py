@@ -176,6 +176,9 @@ class StoreWriter:
             self.written += self.store.add(finite)
         except StoreError:
             self.queue.count_dropped(DropReason.STORE_FAILED, len(finite))
+        except Exception:  # a bug must not end the writer: later batches still get stored
+            log.exception("readings_write_failed", readings=len(finite))
+            self.queue.count_dropped(DropReason.STORE_FAILED, len(finite))
 
     def _prune(self) -> None:
         try:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from fedstream.shared.errors import ConfigError, Reason
 from fedstream.shared.protocol.messages import Spec, TensorSpec
 
 
@@ -22,11 +23,20 @@ def tensors_of(model: nn.Module) -> list[torch.Tensor]:
 
 
 def load_tensors(model: nn.Module, tensors: Sequence[torch.Tensor]) -> None:
-    """Copy `tensors` (spec order) into `model`."""
-    names = list(model.state_dict())
-    if len(names) != len(tensors):
-        raise ValueError(f"model has {len(names)} tensors, got {len(tensors)}")
-    model.load_state_dict(OrderedDict(zip(names, tensors, strict=True)))
+    """Copy `tensors` (spec order) into `model`.
+
+    Raises:
+        ConfigError: SPEC_MISMATCH when their number or shapes differ from the model's (a
+            manifest whose tensors do not fit its architecture, say).
+    """
+    state = model.state_dict()
+    want = [tuple(v.shape) for v in state.values()]
+    got = [tuple(t.shape) for t in tensors]
+    if want != got:
+        raise ConfigError(Reason.SPEC_MISMATCH, f"the model's {len(want)} tensors have shapes "
+                          f"{want[:4]}{'...' if len(want) > 4 else ''}; got {len(got)} of "
+                          f"{got[:4]}{'...' if len(got) > 4 else ''}")
+    model.load_state_dict(OrderedDict(zip(state, tensors, strict=True)))
 
 
 def num_parameters(spec: Spec) -> int:

@@ -3,7 +3,7 @@ commands and their replies are in `commands.py`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Self, TypeVar
@@ -59,15 +59,16 @@ class VersionStatus(StrEnum):
     REJECTED = "rejected"
 
 
-
-def _declines(d: Mapping[str, Any]) -> dict[str, str]:
-    """The `dec` map of a round frame: edge id -> reason code (absent: none)."""
+def _declines(d: Mapping[str, Any], selection: Sequence[str]) -> dict[str, str]:
+    """The `dec` map of a round frame: selected edge id -> reason code (absent: none)."""
     if "dec" not in d:
         return {}
     value = req_map(d, "dec")
-    if not all(isinstance(v, str) for v in value.values()):
-        raise ProtocolError(Reason.BAD_FRAME, "field 'dec' must map edge ids to reasons")
+    if not all(isinstance(v, str) for v in value.values()) or not set(value) <= set(selection):
+        raise ProtocolError(Reason.BAD_FRAME,
+                            "field 'dec' must map selected edge ids to reasons")
     return value
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrainParams:
@@ -209,7 +210,7 @@ class RoundState:
                    reason=req(d, "why", str), mode=mode,
                    buffer=req_range(d, "buf", 0, MAX_BUFFER) if "buf" in d else 0,
                    max_staleness=req_range(d, "ms", 0, 1 << 53) if "ms" in d else 0,
-                   declined=_declines(d))
+                   declined=_declines(d, selection))
 
 
 class ReceiptStatus(StrEnum):

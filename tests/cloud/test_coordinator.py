@@ -529,3 +529,28 @@ def test_round_limits_reach_the_edges(tmp_path: Path) -> None:
     # Assert
     assert (state.train.max_windows, state.train.max_age_s, state.train.min_samples) == (
         50, 600.0, 4)
+
+
+def test_an_edge_that_declined_then_sends_is_waited_for_with_the_others(tmp_path: Path) -> None:
+    """An edge that declined and later sends its update anyway (it restarted with more data)
+    counts as answering: the round still waits for the third edge, and a decline after an
+    edge's update is ignored."""
+    # Prepare
+    h = Harness(tmp_path, rounds={"deadline_s": 100})
+    h.online("a", "b", "c")
+    state = h.coord.start_round(now=0.0)
+
+    # Execute
+    h.coord.on_status(EdgeStatus(edge_id="a", online=True, declined=state.round_id,
+                                 decline_reason="too_little_data"), 1.0)
+    h.coord.on_update(h.update("a", 1.0, 1), now=2.0)
+    h.coord.on_update(h.update("b", 1.0, 1), now=3.0)
+    after_two = h.coord.round
+    h.coord.on_status(EdgeStatus(edge_id="b", online=True, declined=state.round_id,
+                                 decline_reason="too_little_data"), 4.0)
+
+    # Assert
+    assert after_two is not None and after_two.status == "collecting"
+    assert after_two.declined == {} and after_two.expected == 3
+    final = h.coord.round
+    assert final is not None and final.status == "collecting" and final.declined == {}

@@ -22,7 +22,13 @@ from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.sources import Dataset
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.arch import Architecture
-from fedstream.shared.protocol.control import EdgeStatus, RoundState, RoundStatus, TrainParams
+from fedstream.shared.protocol.control import (
+    EdgeStatus,
+    RoundMode,
+    RoundState,
+    RoundStatus,
+    TrainParams,
+)
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topics
 
@@ -127,3 +133,61 @@ def test_an_edge_with_too_little_data_declines_instead_of_sending(
     assert got.data["source"] == "digits" and int(got.data["samples"]) > 0
     assert edge.outbox.pending() == []
     assert statuses.empty()
+
+
+def _held(arch: Architecture = ARCH) -> HeldModel:
+    model = build_model(ARCH, seed=0)
+    return HeldModel(version=0, arch=arch, spec=spec_of(model), tensors=tensors_of(model))
+
+
+def _session(train: TrainParams, model: str) -> RoundState:
+    return RoundState(round_id="s1", model=model, status=RoundStatus.COLLECTING,
+                      base_version=0, deadline=1e12, train=train, codec="f32", selection=(),
+                      quorum=1, mode=RoundMode.ASYNC, buffer=1, max_staleness=1)
+
+
+def test_a_declined_session_is_trained_once_the_data_is_there(
+    edge: EdgeDaemon, statuses: queue.Queue[Inbound],
+) -> None:
+    """An async session an edge declined for too little data is tried again on the next
+    pass, and trains and sends its update once the feed holds enough."""
+    # Prepare
+    edge.sync.current = _held()
+    digits = edge.feed
+    assert isinstance(digits, DatasetFeed)
+    edge.feed = DatasetFeed(digits.data.take(np.arange(10)), "digits")
+    session = _session(_train(min_samples=50), edge.cfg.model)
+
+    # Execute
+    edge._on_round(session)
+    declined = wire.unpack(statuses.get(timeout=10).payload)
+    edge.feed = digits  # the store filled meanwhile
+    edge._maybe_train()
+
+    # Assert
+    assert isinstance(declined, EdgeStatus) and declined.declined == "s1"
+    assert len(edge.outbox.pending()) == 1
+    assert edge._last_trained == "s1"
+
+
+def test_a_model_the_edge_cannot_build_is_declined_with_its_reason(
+    edge: EdgeDaemon, statuses: queue.Queue[Inbound],
+) -> None:
+    """A manifest naming a family this edge lacks (a plug-in not installed here) declines
+    the round with unknown_name instead of leaving it unanswered."""
+    # Prepare
+    missing = Architecture(family="not_installed", input_shape=(64,), outputs=10,
+                           task=ARCH.task)
+    state = RoundState(round_id="r7", model=edge.cfg.model, status=RoundStatus.OPEN,
+                       base_version=0, deadline=1e12, train=_train(), codec="f32",
+                       selection=("e1",), quorum=1)
+
+    # Execute
+    declined = edge._train_and_send(state, _held(missing))
+    got = wire.unpack(statuses.get(timeout=10).payload)
+
+    # Assert
+    assert declined is False
+    assert isinstance(got, EdgeStatus)
+    assert (got.declined, got.decline_reason) == ("r7", "unknown_name")
+    assert edge.outbox.pending() == []

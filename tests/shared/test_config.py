@@ -11,6 +11,7 @@ from fedstream.cloud.config import CloudConfig
 from fedstream.edge_node.config import EdgeConfig
 from fedstream.shared.config import load_config, read_toml
 from fedstream.shared.errors import ConfigError, Reason
+from fedstream.shared.learning.models import build_model
 from fedstream.shared.protocol.arch import Architecture, TaskKind
 
 _CLOUD_TOML = """\
@@ -332,3 +333,37 @@ def test_explicit_data_dir_beats_state_directory(
 
     # Assert
     assert cfg.data_dir == Path(f"/from/{source}")
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn1d", "gru", "transformer"])
+def test_an_architecture_without_params_takes_its_familys_defaults(tmp_path: Path,
+                                                                   family: str) -> None:
+    """Naming only the family and shapes builds the model with the family's own defaults
+    (no MLP defaults leak into another family)."""
+    # Prepare
+    path = _write(tmp_path, f'[architecture]\nfamily = "{family}"\ninput_shape = [6, 20]\n'
+                            "outputs = 4\n")
+
+    # Execute
+    arch = load_config(CloudConfig, path).architecture.build()
+    model = build_model(arch, seed=0)
+
+    # Assert
+    assert arch.params == {} and sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_an_edge_with_both_a_data_set_and_sensors_is_refused(tmp_path: Path) -> None:
+    """[source] and [sensors] are two answers to one question: giving both is bad_config."""
+    # Prepare
+    path = _write(tmp_path, 'edge_id = "e1"\n[source]\nname = "digits"\n[sensors]\n'
+                            'labels = "forecast"\nhorizon = 1\ntargets = ["t"]\n'
+                            '[[sensors.channels]]\nname = "t"\ntopic = "a/t"\nformat = "bare"\n'
+                            "[sensors.align]\nrate_hz = 1.0\nmax_gap_s = 5.0\n"
+                            "[sensors.windows]\nlength = 4\nstride = 1\n")
+
+    # Execute
+    with pytest.raises(ConfigError) as info:
+        load_config(EdgeConfig, path)
+
+    # Assert
+    assert info.value.reason is Reason.BAD_CONFIG and "not both" in info.value.detail

@@ -125,8 +125,9 @@ def select_backend(
         preference: "auto" (IPEX when it matches torch, else stock torch) or a registered name.
         precision: "auto", "fp32" or "bf16". "auto" is fp32 unless the CPU has native bf16
             and timing `probe` shows bf16 is faster.
-        probe: Returns (model, inputs, class targets) of the size the edge trains; the model
-            is copied, never trained in place.
+        probe: Returns (model, inputs, targets) of the size the edge trains (class labels,
+            or float targets for a regression model); the model is copied, never trained in
+            place.
 
     Returns:
         The built backend with the reason, CPU capabilities and measured bf16 speedup.

@@ -689,10 +689,11 @@ def test_frames_from_before_round_limits_and_declines_parse_with_none() -> None:
 @pytest.mark.parametrize("edit", [
     lambda d: d["train"].update(win=-1), lambda d: d["train"].update(min=0),
     lambda d: d["train"].update(age="soon"), lambda d: d.update(dec={"e2": 3}),
-    lambda d: d.update(dec=["e2"]),
+    lambda d: d.update(dec=["e2"]), lambda d: d.update(dec={"e9": "too_little_data"}),
 ])
 def test_rejects_bad_round_limits_and_declines(edit: Callable[[dict[str, Any]], object]) -> None:
-    """Out-of-range data limits and malformed declines are bad frames."""
+    """Out-of-range data limits and malformed declines (or one of an edge not selected) are
+    bad frames."""
     # Prepare
     buf = _repack(_ROUND, edit)
 
