@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fedstream.edge_node.sensors.channels import build_router
 from fedstream.edge_node.sensors.intake_queue import WriterParams
@@ -37,23 +37,6 @@ class LabelMode(StrEnum):
     CHANNEL = "channel"  # a channel whose value is the class
     FORECAST = "forecast"  # none: the next `horizon` steps of `targets` (regression)
 
-
-class ChannelConfig(Section):
-    """One `[[sensors.channels]]` table: the fields of `Channel` (see there)."""
-
-    name: str
-    topic: str
-    format: str
-    field: str | None = None
-    senml_name: str | None = None
-    unit: str | None = None
-    min_value: float | None = None
-    max_value: float | None = None
-    time_field: str | None = None
-
-    def channel(self) -> Channel:
-        """The channel value (ConfigError(BAD_CONFIG) when its fields disagree)."""
-        return Channel(**self.model_dump())
 
 
 class AlignConfig(Section):
@@ -140,7 +123,8 @@ class SensorsConfig(Section):
     """
 
     broker: BrokerConfig | None = None
-    channels: list[ChannelConfig] = Field(min_length=1)
+    # Each `[[sensors.channels]]` table holds the fields of `Channel`, which checks them.
+    channels: list[Channel] = Field(min_length=1)
     formats: dict[str, dict[str, Any]] = Field(default_factory=dict)
     labels: LabelMode
     label_topic: str | None = None
@@ -206,9 +190,21 @@ class SensorsConfig(Section):
             if len(set(self.targets)) != len(self.targets):
                 raise ValueError(f"targets repeated: {self.targets}")
 
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels(cls, tables: Any) -> Any:
+        if not isinstance(tables, list):
+            return tables  # pydantic names the wrong type
+        try:
+            return [t if isinstance(t, Channel) else Channel(**t) for t in tables]
+        except TypeError as err:  # an unknown or missing key
+            raise ValueError(f"a channel table: {err}") from err
+        except ConfigError as err:
+            raise ValueError(err.detail) from err
+
     def channel_values(self) -> list[Channel]:
         """Every configured channel, in config order."""
-        return [c.channel() for c in self.channels]
+        return list(self.channels)
 
     def feature_channels(self) -> list[str]:
         """The channels a window holds as its rows: all but the label channel."""

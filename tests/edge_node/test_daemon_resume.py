@@ -4,19 +4,16 @@ outbox holds and sends exactly the chunks the cloud names, once per answer."""
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import torch
 
-from fedstream.broker import Mosquitto
-from fedstream.edge_node.config import EdgeConfig
 from fedstream.edge_node.daemon import EdgeDaemon
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.blobs import encode_blob
 from fedstream.shared.protocol.messages import TensorSpec, UpdateChunk, UpdateMeta
-from fedstream.shared.protocol.mqtt import Inbound, MqttClient
+from fedstream.shared.protocol.mqtt import Inbound
 from fedstream.shared.protocol.topics import Topics
 from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe
 
@@ -24,37 +21,21 @@ pytestmark = pytest.mark.mosquitto
 
 
 @pytest.fixture
-def edge(broker: Mosquitto, federation: str, tmp_path: Path) -> Iterator[EdgeDaemon]:
-    """An edge built from its config, connected, with one 5-chunk update in its outbox."""
-    cfg = EdgeConfig(edge_id="e1", federation=federation, data_dir=tmp_path / "edge",
-                     broker={"host": broker.host, "port": broker.port},
-                     source={"name": "digits", "params": {"partitions": 8}})
-    daemon = EdgeDaemon.open(cfg)
+def edge(connected_edge: EdgeDaemon) -> EdgeDaemon:
+    """The connected edge with one 5-chunk update in its outbox."""
     enc = encode_blob([torch.arange(50, dtype=torch.float32)],
                       (TensorSpec(name="w", shape=(50,)),), codec="f32", chunk_size=40)
     meta = UpdateMeta(edge_id="e1", round_id="r1", base_version=0, samples=1, loss=0.0)
-    daemon.outbox.put(enc.header.blob_id, [
+    connected_edge.outbox.put(enc.header.blob_id, [
         wire.pack(UpdateChunk(header=enc.header, meta=meta, index=i, data=v))
         for i, v in enumerate(enc.chunks)])
-    daemon.mqtt.connect(10)
-    try:
-        yield daemon
-    finally:
-        daemon.mqtt.close()
+    return connected_edge
 
 
 @pytest.fixture
-def seen(edge: EdgeDaemon, broker: Mosquitto) -> Iterator[queue.Queue[Inbound]]:
+def seen(edge: EdgeDaemon, spy: Callable[..., queue.Queue[Inbound]]) -> queue.Queue[Inbound]:
     """What the edge publishes on its update topic."""
-    got: queue.Queue[Inbound] = queue.Queue()
-    spy = MqttClient(client_id=f"{edge.cfg.federation}-spy", conn=edge.mqtt.conn,
-                     on_message=got.put,
-                     subscriptions=(Topics(edge.cfg.federation).update(edge.cfg.model, "e1"),))
-    spy.connect(10)
-    try:
-        yield got
-    finally:
-        spy.close()
+    return spy(Topics(edge.cfg.federation).update(edge.cfg.model, "e1"))
 
 
 def _drain(got: queue.Queue[Inbound], count: int) -> list[object]:

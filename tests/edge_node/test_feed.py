@@ -4,14 +4,11 @@ it has too little data for (in-process, against a real broker)."""
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from fedstream.broker import Mosquitto
-from fedstream.edge_node.config import EdgeConfig
 from fedstream.edge_node.daemon import EdgeDaemon
 from fedstream.edge_node.feed import DatasetFeed
 from fedstream.edge_node.model_sync import HeldModel
@@ -29,10 +26,11 @@ from fedstream.shared.protocol.control import (
     RoundStatus,
     TrainParams,
 )
-from fedstream.shared.protocol.mqtt import Inbound, MqttClient
+from fedstream.shared.protocol.mqtt import Inbound
 from fedstream.shared.protocol.topics import Topics
 
 ARCH = Architecture.mlp((64, 16, 10))
+Spy = Callable[..., "queue.Queue[Inbound]"]  # the `spy` fixture of tests/edge_node/conftest.py
 
 
 def _feed(rows: int = 10) -> DatasetFeed:
@@ -82,33 +80,17 @@ def test_a_model_that_does_not_fit_the_data_is_a_config_error() -> None:
 
 
 @pytest.fixture
-def edge(broker: Mosquitto, federation: str, tmp_path: Path) -> Iterator[EdgeDaemon]:
-    """An edge on its digits share, connected, holding v0 of a small MLP, backend chosen."""
-    cfg = EdgeConfig(edge_id="e1", federation=federation, data_dir=tmp_path / "edge",
-                     broker={"host": broker.host, "port": broker.port},
-                     source={"name": "digits", "params": {"partitions": 8}})
-    daemon = EdgeDaemon.open(cfg)
-    daemon.backend = select_backend(preference="torch", precision="fp32")
-    daemon.mqtt.connect(10)
-    try:
-        yield daemon
-    finally:
-        daemon.mqtt.close()
+def edge(connected_edge: EdgeDaemon) -> EdgeDaemon:
+    """The connected edge with its backend chosen (stock torch, fp32)."""
+    connected_edge.backend = select_backend(preference="torch", precision="fp32")
+    return connected_edge
 
 
 @pytest.fixture
-def statuses(edge: EdgeDaemon) -> Iterator[queue.Queue[Inbound]]:
+def statuses(edge: EdgeDaemon, spy: Spy) -> queue.Queue[Inbound]:
     """What the edge publishes on its status topic and its update topic."""
-    got: queue.Queue[Inbound] = queue.Queue()
     topics = Topics(edge.cfg.federation)
-    spy = MqttClient(client_id=f"{edge.cfg.federation}-spy", conn=edge.mqtt.conn,
-                     on_message=got.put,
-                     subscriptions=(topics.status("e1"), topics.update(edge.cfg.model, "e1")))
-    spy.connect(10)
-    try:
-        yield got
-    finally:
-        spy.close()
+    return spy(topics.status("e1"), topics.update(edge.cfg.model, "e1"))
 
 
 def test_an_edge_with_too_little_data_declines_instead_of_sending(
