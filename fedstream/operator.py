@@ -25,7 +25,13 @@ from fedstream.shared.protocol.commands import (
     StatusQuery,
     StatusReply,
 )
-from fedstream.shared.protocol.control import ModelInfo, RoundState, RoundStatus, VersionStatus
+from fedstream.shared.protocol.control import (
+    EdgeStatus,
+    ModelInfo,
+    RoundState,
+    RoundStatus,
+    VersionStatus,
+)
 
 
 class CliConfig(ServiceConfig):
@@ -129,6 +135,8 @@ def show_status(address: FleetAddress, *, out: TextIO) -> StatusReply:
         print(f"  {e.edge_id:<16} {'online' if e.online else 'offline':<8} "
               f"v{e.version if e.version is not None else '-':<4} {e.samples:>7} samples  "
               f"{backend}  cpu: {be.get('model_name', '?')}", file=out)
+        if e.data:
+            print(f"    {_data_line(e)}", file=out)
     if reply.rejections:
         rejected = ", ".join(f"{k} {v}" for k, v in sorted(reply.rejections.items()))
         print(f"rejected messages: {rejected}", file=out)
@@ -220,6 +228,18 @@ def _print_detail(v: ModelInfo, versions: Sequence[ModelInfo], out: TextIO) -> N
             print(f"    v{row.version:<5}{cells}", file=out)
     for key, value in sorted(lin.items()):
         print(f"    {key}: {value}", file=out)
+
+
+def _data_line(edge: EdgeStatus) -> str:
+    """What an edge's data source holds, its drops by reason, and a decline with its reason."""
+    d = edge.data
+    held = (f"{d.get('readings', 0)} readings, {d.get('spans', 0)} label spans, "
+            f"{d.get('windows_trained', 0)} windows last trained"
+            if d.get("source") == "sensors" else f"source {d.get('source')}")
+    drops = ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(d.items())
+                      if k.startswith(("dropped.", "labels_dropped.")))
+    declined = (f"; declined {edge.declined}: {edge.decline_reason}" if edge.declined else "")
+    return f"{held}{'; dropped: ' + drops if drops else ''}{declined}"
 
 
 def _scores(metrics: Mapping[str, object], *, prefix: str = "") -> str:

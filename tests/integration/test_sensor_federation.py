@@ -18,7 +18,7 @@ from fedstream.demo_sensors import (
     SensorFleet,
     print_sensor_table,
 )
-from fedstream.operator import fleet_status
+from fedstream.operator import fleet_status, show_status
 from fedstream.shared.learning.metrics import ACCURACY
 from fedstream.shared.learning.sources import SOURCES
 from fedstream.shared.protocol import wire
@@ -112,3 +112,17 @@ def test_unlabelled_streams_federate_a_forecaster_scored_by_mae(
     assert float(results[-1]["mae"]) < float(initial["mae"]) - 0.3, results
     assert float(results[-1]["rmse"]) < float(initial["rmse"])
     assert all(r["updates"] == EDGES for r in results)
+
+
+def test_status_shows_what_each_edge_stored(fleet: SensorFleet) -> None:
+    """`fedstream status` prints, per sensor edge, the readings and label spans it stored."""
+    # Prepare
+    printed = io.StringIO()
+
+    # Execute
+    show_status(fleet.address, out=printed)
+
+    # Assert
+    lines = [line for line in printed.getvalue().splitlines() if "readings" in line]
+    assert len(lines) == EDGES, printed.getvalue()
+    assert all("label spans" in line for line in lines)
