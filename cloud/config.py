@@ -107,6 +107,19 @@ class IntakeConfig(Section):
                                       "chunks it lacks, so its edge sends only those")
 
 
+class DefenceConfig(Section):
+    """Bounds on what one update can do to the aggregate (cloud/defences.py), on by default."""
+
+    sample_cap: float = Field(default=1.0, ge=0, le=1e6,
+                              description="a weight counts at most this many times the "
+                                          "round's median (0: off)")
+    clip: float = Field(default=1.0, ge=0, le=1e6,
+                        description="an update is scaled to at most this many times the "
+                                    "round's median norm (0: off)")
+    max_samples: int = Field(default=1_000_000, ge=1,
+                             description="no update's weight counts for more than this")
+
+
 class FinetuneConfig(Section):
     """Cloud fine-tuning of each aggregate on fresh cloud data mixed with replay."""
 
@@ -189,6 +202,7 @@ class CloudConfig(ServiceConfig):
     eval_source: SourceConfig = SourceConfig(params={"split": "test"})
     rounds: RoundConfig = RoundConfig()
     intake: IntakeConfig = IntakeConfig()
+    defences: DefenceConfig = DefenceConfig()
     continual: ContinualConfig = ContinualConfig()
     inference: InferenceConfig = InferenceConfig()
 

@@ -16,11 +16,12 @@ import torch
 from fedstream.cloud.config import CloudConfig
 from fedstream.cloud.continual import apply_delta, blend
 from fedstream.cloud.continual_stage import ContinualStage
+from fedstream.cloud.defences import bound
 from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.registry_store import ServerState
 from fedstream.cloud.store import CloudStore
 from fedstream.cloud.strategies import STRATEGIES
-from fedstream.cloud.strategies.base import Strategy
+from fedstream.cloud.strategies.base import Strategy, flat_norm
 from fedstream.cloud.versions import ModelVersion, VersionRegistry
 from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.learning.model import spec_of, tensors_of
@@ -113,12 +114,21 @@ class ModelKeeper:
 
     def fold(self, *, round_id: str, codec: str, rows: Sequence[UpdateRow],
              weights: Sequence[float], lineage: Mapping[str, object]) -> Folded:
-        """Aggregate `rows` with `weights` into the next candidate: server step, blend, refine,
-        evaluate, judge, save (marking `rows` applied in the same transaction) and, if the
-        gate lets it, publish it as the served model."""
+        """Aggregate `rows` with `weights` into the next candidate: bound each update's weight
+        and norm (cloud/defences.py), server step, blend, refine, evaluate, judge, save
+        (marking `rows` applied in the same transaction) and, if the gate lets it, publish it
+        as the served model."""
+        # Two passes over the spool: the norms first (one update in memory at a time), then
+        # the aggregate of the bounded updates.
+        norms = [flat_norm(self._delta(row)) for row in rows]
+        d = self.cfg.defences
+        bounds = bound(weights, norms, sample_cap=d.sample_cap, clip=d.clip,
+                       max_samples=d.max_samples)
         agg = self.strategy.new_round()
-        for row, weight in zip(rows, weights, strict=True):  # update-id order, on every replay
-            agg.add(decode_with(row.codec, self.store.spool.get(row.spool), self.spec), weight)
+        # Update-id order, on every replay.
+        for row, weight, scale in zip(rows, bounds.weights, bounds.scales, strict=True):
+            delta = self._delta(row)
+            agg.add(delta if scale == 1.0 else [t * scale for t in delta], weight)
         aggregate = agg.result()
         del agg  # its float64 sums are twice the model: free them before the next steps
         delta, state_after = self.strategy.step(aggregate, self.server_state)
@@ -131,7 +141,7 @@ class ModelKeeper:
         self.registry.save(new, state_after, round_id=round_id, lineage={
             "round": round_id, "strategy": self.cfg.strategy, "codec": codec,
             "blend_alpha": self.cfg.blend_alpha, "edges": sorted(r.edge_id for r in rows),
-            **judged.lineage, **lineage}, applied=[r.update_id for r in rows],
+            **bounds.lineage(), **judged.lineage, **lineage}, applied=[r.update_id for r in rows],
             evals=judged.evals, reason=judged.rejected)
         if judged.rejected is not None:
             log.warning("candidate_rejected", version=number, reason=str(judged.rejected),
@@ -144,6 +154,9 @@ class ModelKeeper:
         log.info("model_published", version=new.version, parent=new.parent,
                  round_id=round_id, updates=len(rows), **new.metrics)
         return Folded(candidate=number, model_bytes=model_bytes)
+
+    def _delta(self, row: UpdateRow) -> list[torch.Tensor]:
+        return decode_with(row.codec, self.store.spool.get(row.spool), self.spec)
 
     def announce_saved(self, round_id: str) -> Folded | None:
         """If the newest saved version came from `round_id` (the cloud died between saving

@@ -18,6 +18,7 @@ FORBIDDEN = {
 PURE = ["shared/protocol/chunks.py", "shared/protocol/codecs", "shared/protocol/messages.py",
         "shared/protocol/control.py", "shared/protocol/infer.py", "cloud/rounds.py",
         "cloud/strategies", "cloud/continual.py", "cloud/forgetting.py", "cloud/gate.py",
+        "cloud/defences.py",
         "edge_node/sensors/reading.py", "edge_node/sensors/channels.py",
         "shared/learning/series/align.py",
         "shared/learning/series/windows.py", "shared/learning/series/stream.py",

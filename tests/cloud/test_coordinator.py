@@ -28,6 +28,9 @@ class Harness:
     """A coordinator over a real store in a temp dir; published models and rounds recorded."""
 
     def __init__(self, data_dir: Path, **cfg: object) -> None:
+        # The arithmetic of weighted means is checked here without the defences (they have
+        # tests of their own below and in test_defences.py).
+        cfg.setdefault("defences", {"sample_cap": 0, "clip": 0})
         self.models: list[ModelVersion] = []
         self.rounds: list[RoundState] = []
         self.store = CloudStore.open(data_dir)
@@ -554,3 +557,26 @@ def test_an_edge_that_declined_then_sends_is_waited_for_with_the_others(tmp_path
     assert after_two.declined == {} and after_two.expected == 3
     final = h.coord.round
     assert final is not None and final.status == "collecting" and final.declined == {}
+
+
+def test_by_default_an_inflated_claim_and_a_blown_up_update_count_as_a_typical_one(
+        tmp_path: Path) -> None:
+    """With the default defences, an edge claiming 10⁹ samples and sending its delta x100
+    moves the model no more than the median edge: three edges sending +1, +1 and +100 with
+    10, 10 and 10⁹ samples move every weight by +1, and the lineage says what was bounded."""
+    # Prepare
+    h = Harness(tmp_path, defences={})
+    h.online("a", "b", "c")
+    base = [t.clone() for t in h.coord.current.tensors]
+    h.coord.start_round(now=0.0)
+
+    # Execute
+    h.coord.on_update(h.update("a", 1.0, 10), now=1.0)
+    h.coord.on_update(h.update("b", 1.0, 10), now=2.0)
+    h.coord.on_update(h.update("c", 100.0, 10**9), now=3.0)
+
+    # Assert
+    assert h.rounds[-1].status == "published"
+    assert _moved(h.models[-1].tensors, base, 1.0)
+    lineage = h.store.journal.versions()[-1].lineage
+    assert (lineage["defence_capped"], lineage["defence_clipped"]) == (1, 1)
