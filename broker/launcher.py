@@ -36,6 +36,26 @@ def find_free_port(host: str = "127.0.0.1") -> int:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerTls:
+    """A TLS listener that requires a client certificate from the federation's CA and takes
+    the certificate's common name as the MQTT username (`shared/security/pki.py` issues them).
+
+    Args:
+        ca: The federation CA's certificate.
+        cert: The broker's certificate (valid for the host clients connect to).
+        key: The broker's private key.
+        host: Listener bind address.
+        port: Listener port; 0 picks a free one at the first start.
+    """
+
+    ca: Path
+    cert: Path
+    key: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerParams:
     """Where a local Mosquitto listens and keeps its data.
 
@@ -44,6 +64,7 @@ class BrokerParams:
         host: Listener bind address; loopback by default because the dev config is anonymous.
         port: Listener port; 0 picks a free port at the first start and keeps it across restarts.
         mosquitto: Binary name or path.
+        tls: A second, TLS listener with client certificates; None: the plain one only.
 
     Raises:
         ConfigError: A value is out of range or empty.
@@ -53,6 +74,7 @@ class BrokerParams:
     host: str = "127.0.0.1"
     port: int = 0
     mosquitto: str = "mosquitto"
+    tls: BrokerTls | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -76,6 +98,7 @@ class Mosquitto:
     def __init__(self, params: BrokerParams) -> None:
         self._params = params
         self._port = params.port
+        self._tls_port = params.tls.port if params.tls else 0
         self._log_path = params.data_dir.resolve() / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
@@ -89,6 +112,11 @@ class Mosquitto:
     def port(self) -> int:
         """Listener port (0 until the first start when a free port was asked for)."""
         return self._port
+
+    @property
+    def tls_port(self) -> int:
+        """The TLS listener's port (0 without one, or before the first start)."""
+        return self._tls_port
 
     @property
     def url(self) -> str:
@@ -116,8 +144,12 @@ class Mosquitto:
         data_dir.mkdir(parents=True, exist_ok=True)
         # Also refuses a port someone already listens on: the probe below would take it for ours.
         self._port = _try_bind(self.host, self._port)
+        tls = self._params.tls
+        if tls is not None:
+            self._tls_port = _try_bind(tls.host, self._tls_port)
         conf = data_dir / "mosquitto.conf"
-        conf.write_text(_render(host=self.host, port=self._port, data_dir=data_dir))
+        conf.write_text(_render(host=self.host, port=self._port, data_dir=data_dir,
+                                tls=_tls_block(tls, self._tls_port)))
         # Config errors are printed to stderr before the log file opens: keep them in the same log.
         self._log_file = self._log_path.open("ab")
         try:
@@ -233,7 +265,19 @@ def _try_bind(host: str, port: int) -> int:
         ) from err
 
 
-def _render(*, host: str, port: int, data_dir: Path) -> str:
+def _render(*, host: str, port: int, data_dir: Path, tls: str) -> str:
     template = resources.files("fedstream.broker").joinpath("mosquitto.conf.in").read_text()
     user = pwd.getpwuid(os.geteuid()).pw_name
-    return Template(template).substitute(host=host, port=port, data_dir=data_dir, user=user)
+    return Template(template).substitute(host=host, port=port, data_dir=data_dir, user=user,
+                                         tls=tls)
+
+
+def _tls_block(tls: BrokerTls | None, port: int) -> str:
+    """The TLS listener's lines: client certificates required, their CN the username."""
+    if tls is None:
+        return ""
+    return "\n".join((
+        f"listener {port} {tls.host}", "allow_anonymous false", "require_certificate true",
+        "use_identity_as_username true", "tls_version tlsv1.2",
+        f"cafile {tls.ca.resolve()}", f"certfile {tls.cert.resolve()}",
+        f"keyfile {tls.key.resolve()}", ""))

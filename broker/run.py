@@ -21,7 +21,9 @@ def run_broker(params: BrokerParams) -> int:
         TransportError: BROKER_FAILED if Mosquitto cannot start.
     """
     with stop_on_signals() as stopping, Mosquitto(params) as broker:
-        print(f"mosquitto listening on {broker.host}:{broker.port} (data {params.data_dir})",
-              flush=True)
+        tls = (f", TLS with client certificates on {params.tls.host}:{broker.tls_port}"
+               if params.tls is not None else "")
+        print(f"mosquitto listening on {broker.host}:{broker.port}{tls} (data "
+              f"{params.data_dir})", flush=True)
         stopping.wait()
     return 0

@@ -29,9 +29,32 @@ class Runnable(Protocol):
 
 
 def _broker_run(args: argparse.Namespace) -> int:
-    from fedstream.broker import BrokerParams, run_broker
+    from fedstream.broker import BrokerParams, BrokerTls, run_broker
 
-    return run_broker(BrokerParams(host=args.host, port=args.port, data_dir=args.data_dir))
+    tls = None if args.pki is None else BrokerTls(
+        ca=args.pki / "ca.crt", cert=args.pki / "broker.crt", key=args.pki / "broker.key",
+        host=args.tls_host, port=args.tls_port)
+    return run_broker(BrokerParams(host=args.host, port=args.port, data_dir=args.data_dir,
+                                   tls=tls))
+
+
+def _pki_init(args: argparse.Namespace) -> int:
+    from fedstream.shared.security.pki import Role, init_ca, issue
+
+    hosts = tuple(args.host or ("127.0.0.1", "localhost"))
+    ca = init_ca(args.dir, args.federation)
+    broker = issue(args.dir, "broker", Role.BROKER, hosts=hosts)
+    print(f"CA {ca}; broker certificate {broker.cert} for {', '.join(hosts)}")
+    return 0
+
+
+def _pki_issue(args: argparse.Namespace) -> int:
+    from fedstream.shared.security.pki import Role, issue
+
+    issued = issue(args.dir, args.name, Role(args.role))
+    print(f"{issued.role} {issued.name}: certificate {issued.cert}, key {issued.key}, "
+          f"CA {issued.ca}")
+    return 0
 
 
 def _cloud_run(args: argparse.Namespace) -> int:
@@ -262,18 +285,45 @@ def _add_round_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     stop.set_defaults(handler=_round_stop)
 
 
+def _add_broker_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`fedstream broker run` and `fedstream pki init|issue`."""
+    broker = sub.add_parser("broker", help="run the project's Mosquitto")
+    broker_run = broker.add_subparsers(dest="action", required=True).add_parser("run")
+    broker_run.add_argument("--host", default="127.0.0.1")
+    broker_run.add_argument("--port", type=int, default=1883, help="0 picks a free port")
+    broker_run.add_argument("--data-dir", type=Path, default=Path("broker-data"))
+    broker_run.add_argument("--pki", type=Path,
+                            help="a `fedstream pki init` directory: also open a TLS listener "
+                                 "that requires a client certificate from its CA")
+    broker_run.add_argument("--tls-host", default="127.0.0.1", help="TLS listener address")
+    broker_run.add_argument("--tls-port", type=int, default=8883, help="TLS listener port")
+    broker_run.set_defaults(handler=_broker_run)
+    pki = sub.add_parser("pki", help="the federation's own CA and certificates")
+    pki_actions = pki.add_subparsers(dest="action", required=True)
+    init = pki_actions.add_parser("init", help="make the CA and the broker's certificate "
+                                               "(once; an existing CA is kept)")
+    init.add_argument("--dir", type=Path, required=True, help="where the CA and certs live")
+    init.add_argument("--federation", default="default")
+    init.add_argument("--host", action="append", default=None,
+                      help="a name or address clients reach the broker by (repeatable; "
+                           "default 127.0.0.1 and localhost)")
+    init.set_defaults(handler=_pki_init)
+    issue = pki_actions.add_parser("issue", help="a key and certificate for one identity "
+                                                 "(its name is its MQTT username)")
+    issue.add_argument("name")
+    issue.add_argument("--role", required=True,
+                       choices=["cloud", "edge", "operator", "producer"])
+    issue.add_argument("--dir", type=Path, required=True)
+    issue.set_defaults(handler=_pki_issue)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="fedstream", description=__doc__)
     parser.add_argument("--log-level", default="warning", help="CLI log level")
     sub = parser.add_subparsers(dest="group", required=True)
 
-    broker = sub.add_parser("broker", help="run the project's Mosquitto")
-    broker_run = broker.add_subparsers(dest="action", required=True).add_parser("run")
-    broker_run.add_argument("--host", default="127.0.0.1")
-    broker_run.add_argument("--port", type=int, default=1883, help="0 picks a free port")
-    broker_run.add_argument("--data-dir", type=Path, default=Path("broker-data"))
-    broker_run.set_defaults(handler=_broker_run)
+    _add_broker_parsers(sub)
 
     for name, handler in (("cloud", _cloud_run), ("edge", _edge_run)):
         group = sub.add_parser(name, help=f"run the {name} service")

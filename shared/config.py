@@ -35,6 +35,14 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class TlsConfig(Section):
+    """TLS to the broker with a client certificate (`fedstream pki` issues them)."""
+
+    ca: Path = Field(description="the federation CA's certificate")
+    cert: Path = Field(description="this identity's certificate; its CN is the MQTT username")
+    key: Path = Field(description="its private key")
+
+
 class BrokerConfig(Section):
     """Where the MQTT broker is."""
 
@@ -42,6 +50,7 @@ class BrokerConfig(Section):
     port: int = Field(default=1883, ge=1, le=65535)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     connect_timeout_s: float = Field(default=30.0, gt=0)
+    tls: TlsConfig | None = None
 
 
 class LogConfig(Section):

@@ -10,12 +10,19 @@ from pathlib import Path
 from fedstream.shared.errors import Reason, StoreError
 
 
-def write_atomic(path: Path, data: bytes | bytearray | memoryview) -> None:
-    """Write `data` to `path` so a crash leaves either the old file or the whole new one."""
+def write_atomic(path: Path, data: bytes | bytearray | memoryview, *,
+                 mode: int = 0o644) -> None:
+    """Write `data` to `path` so a crash leaves either the old file or the whole new one.
+
+    `mode` is the file's permissions from its first byte (0o600 for a private key: never
+    readable by others, not even for a moment); the umask still applies.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as fh:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # a crash's leftover would keep its own mode
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

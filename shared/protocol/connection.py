@@ -4,6 +4,7 @@ of the project is built from."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from fedstream.shared.config import BrokerConfig
 from fedstream.shared.errors import ConfigError, Reason
@@ -12,14 +13,30 @@ _DEFAULTS = BrokerConfig()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClientTls:
+    """TLS to the broker with this client's certificate (its CN is the MQTT username).
+
+    Args:
+        ca: The federation CA's certificate, the only one the broker's is checked against.
+        cert: This identity's certificate.
+        key: Its private key.
+    """
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Connection:
-    """Where a broker is and how to hold a session with it (issue 12 adds credentials and TLS).
+    """Where a broker is and how to hold a session with it.
 
     Args:
         host: Broker host name or address.
         port: Broker TCP port.
         keepalive_s: MQTT keepalive; the broker drops a client silent for 1.5 times this.
         connect_timeout_s: How long `MqttClient.connect` keeps trying by default.
+        tls: Connect over TLS with a client certificate; None: plain TCP (loopback, dev).
 
     The defaults are the `[broker]` table's (`BrokerConfig`): written once, there.
 
@@ -31,6 +48,7 @@ class Connection:
     port: int
     keepalive_s: int = _DEFAULTS.keepalive_s
     connect_timeout_s: float = _DEFAULTS.connect_timeout_s
+    tls: ClientTls | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -47,8 +65,10 @@ class Connection:
     @classmethod
     def from_config(cls, cfg: BrokerConfig) -> Connection:
         """The connection a service's `[broker]` table describes."""
+        tls = None if cfg.tls is None else ClientTls(ca=cfg.tls.ca, cert=cfg.tls.cert,
+                                                      key=cfg.tls.key)
         return cls(host=cfg.host, port=cfg.port, keepalive_s=cfg.keepalive_s,
-                   connect_timeout_s=cfg.connect_timeout_s)
+                   connect_timeout_s=cfg.connect_timeout_s, tls=tls)
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{self.host}:{self.port}{' (TLS)' if self.tls else ''}"

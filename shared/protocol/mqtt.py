@@ -5,6 +5,7 @@ request/response."""
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -21,9 +22,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fedstream.shared.errors import Reason, TransportError
+from fedstream.shared.errors import ConfigError, Reason, TransportError
 from fedstream.shared.protocol._puback import Batch
-from fedstream.shared.protocol.connection import Connection
+from fedstream.shared.protocol.connection import ClientTls, Connection
 from fedstream.shared.protocol.topics import Topic
 
 log = structlog.get_logger(__name__)
@@ -109,6 +110,21 @@ class MqttClient:
         self._client.on_publish = self._on_publish
         if no_delay:
             self._client.on_socket_open = _no_delay
+        if conn.tls is not None:
+            self._use_tls(conn.tls)
+
+    def _use_tls(self, tls: ClientTls) -> None:
+        """TLS with this client's certificate, the broker's checked against the federation CA.
+
+        Raises:
+            ConfigError: BAD_CONFIG when a file is missing or not a certificate or key.
+        """
+        try:
+            self._client.tls_set(ca_certs=str(tls.ca), certfile=str(tls.cert),
+                                 keyfile=str(tls.key), cert_reqs=ssl.CERT_REQUIRED,
+                                 tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+            raise ConfigError(Reason.BAD_CONFIG, f"broker TLS files: {err}") from err
 
     def connect(self, timeout_s: float | None = None) -> None:
         """Connect (retrying while the broker is unreachable) and start the network thread.
@@ -142,6 +158,8 @@ class MqttClient:
         except socket.gaierror as err:
             raise TransportError(Reason.BROKER_UNKNOWN_HOST,
                                  f"{conn}: {err}") from err
+        except ssl.SSLError as err:  # the broker's certificate, or ours, is refused
+            raise TransportError(Reason.BROKER_REFUSED, f"{conn}: TLS: {err}") from err
         except TRANSIENT as err:
             raise TransportError(Reason.BROKER_UNREACHABLE,
                                  f"{conn}: {err}") from err
@@ -384,6 +402,8 @@ def _worth_retrying(err: BaseException) -> bool:
     """
     if isinstance(err, socket.gaierror):
         return err.errno == socket.EAI_AGAIN
+    if isinstance(err, ssl.SSLError):  # a certificate refused stays refused
+        return False
     return isinstance(err, TRANSIENT)
 
 

@@ -133,3 +133,26 @@ def test_round_start_with_no_edges_online_is_no_edges(
     assert misplaced.returncode == REASONS[Reason.BAD_CONFIG].exit_code
     assert "buffer" in misplaced.stderr
     assert (stopped.returncode, stopped.stdout) == (0, "no round to stop\n")
+
+
+def test_pki_init_and_issue_write_the_federations_certificates(tmp_path: Path) -> None:
+    """`fedstream pki init` makes the CA and the broker's certificate, `pki issue` an
+    identity's; a name that cannot be an MQTT username exits with bad_config's code."""
+    # Prepare
+    pki = tmp_path / "pki"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fedstream", "pki", *args], text=True,
+                              capture_output=True, timeout=60, check=False)
+
+    # Execute
+    init = cli("init", "--dir", str(pki), "--federation", "lab", "--host", "127.0.0.1")
+    issued = cli("issue", "gw-1", "--role", "edge", "--dir", str(pki))
+    bad = cli("issue", "gw/1", "--role", "edge", "--dir", str(pki))
+
+    # Assert
+    assert (init.returncode, issued.returncode) == (0, 0), init.stderr + issued.stderr
+    assert bad.returncode == REASONS[Reason.BAD_CONFIG].exit_code
+    assert {p.name for p in pki.iterdir()} >= {"ca.crt", "ca.key", "broker.crt", "broker.key",
+                                               "gw-1.crt", "gw-1.key"}
+    assert "edge gw-1" in issued.stdout

@@ -1,0 +1,1 @@
+"""The federation's identities: its own CA and the certificates it issues."""
