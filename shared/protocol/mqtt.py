@@ -91,6 +91,10 @@ class MqttClient:
         self._on_reconnect = on_reconnect
         self._subscriptions = list(subscriptions)
         self._connected = threading.Event()
+        # Set once the broker acknowledged every subscription of the first session, so a
+        # message published after `connect` returns is one this client receives.
+        self._subscribed = threading.Event()
+        self._unacked_subs: set[int] = set()
         self._lock = threading.Lock()
         # PUBACK waits by message id; None marks the id of a publish whose wait was abandoned.
         self._acks: dict[int, Batch | None] = {}
@@ -108,6 +112,7 @@ class MqttClient:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
         if no_delay:
             self._client.on_socket_open = _no_delay
         if conn.tls is not None:
@@ -176,6 +181,9 @@ class MqttClient:
             # paho would reconnect with the same refused credentials every few seconds.
             self._client.loop_stop()
             raise TransportError(Reason.BROKER_REFUSED, f"{conn}: {code}")
+        if not self._subscribed.wait(timeout_s):
+            self._client.loop_stop()
+            raise TransportError(Reason.BROKER_UNREACHABLE, f"no SUBACK from {conn}")
 
     @property
     def connected(self) -> bool:
@@ -351,14 +359,28 @@ class MqttClient:
             if first:
                 self._connack.set_result(code)
             return
-        for sub in self._subscriptions:
-            client.subscribe(str(sub), qos=1)
+        mids = {mid for sub in self._subscriptions
+                if (mid := client.subscribe(str(sub), qos=1)[1]) is not None}
+        with self._lock:  # SUBACKs come on this thread, after this callback returns
+            self._unacked_subs = mids
+            if not mids:
+                self._subscribed.set()
         log.debug("broker_connected", client_id=self.client_id, port=self.conn.port)
         self._connected.set()
         if first:
             self._connack.set_result(code)
         elif self._on_reconnect is not None:
             self._on_reconnect()
+
+    def _on_subscribe(self, _c: paho.Client, _u: object, mid: int,
+                      codes: list[ReasonCode], _p: object) -> None:
+        refused = [str(c) for c in codes if c.is_failure]
+        if refused:
+            log.warning("subscription_refused", client_id=self.client_id, reason=refused)
+        with self._lock:
+            self._unacked_subs.discard(mid)
+            if not self._unacked_subs:
+                self._subscribed.set()
 
     def _on_disconnect(self, _c: paho.Client, _u: object, _f: object, code: ReasonCode,
                        _p: object) -> None:
