@@ -18,7 +18,7 @@ from fedstream.cloud.windows import EvalWindows, eval_rows
 from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.arch import TaskKind
-from fedstream.shared.protocol.control import DataBatch
+from fedstream.shared.protocol.data import DataBatch
 
 log = structlog.get_logger(__name__)
 

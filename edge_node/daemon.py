@@ -20,7 +20,7 @@ import tenacity
 
 from fedstream.edge_node.config import EdgeConfig
 from fedstream.edge_node.feed import Feed, open_feed
-from fedstream.edge_node.feedback_store import FeedbackStore, Residual
+from fedstream.edge_node.feedback_store import FeedbackStore, Residual, keep_update
 from fedstream.edge_node.model_sync import HeldModel, ModelSync
 from fedstream.edge_node.outbox import Outbox
 from fedstream.edge_node.participation import Step, next_step
@@ -389,28 +389,3 @@ class EdgeDaemon:
                             declined=self._declined[0], decline_reason=self._declined[1],
                             data=stats)
         self.mqtt.publish(self._status_topic, wire.pack(status), retain=True, timeout_s=timeout_s)
-
-
-def keep_update(feedback: ErrorFeedback, before: Residual, *, store: FeedbackStore,
-                outbox: Outbox, update_id: str, seq: int, frames: list[bytes]) -> None:
-    """Put an update on disk with the residual it leaves, the residual first.
-
-    Args:
-        feedback: Holds the residual after this update (what `compress` left).
-        before: The residual before this update, restored if the update cannot be kept.
-        store: Where the residual is staged.
-        outbox: Where the update's frames are kept until its receipt.
-        update_id: The update's blob id.
-        seq: The update's feedback sequence number.
-        frames: The update's chunk frames.
-
-    Raises:
-        StoreError: a write failed; `feedback.residual` is `before` again, since no update
-            was kept (a staged residual without its update is dropped on the next start).
-    """
-    try:
-        store.stage(update_id, seq, feedback.residual)
-        outbox.put(update_id, frames)
-    except StoreError:
-        feedback.residual = before
-        raise

@@ -23,7 +23,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from fedstream.edge_node.outbox import Outbox
+from fedstream.shared.errors import StoreError
 from fedstream.shared.files import write_atomic
+from fedstream.shared.protocol.codecs.feedback import ErrorFeedback
 
 log = structlog.get_logger(__name__)
 
@@ -79,3 +82,28 @@ def _decode(path: Path) -> tuple[int, Residual]:
             raise ValueError("no seq/count metadata")
         residual = [f.get_tensor(f"r{i}") for i in range(int(meta["count"]))]
     return int(meta["seq"]), residual or None
+
+
+def keep_update(feedback: ErrorFeedback, before: Residual, *, store: FeedbackStore,
+                outbox: Outbox, update_id: str, seq: int, frames: list[bytes]) -> None:
+    """Put an update on disk with the residual it leaves, the residual first.
+
+    Args:
+        feedback: Holds the residual after this update (what `compress` left).
+        before: The residual before this update, restored if the update cannot be kept.
+        store: Where the residual is staged.
+        outbox: Where the update's frames are kept until its receipt.
+        update_id: The update's blob id.
+        seq: The update's feedback sequence number.
+        frames: The update's chunk frames.
+
+    Raises:
+        StoreError: a write failed; `feedback.residual` is `before` again, since no update
+            was kept (a staged residual without its update is dropped on the next start).
+    """
+    try:
+        store.stage(update_id, seq, feedback.residual)
+        outbox.put(update_id, frames)
+    except StoreError:
+        feedback.residual = before
+        raise

@@ -17,7 +17,8 @@ from fedstream.shared.errors import FedstreamError, ProtocolError, Reason, Trans
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.commands import Answer, Command, Reply
 from fedstream.shared.protocol.connection import Connection
-from fedstream.shared.protocol.control import DataBatch, RoundState
+from fedstream.shared.protocol.control import RoundState
+from fedstream.shared.protocol.data import DataBatch
 from fedstream.shared.protocol.infer import InferReply, InferRequest
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topic, Topics

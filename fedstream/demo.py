@@ -25,7 +25,7 @@ from fedstream.predict import predict_csv
 from fedstream.shared.errors import FedstreamError, Reason, TransportError
 from fedstream.shared.learning.sources import SOURCES
 from fedstream.shared.protocol.commands import RoundStart
-from fedstream.shared.protocol.control import DataBatch
+from fedstream.shared.protocol.data import DataBatch
 
 FEDERATION = "demo"
 MODEL = "digits-mlp"

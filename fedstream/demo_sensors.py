@@ -34,7 +34,8 @@ from fedstream.shared.learning.metrics import ACCURACY, MAE, Metric
 from fedstream.shared.learning.series.archive import channels_of
 from fedstream.shared.learning.sources import SOURCES
 from fedstream.shared.protocol.commands import RoundStart
-from fedstream.shared.protocol.control import DataBatch, EdgeStatus
+from fedstream.shared.protocol.control import EdgeStatus
+from fedstream.shared.protocol.data import DataBatch
 
 FEDERATION = "sensors-demo"
 MODEL = "motion-cnn"

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from fedstream.client import FleetAddress, FleetClient
 from fedstream.shared.errors import ConfigError, ProtocolError, Reason
-from fedstream.shared.protocol.control import MAX_ROWS
+from fedstream.shared.protocol.data import MAX_ROWS
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 

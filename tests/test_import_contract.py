@@ -17,6 +17,7 @@ FORBIDDEN = {
 }
 PURE = ["shared/protocol/chunks.py", "shared/protocol/codecs", "shared/protocol/messages.py",
         "shared/protocol/control.py", "shared/protocol/infer.py", "cloud/rounds.py",
+        "shared/protocol/data.py",
         "cloud/strategies", "cloud/continual.py", "cloud/forgetting.py", "cloud/gate.py",
         "cloud/defences.py",
         "edge_node/sensors/reading.py", "edge_node/sensors/channels.py",

@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from fedstream.shared.errors import FedstreamError, ProtocolError, Reason
 from fedstream.shared.protocol._fields import Wire, req, req_range
-from fedstream.shared.protocol.control import MAX_COLS, MAX_ROWS
+from fedstream.shared.protocol.data import MAX_COLS, MAX_ROWS
 
 MAX_CLASS = (1 << 31) - 1
 MAX_DETAIL = 1024

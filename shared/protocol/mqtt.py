@@ -22,16 +22,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fedstream.shared.errors import ConfigError, Reason, TransportError
+from fedstream.shared.errors import Reason, TransportError
+from fedstream.shared.protocol import _sockets
 from fedstream.shared.protocol._puback import Batch
-from fedstream.shared.protocol.connection import ClientTls, Connection
+from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.topics import Topic
 
 log = structlog.get_logger(__name__)
 
-# Errors worth another connect attempt: the broker may still be starting or restarting, or the
-# network still coming up. `_worth_retrying` takes out the OSErrors that waiting cannot fix.
-TRANSIENT = (ConnectionRefusedError, ConnectionResetError, TimeoutError, OSError)
 # How long `close` waits for paho's network thread (see there).
 CLOSE_TIMEOUT_S = 2.0
 
@@ -114,22 +112,9 @@ class MqttClient:
         self._client.on_publish = self._on_publish
         self._client.on_subscribe = self._on_subscribe
         if no_delay:
-            self._client.on_socket_open = _no_delay
-        if conn.tls is not None:
-            self._use_tls(conn.tls)
-
-    def _use_tls(self, tls: ClientTls) -> None:
-        """TLS with this client's certificate, the broker's checked against the federation CA.
-
-        Raises:
-            ConfigError: BAD_CONFIG when a file is missing or not a certificate or key.
-        """
-        try:
-            self._client.tls_set(ca_certs=str(tls.ca), certfile=str(tls.cert),
-                                 keyfile=str(tls.key), cert_reqs=ssl.CERT_REQUIRED,
-                                 tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
-            raise ConfigError(Reason.BAD_CONFIG, f"broker TLS files: {err}") from err
+            self._client.on_socket_open = _sockets.no_delay
+        if conn.tls is not None:  # ConfigError for missing or unreadable files, at once
+            self._client.tls_set_context(_sockets.tls_context(conn.tls))
 
     def connect(self, timeout_s: float | None = None) -> None:
         """Connect (retrying while the broker is unreachable) and start the network thread.
@@ -150,7 +135,7 @@ class MqttClient:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._expiry if self._persistent else 0
         retrying = tenacity.retry(
-            retry=tenacity.retry_if_exception(_worth_retrying),
+            retry=tenacity.retry_if_exception(_sockets.worth_retrying),
             wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1),
             stop=tenacity.stop_after_delay(timeout_s),
             reraise=True,
@@ -165,7 +150,7 @@ class MqttClient:
                                  f"{conn}: {err}") from err
         except ssl.SSLError as err:  # the broker's certificate, or ours, is refused
             raise TransportError(Reason.BROKER_REFUSED, f"{conn}: TLS: {err}") from err
-        except TRANSIENT as err:
+        except _sockets.TRANSIENT as err:
             raise TransportError(Reason.BROKER_UNREACHABLE,
                                  f"{conn}: {err}") from err
         # Set by the first CONNACK after this call, accepted or not (see _on_connect).
@@ -416,21 +401,3 @@ class MqttClient:
         else:
             self.ack(msg)
 
-
-def _worth_retrying(err: BaseException) -> bool:
-    """A transient error, but not a host name that does not resolve: waiting fixes no typo.
-
-    A temporary resolver failure (EAI_AGAIN, e.g. DNS not up yet at boot) is retried.
-    """
-    if isinstance(err, socket.gaierror):
-        return err.errno == socket.EAI_AGAIN
-    if isinstance(err, ssl.SSLError):  # a certificate refused stays refused
-        return False
-    return isinstance(err, TRANSIENT)
-
-
-def _no_delay(_c: paho.Client, _u: object, sock: object) -> None:
-    """Send small frames (commands, replies, inference) at once: with Nagle's algorithm on,
-    each waits for the broker's delayed ACK (~40 ms a hop)."""
-    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -14,11 +14,11 @@ import msgpack
 from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.protocol.commands import ANSWERS, COMMANDS, Answer, Command, upgrade_cmd_v1
 from fedstream.shared.protocol.control import (
-    DataBatch,
     EdgeStatus,
     Receipt,
     RoundState,
 )
+from fedstream.shared.protocol.data import DataBatch
 from fedstream.shared.protocol.infer import InferReply, InferRequest
 from fedstream.shared.protocol.messages import Manifest, ModelChunk, UpdateChunk
 from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe

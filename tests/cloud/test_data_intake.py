@@ -15,7 +15,7 @@ from fedstream.cloud.store import CloudStore
 from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.arch import Architecture, TaskKind
-from fedstream.shared.protocol.control import DataBatch
+from fedstream.shared.protocol.data import DataBatch
 
 ARCH = Architecture.mlp((4, 3, 2))
 ARCH_CFG = ArchitectureConfig.of(ARCH)

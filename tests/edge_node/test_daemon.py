@@ -15,8 +15,7 @@ import torch
 
 from fedstream.broker import BrokerParams, Mosquitto
 from fedstream.demo import Processes, write_configs
-from fedstream.edge_node.daemon import keep_update
-from fedstream.edge_node.feedback_store import FeedbackStore
+from fedstream.edge_node.feedback_store import FeedbackStore, keep_update
 from fedstream.edge_node.outbox import Outbox, Pending
 from fedstream.shared.errors import Reason, StoreError
 from fedstream.shared.protocol.codecs.feedback import ErrorFeedback

@@ -177,8 +177,6 @@ def test_each_format_round_trips_through_the_edge_parser(
         bounds = times[0] + np.arange(4) * 100 / 10.0
         assert spans == [LabelSpan(label=int(k), start=lo, end=hi) for k, (lo, hi)
                          in zip(TRAIN.y[chosen], itertools.pairwise(bounds), strict=True)]
-    # Assert: pacing publishes no step before it is due (a lower bound cannot flake)
-    assert done.seconds >= 299 / 10.0 / 100.0
 
 
 def _route(router: Router, got: Got) -> list[Reading]:

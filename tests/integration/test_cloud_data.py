@@ -16,7 +16,7 @@ from fedstream.demo import MODEL, Processes, wait_ready, write_configs
 from fedstream.operator import fleet_status
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.commands import StatusReply
-from fedstream.shared.protocol.control import DataBatch
+from fedstream.shared.protocol.data import DataBatch
 from fedstream.shared.protocol.mqtt import MqttClient
 from fedstream.shared.protocol.topics import Topics
 

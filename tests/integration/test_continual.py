@@ -30,7 +30,7 @@ from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.learning.sources import SOURCES
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.commands import ModelListReply, ModelVersionReply, Reply, RoundStart
-from fedstream.shared.protocol.control import DataBatch
+from fedstream.shared.protocol.data import DataBatch
 from fedstream.shared.protocol.infer import InferReply, InferRequest
 from fedstream.shared.protocol.mqtt import MqttClient
 from fedstream.shared.protocol.topics import Topic, Topics

@@ -12,7 +12,7 @@ import pytest
 
 from fedstream.shared.errors import ProtocolError, Reason
 from fedstream.shared.protocol import wire
-from fedstream.shared.protocol.control import DataBatch
+from fedstream.shared.protocol.data import DataBatch
 
 _BATCH = DataBatch.of([[0.5, 1.0], [2.0, -3.0], [0.0, 4.0]], [1, 0, 2])
 

@@ -28,7 +28,6 @@ from fedstream.shared.protocol.commands import (
     StatusReply,
 )
 from fedstream.shared.protocol.control import (
-    DataBatch,
     EdgeStatus,
     ModelInfo,
     Receipt,
@@ -38,6 +37,7 @@ from fedstream.shared.protocol.control import (
     TrainParams,
     VersionStatus,
 )
+from fedstream.shared.protocol.data import DataBatch
 from fedstream.shared.protocol.infer import InferReply, InferRequest
 from fedstream.shared.protocol.messages import (
     BlobHeader,
