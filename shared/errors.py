@@ -52,6 +52,14 @@ class Reason(StrEnum):
     NO_MODEL = "no_model"
     INTERNAL = "internal"
     TOO_LITTLE_DATA = "too_little_data"
+    # identity and authorisation (100-119)
+    UNSIGNED = "unsigned"
+    BAD_SIGNATURE = "bad_signature"
+    REPLAYED = "replayed"
+    REVOKED = "revoked"
+    UNENROLLED = "unenrolled"
+    UNAUTHORISED = "unauthorised"
+    RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +114,15 @@ REASONS: dict[Reason, ReasonInfo] = {
     Reason.INTERNAL: ReasonInfo("the service failed on this request; its log has why", 92),
     Reason.TOO_LITTLE_DATA: ReasonInfo(
         "the edge holds too few usable windows for the round's limits", 93),
+    Reason.UNSIGNED: ReasonInfo("a signature is required and the object carries none", 100),
+    Reason.BAD_SIGNATURE: ReasonInfo(
+        "the signature does not match the object and the signer's enrolled key", 101),
+    Reason.REPLAYED: ReasonInfo(
+        "the signed update's sequence number is not above the signer's last accepted one", 102),
+    Reason.REVOKED: ReasonInfo("the signer's identity was revoked", 103),
+    Reason.UNENROLLED: ReasonInfo("no signing key is enrolled for that identity", 104),
+    Reason.UNAUTHORISED: ReasonInfo("no valid credential for this request", 105),
+    Reason.RATE_LIMITED: ReasonInfo("the credential's request rate is exceeded; retry later", 106),
 }
 
 
@@ -156,3 +173,7 @@ class TransportError(FedstreamError):
 
 class StoreError(FedstreamError):
     """The journal, spool or disk failed."""
+
+
+class SecurityError(FedstreamError):
+    """A signature, identity or credential check failed."""

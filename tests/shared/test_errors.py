@@ -41,12 +41,13 @@ def test_table_holds_only_reasons() -> None:
 
 
 def test_exit_codes_are_unique_and_in_range() -> None:
-    """No two reasons share an exit code, and every code lies within 10..99."""
+    """No two reasons share an exit code, and every code lies within 10..119 (a shell keeps
+    126 and up for itself)."""
     # Prepare
     codes = [info.exit_code for info in REASONS.values()]
 
     # Execute
-    out_of_range = [c for c in codes if not 10 <= c <= 99]
+    out_of_range = [c for c in codes if not 10 <= c <= 119]
 
     # Assert
     assert len(codes) == len(set(codes))
@@ -76,10 +77,13 @@ def test_reason_values_are_snake_case(reason: Reason) -> None:
         (Reason.NO_REPLY, 60, 79),
         (Reason.NO_EDGES, 80, 99),
         (Reason.STORE_FAILED, 80, 99),
+        (Reason.BAD_SIGNATURE, 100, 119),
+        (Reason.RATE_LIMITED, 100, 119),
     ],
 )
 def test_exit_code_lies_in_its_component_range(reason: Reason, low: int, high: int) -> None:
-    """Config, wire, transport and round/store reasons keep to their exit-code ranges."""
+    """Config, wire, transport, round/store and security reasons keep to their exit-code
+    ranges."""
     # Prepare / Execute
     code = REASONS[reason].exit_code
 
