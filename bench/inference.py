@@ -125,8 +125,9 @@ def _http_client(job: Job) -> tuple[Call, Callable[[], None]]:
 
 def _mqtt_client(job: Job) -> tuple[Call, Callable[[], None]]:
     topics = Topics(job.federation)
-    client_id = f"bench-{uuid.uuid4().hex[:8]}"
-    reply_to = topics.reply(client_id)
+    session = uuid.uuid4().hex[:8]
+    client_id = f"bench-{session}"
+    reply_to = topics.reply("bench", session)
     client = MqttClient(client_id=client_id,
                         conn=BrokerConnection(host=job.host, port=job.port),
                         subscriptions=(reply_to,))

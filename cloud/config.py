@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -184,6 +185,49 @@ class InferenceConfig(Section):
     backend: str = Field(default="auto", description="auto, torch or ipex")
     precision: str = Field(default="auto",
                            description="auto: bf16 when within 0.5 point of fp32 and faster")
+    auth: Literal["none", "token"] = Field(
+        default="none", description="token: HTTP requests need a bearer token from "
+                                    "`fedstream token create`; none: only on loopback")
+    rate_per_s: float = Field(default=50.0, gt=0, le=1e6,
+                              description="HTTP requests per second one token may keep up")
+    burst: int = Field(default=100, ge=1, le=1 << 20,
+                       description="HTTP requests one token may send at once when idle")
+    tls_cert: Path | None = Field(default=None, description="serve HTTPS with this "
+                                                            "certificate (PEM, chain first)")
+    tls_key: Path | None = Field(default=None, description="the certificate's private key")
+
+    @model_validator(mode="after")
+    def _http_secured(self) -> InferenceConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both for HTTPS, or "
+                             "neither for plain HTTP")
+        if self.auth == "none" and not self._is_loopback(self.http_host):
+            raise ValueError(f'http_host {self.http_host!r} is not a loopback address and '
+                             'auth = "none" would answer anyone who can reach it: set auth = '
+                             '"token" (tokens come from `fedstream token create`), or bind '
+                             'http_host = "127.0.0.1"')
+        return self
+
+    @staticmethod
+    def _is_loopback(host: str) -> bool:
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:  # a host name other than localhost, or "" (every interface)
+            return False
+
+
+class SecurityConfig(Section):
+    """Signed objects: an enrolled edge's updates are always checked against its key."""
+
+    require_signed_updates: bool = Field(
+        default=False, description="refuse updates of edges without an enrolled key "
+                                   "(`fedstream edge enrol`), not only forged ones")
+    signing_key: Path | None = Field(
+        default=None, description="the cloud's Ed25519 key (`fedstream pki init` makes "
+                                  "cloud.sign.key): every manifest is signed with it, and "
+                                  "edges pin its public half")
 
 
 class CloudConfig(ServiceConfig):
@@ -205,6 +249,7 @@ class CloudConfig(ServiceConfig):
     defences: DefenceConfig = DefenceConfig()
     continual: ContinualConfig = ContinualConfig()
     inference: InferenceConfig = InferenceConfig()
+    security: SecurityConfig = SecurityConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -15,6 +15,7 @@ import torch
 
 from fedstream.cloud import rounds
 from fedstream.cloud.config import IntakeConfig
+from fedstream.cloud.signatures import UpdateSignatures
 from fedstream.shared.errors import ProtocolError, Reason, Scope
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.blobs import decode_blob
@@ -42,11 +43,14 @@ class Intake:
     Args:
         spec: The model's tensor spec; an update with another spec is rejected.
         params: Memory bounds and the partial-update timeouts.
+        signatures: Checks signed updates (None: updates are not signed in this federation).
     """
 
-    def __init__(self, *, spec: Spec, params: IntakeConfig) -> None:
+    def __init__(self, *, spec: Spec, params: IntakeConfig,
+                 signatures: UpdateSignatures | None = None) -> None:
         self.spec = spec
         self.params = params
+        self.signatures = signatures
         # One reassembler per edge bounds what a single sender can pin; the total bound is
         # checked across all of them before a new blob is started.
         self._senders: dict[str, Reassembler] = {}
@@ -85,13 +89,17 @@ class Intake:
         """Take one chunk; return its blob once every chunk is in and the sha256 matches.
 
         `counted` holds the (edge id, base version) of updates the round already accepted.
-        The round is checked on a blob's first chunk, before any memory is spent on it.
+        The round and the signature are checked on a blob's first chunk, before any memory is
+        spent on it.
 
         Raises:
             ProtocolError: with the reason and scope of the rejection.
         """
         parts = self._reassembler(chunk.meta.edge_id)
         if not parts.holds(chunk.header.blob_id):
+            # Who signed it first: a copy of an update is a replay before it is a duplicate.
+            if self.signatures is not None:
+                self.signatures.check(chunk.meta, chunk.header)
             rounds.check_update(state, chunk.meta, counted)
             size, bounds = chunk.header.size, self.params
             if size > min(bounds.max_update_bytes, bounds.max_sender_bytes,
@@ -106,11 +114,14 @@ class Intake:
     def verify(self, meta: UpdateMeta, done: Completed, *, state: RoundState | None,
                counted: AbstractSet[tuple[str, int]]) -> Update:
         """Check a complete blob against the round again (it may have closed since its first
-        chunk) and decode it.
+        chunk) and its signature (over the meta of the chunk that completed it, which is the
+        one that counts; its sequence number is recorded as used), and decode it.
 
         Raises:
             ProtocolError: scope UPDATE, with the reason the update is refused.
         """
+        if self.signatures is not None:
+            self.signatures.claim(meta, done.header)
         rounds.check_update(state, meta, counted)
         try:
             delta = decode_blob(done.header, done.blob, self.spec)

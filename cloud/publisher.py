@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -11,16 +12,20 @@ from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.blobs import encode_blob
 from fedstream.shared.protocol.messages import BlobHeader, Manifest, ModelChunk, Spec
 from fedstream.shared.protocol.mqtt import MqttClient
+from fedstream.shared.protocol.statements import manifest_statement
 from fedstream.shared.protocol.topics import Topics
+from fedstream.shared.security.signing import Signer
 
 
 class ModelPublisher:
-    """Makes a model version the retained global model of one federation."""
+    """Makes a model version the retained global model of one federation; with a `signer`,
+    every manifest carries the cloud's signature (edges pinning its key refuse any other)."""
 
     def __init__(self, *, mqtt: MqttClient, topics: Topics, model: str, spec: Spec,
-                 arch: Architecture, chunk_size: int) -> None:
+                 arch: Architecture, chunk_size: int, signer: Signer | None = None) -> None:
         self._mqtt, self._topics, self._model = mqtt, topics, model
         self._spec, self._arch, self._chunk_size = spec, arch, chunk_size
+        self._signer = signer
         self._previous: tuple[int, BlobHeader] | None = None
 
     def publish(self, *, version: int, parent: int | None, tensors: Sequence[torch.Tensor],
@@ -42,6 +47,9 @@ class ModelPublisher:
             retain=True)
         manifest = Manifest(model=self._model, version=version, parent=parent,
                             header=enc.header, arch=self._arch, metrics=metrics)
+        if self._signer is not None:
+            manifest = dataclasses.replace(manifest, sig=self._signer.sign(manifest_statement(
+                federation=self._topics.federation, manifest=manifest)))
         self._mqtt.publish(self._topics.manifest(self._model), wire.pack(manifest), retain=True)
         if self._previous is not None:
             old_version, old = self._previous

@@ -49,6 +49,7 @@ from fedstream.shared.protocol.commands import (
     StatusReply,
 )
 from fedstream.shared.protocol.control import EdgeStatus, ModelInfo
+from fedstream.shared.protocol.enrolment import EdgeEnrol, EdgeRevoke
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topic, Topics
 
@@ -122,7 +123,7 @@ class CloudService:
             if self.inference is not None:
                 self.inference.stop()
             self.mqtt.close()
-            self.store.journal.close()
+            self.store.close()
             log.info("service_stopped")
 
     def _handle(self, msg: Inbound) -> None:
@@ -182,6 +183,9 @@ class CloudService:
         if not msg.payload:  # a cleared retained status
             return
         status = wire.expect(msg.payload, EdgeStatus)
+        if self.store.keys.revoked(status.edge_id):
+            # Its retained status outlives the revocation: never select it again.
+            raise ProtocolError(Reason.REVOKED, f"status of revoked edge {status.edge_id}")
         self.coordinator.on_status(status, time.time())
         log.info("edge_seen", edge_id=status.edge_id, online=status.online,
                  version=status.version, backend=status.backend.get("name"))
@@ -214,12 +218,10 @@ class CloudService:
     def _command(self, cmd: Command) -> Answer:
         coord, now = self.coordinator, time.time()
         match cmd:
-            case RoundStart():
-                return RoundReply(round=coord.start_round(now, cmd),
-                                  model_version=coord.current.version)
-            case RoundStop():
-                return RoundReply(round=coord.stop_round(now),
-                                  model_version=coord.current.version)
+            case RoundStart() | RoundStop():
+                state = (coord.start_round(now, cmd) if isinstance(cmd, RoundStart)
+                         else coord.stop_round(now))
+                return RoundReply(round=state, model_version=coord.current.version)
             case StatusQuery():
                 return StatusReply(round=coord.round, edges=tuple(coord.edges.values()),
                                    model_version=coord.current.version,
@@ -236,8 +238,22 @@ class CloudService:
                 return ModelVersionReply(model_version=coord.rollback(cmd.version).version)
             case ModelPromote():
                 return ModelVersionReply(model_version=coord.promote(cmd.version).version)
+            case EdgeEnrol() | EdgeRevoke():
+                return self._identity(cmd, now)
             case _:
                 assert_never(cmd)
+
+    def _identity(self, cmd: EdgeEnrol | EdgeRevoke, now: float) -> Reply:
+        """Enrol or revoke an edge's key (audited in the journal); a revoked edge is offline
+        to the rounds from now on."""
+        if isinstance(cmd, EdgeEnrol):
+            fresh = self.store.keys.enrol(cmd.edge, cmd.key, now)
+            done = "enrolled" if fresh else "was enrolled with this key already"
+        else:
+            fresh = self.store.keys.revoke(cmd.edge, now)
+            self.coordinator.on_status(EdgeStatus(edge_id=cmd.edge, online=False), now)
+            done = "revoked" if fresh else "was revoked already"
+        return Reply(ok=True, detail=f"edge {cmd.edge} {done}")
 
     def tick(self, now: float) -> None:
         """The periodic work of the service, each step guarded like a message: a failure (a

@@ -15,11 +15,13 @@ from fedstream.cloud.coordinator import Coordinator
 from fedstream.cloud.data_intake import DataIntake
 from fedstream.cloud.finetune import FineTuner
 from fedstream.cloud.inference import InferenceServer
+from fedstream.cloud.inference.tokens import TokenStore
 from fedstream.cloud.intake import Intake
 from fedstream.cloud.outlet import Outlet
 from fedstream.cloud.publisher import ModelPublisher
 from fedstream.cloud.receiver import UpdateReceiver
 from fedstream.cloud.service import CloudService, Subscriptions
+from fedstream.cloud.signatures import UpdateSignatures
 from fedstream.cloud.store import CloudStore
 from fedstream.shared.errors import ConfigError
 from fedstream.shared.learning.model import load_tensors, spec_of
@@ -30,6 +32,7 @@ from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topics
+from fedstream.shared.security.signing import load_signer
 
 
 def build_cloud(cfg: CloudConfig) -> CloudService:
@@ -53,10 +56,14 @@ def build_cloud(cfg: CloudConfig) -> CloudService:
     inference = InferenceServer(
         cfg=cfg.inference, arch=arch, topics=topics, model=cfg.model, conn=conn,
         evaluation=None if held_out.labels is None else (held_out.features, held_out.labels),
+        tokens=TokenStore.open(cfg.data_dir) if cfg.inference.auth == "token" else None,
     ) if cfg.inference.enabled else None
+    security = cfg.security
     publisher = ModelPublisher(mqtt=mqtt, topics=topics, model=cfg.model,
                                spec=spec_of(build_model(arch)), arch=arch,
-                               chunk_size=cfg.chunk_size)
+                               chunk_size=cfg.chunk_size,
+                               signer=None if security.signing_key is None
+                               else load_signer(security.signing_key))
     outlet = Outlet(mqtt=mqtt, topics=topics, model=cfg.model, publisher=publisher,
                     inference=inference)
     coordinator = Coordinator.open(cfg=cfg, store=store,
@@ -64,7 +71,10 @@ def build_cloud(cfg: CloudConfig) -> CloudService:
                                    publish_model=outlet.publish_model,
                                    publish_round=outlet.publish_round,
                                    stage=make_stage(cfg, arch, data))
-    intake = Intake(spec=coordinator.spec, params=cfg.intake)
+    intake = Intake(spec=coordinator.spec, params=cfg.intake,
+                    signatures=UpdateSignatures(keyring=store.keys, federation=cfg.federation,
+                                                model=cfg.model,
+                                                required=security.require_signed_updates))
     receiver = UpdateReceiver(intake=intake, store=store, coordinator=coordinator,
                               send=outlet.send_to_edge)
     return CloudService(cfg=cfg, topics=topics, subs=subs, inbox=inbox, mqtt=mqtt,

@@ -26,6 +26,16 @@ class BackendConfig(Section):
     precision: str = Field(default="auto", pattern="^(auto|fp32|bf16)$")
 
 
+class EdgeSecurityConfig(Section):
+    """Signed objects: what `fedstream edge enrol` wrote for this gateway."""
+
+    signing_key: Path | None = Field(
+        default=None, description="this edge's Ed25519 key: every update is signed with it")
+    cloud_key: Path | None = Field(
+        default=None, description="the cloud's public key, pinned: a model whose manifest "
+                                  "it did not sign is refused before training on it")
+
+
 class EdgeConfig(ServiceConfig):
     """Everything `fedstream edge run` needs."""
 
@@ -44,6 +54,7 @@ class EdgeConfig(ServiceConfig):
                                           description="train on live sensor streams "
                                                       "instead of [source]")
     backend: BackendConfig = BackendConfig()
+    security: EdgeSecurityConfig = EdgeSecurityConfig()
 
     @model_validator(mode="after")
     def _one_source(self) -> EdgeConfig:

@@ -25,6 +25,7 @@ from fedstream.edge_node.model_sync import HeldModel, ModelSync
 from fedstream.edge_node.outbox import Outbox
 from fedstream.edge_node.participation import Step, next_step
 from fedstream.edge_node.trainer import train_round
+from fedstream.edge_node.update_frames import UpdateFraming
 from fedstream.shared.errors import (
     ConfigError,
     FedstreamError,
@@ -36,7 +37,6 @@ from fedstream.shared.errors import (
 from fedstream.shared.learning.backends import BackendChoice, select_backend
 from fedstream.shared.learning.training import probe_batch
 from fedstream.shared.protocol import wire
-from fedstream.shared.protocol.blobs import pack_blob
 from fedstream.shared.protocol.codecs import CODECS
 from fedstream.shared.protocol.codecs.feedback import ErrorFeedback
 from fedstream.shared.protocol.connection import Connection
@@ -45,6 +45,7 @@ from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient, Will
 from fedstream.shared.protocol.topics import Topics
 from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe
+from fedstream.shared.security.signing import Signer, Verifier, load_signer, load_verifier
 
 log = structlog.get_logger(__name__)
 
@@ -64,14 +65,19 @@ class EdgeDaemon:
 
     def __init__(self, *, cfg: EdgeConfig, feed: Feed, mqtt: MqttClient,
                  inbox: queue.Queue[Inbound], reconnected: threading.Event, outbox: Outbox,
-                 feedback_store: FeedbackStore, seq: int, residual: Residual) -> None:
+                 feedback_store: FeedbackStore, seq: int, residual: Residual,
+                 signer: Signer | None = None, cloud_key: Verifier | None = None) -> None:
         self.cfg, self.feed, self.mqtt, self.outbox = cfg, feed, mqtt, outbox
+        self._framing = UpdateFraming(federation=cfg.federation, model=cfg.model,
+                                      chunk_size=cfg.chunk_size, signer=signer)
         self.feedback_store = feedback_store
         self._inbox = inbox
         # Set on paho's thread when the broker takes us back: probe the outbox at once.
         self._reconnected = reconnected
         self.topics = Topics(cfg.federation)
-        self.sync = ModelSync(model=cfg.model, max_bytes=cfg.max_model_bytes)
+        self.sync = ModelSync(model=cfg.model, max_bytes=cfg.max_model_bytes,
+                              cloud_key=None if cloud_key is None
+                              else (cloud_key, cfg.federation))
         self.backend: BackendChoice | None = None
         self._pending: RoundState | None = None
         # (round or session id, version) of the last training, or of the last decline.
@@ -128,8 +134,11 @@ class EdgeDaemon:
                            topics.receipt(cfg.edge_id)),
             persistent=True, will=Will(topics.status(cfg.edge_id), wire.pack(offline)),
             on_reconnect=reconnected.set)
+        keys = cfg.security
         return cls(cfg=cfg, feed=feed, mqtt=mqtt, inbox=inbox, reconnected=reconnected,
-                   outbox=outbox, feedback_store=feedback_store, seq=seq, residual=residual)
+                   outbox=outbox, feedback_store=feedback_store, seq=seq, residual=residual,
+                   signer=None if keys.signing_key is None else load_signer(keys.signing_key),
+                   cloud_key=None if keys.cloud_key is None else load_verifier(keys.cloud_key))
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set; the status goes offline on the way out."""
@@ -334,23 +343,20 @@ class EdgeDaemon:
             self.log.warning("update_skipped", round_id=state.round_id, reason="non_finite",
                              detail=str(err))
             return True
-        enc = pack_blob(blob, held.spec, codec=state.codec, chunk_size=self.cfg.chunk_size)
-        meta = UpdateMeta(edge_id=self.cfg.edge_id, round_id=state.round_id,
-                          base_version=held.version, samples=result.samples,
-                          loss=result.loss)
-        frames = [wire.pack(UpdateChunk(header=enc.header, meta=meta, index=i, data=view))
-                  for i, view in enumerate(enc.chunks)]
+        header, frames = self._framing.frames(blob, held.spec, codec=state.codec, meta=UpdateMeta(
+            edge_id=self.cfg.edge_id, round_id=state.round_id, base_version=held.version,
+            samples=result.samples, loss=result.loss, seq=self._seq + 1))
         # On disk before the first byte goes out: a crash from here on re-sends, never loses.
         # The residual this update leaves is kept with it (see edge_node/feedback_store.py).
         keep_update(self._feedback, before, store=self.feedback_store, outbox=self.outbox,
-                    update_id=enc.header.blob_id, seq=self._seq + 1, frames=frames)
+                    update_id=header.blob_id, seq=self._seq + 1, frames=frames)
         self._seq += 1
         self.feedback_store.commit(self._seq, self._feedback.residual)
         self._publish_frames(frames)
-        self.log.info("update_sent", round_id=state.round_id, update_id=enc.header.blob_id,
+        self.log.info("update_sent", round_id=state.round_id, update_id=header.blob_id,
                       base=held.version,
                       loss=round(result.loss, 4), samples=result.samples,
-                      bytes=enc.header.size, chunks=enc.header.count, codec=state.codec,
+                      bytes=header.size, chunks=header.count, codec=state.codec,
                       feedback_seq=self._seq, feedback_norm=self._residual_norm(),
                       train_ms=round(train_s * 1000), send_ms=round(
                           (time.monotonic() - started - train_s) * 1000))

@@ -11,6 +11,8 @@ from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.blobs import decode_blob
 from fedstream.shared.protocol.chunks import Reassembler
 from fedstream.shared.protocol.messages import BlobHeader, Manifest, ModelChunk, Spec
+from fedstream.shared.protocol.statements import manifest_statement
+from fedstream.shared.security.signing import Verifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +32,15 @@ class ModelSync:
         model: Model name this edge follows.
         max_bytes: Largest model blob accepted.
         timeout_s: Partial model blobs idle this long are dropped.
+        cloud_key: The cloud's pinned key with the federation it signs for: a manifest it
+            did not sign is refused and the held model kept (None: manifests are not
+            checked).
     """
 
-    def __init__(self, *, model: str, max_bytes: int, timeout_s: float = 300.0) -> None:
+    def __init__(self, *, model: str, max_bytes: int, timeout_s: float = 300.0,
+                 cloud_key: tuple[Verifier, str] | None = None) -> None:
         self.model = model
+        self._cloud_key = cloud_key
         self.current: HeldModel | None = None
         self._manifest: Manifest | None = None
         self._decoded: tuple[BlobHeader, int, list[torch.Tensor]] | None = None
@@ -46,11 +53,17 @@ class ModelSync:
 
         Raises:
             ProtocolError: for a malformed frame or a blob failing its checks.
+            SecurityError: UNSIGNED or BAD_SIGNATURE for a manifest the pinned cloud key did
+                not sign (it is dropped; the held model stays).
         """
         if not payload:  # a cleared retained chunk of a superseded version
             return None
         msg = wire.unpack(payload)
         if isinstance(msg, Manifest) and msg.model == self.model:
+            if self._cloud_key is not None:
+                key, federation = self._cloud_key
+                key.check(msg.sig, manifest_statement(federation=federation, manifest=msg),
+                          what=f"manifest of version {msg.version}")
             self._manifest = msg
         elif isinstance(msg, ModelChunk) and msg.model == self.model:
             if self.current is not None and msg.version <= self.current.version:

@@ -9,12 +9,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from fedstream.client import DEFAULT_TIMEOUT_S
+from fedstream.cli_client import add_client_options, client_address
+from fedstream.security_cli import add_edge_identity_parsers, add_pki_parser
 from fedstream.shared.errors import REASONS, FedstreamError
 from fedstream.shared.logs import configure_logging
+from fedstream.tokens_cli import add_token_parser
 
 if TYPE_CHECKING:
-    from fedstream.client import FleetAddress
     from fedstream.cloud.config import CloudConfig
     from fedstream.edge_node.config import EdgeConfig
 
@@ -29,32 +30,17 @@ class Runnable(Protocol):
 
 
 def _broker_run(args: argparse.Namespace) -> int:
-    from fedstream.broker import BrokerParams, BrokerTls, run_broker
+    from fedstream.broker import BrokerParams, BrokerTls, broker_pid_file, run_broker
+    from fedstream.shared.security.pki import acl_path, crl_path
 
     tls = None if args.pki is None else BrokerTls(
         ca=args.pki / "ca.crt", cert=args.pki / "broker.crt", key=args.pki / "broker.key",
-        host=args.tls_host, port=args.tls_port)
+        host=args.tls_host, port=args.tls_port, acl=acl_path(args.pki),
+        crl=crl_path(args.pki))
+    # With --pki the pid file sits beside the ACL and CRL, where `edge revoke` looks for it.
+    pid_file = None if args.pki is None else broker_pid_file(args.pki)
     return run_broker(BrokerParams(host=args.host, port=args.port, data_dir=args.data_dir,
-                                   tls=tls))
-
-
-def _pki_init(args: argparse.Namespace) -> int:
-    from fedstream.shared.security.pki import Role, init_ca, issue
-
-    hosts = tuple(args.host or ("127.0.0.1", "localhost"))
-    ca = init_ca(args.dir, args.federation)
-    broker = issue(args.dir, "broker", Role.BROKER, hosts=hosts)
-    print(f"CA {ca}; broker certificate {broker.cert} for {', '.join(hosts)}")
-    return 0
-
-
-def _pki_issue(args: argparse.Namespace) -> int:
-    from fedstream.shared.security.pki import Role, issue
-
-    issued = issue(args.dir, args.name, Role(args.role))
-    print(f"{issued.role} {issued.name}: certificate {issued.cert}, key {issued.key}, "
-          f"CA {issued.ca}")
-    return 0
+                                   tls=tls, pid_file=pid_file))
 
 
 def _cloud_run(args: argparse.Namespace) -> int:
@@ -105,35 +91,35 @@ def _round_start(args: argparse.Namespace) -> int:
         edges=None if args.edges is None else tuple(e for e in args.edges.split(",") if e),
         buffer=args.buffer, max_staleness=args.max_staleness, max_windows=args.max_windows,
         max_age_s=args.max_age, min_samples=args.min_samples)
-    start_round(_client_args(args), request, wait=args.wait, out=sys.stdout)
+    start_round(client_address(args), request, wait=args.wait, out=sys.stdout)
     return 0
 
 
 def _round_stop(args: argparse.Namespace) -> int:
     from fedstream.operator import stop_round
 
-    stop_round(_client_args(args), out=sys.stdout)
+    stop_round(client_address(args), out=sys.stdout)
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from fedstream.operator import show_status
 
-    show_status(_client_args(args), out=sys.stdout)
+    show_status(client_address(args), out=sys.stdout)
     return 0
 
 
 def _model(args: argparse.Namespace) -> int:
     from fedstream.operator import model_command
 
-    model_command(_client_args(args), action=args.action, version=args.version, out=sys.stdout)
+    model_command(client_address(args), action=args.action, version=args.version, out=sys.stdout)
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from fedstream.operator import predict
 
-    predict(_client_args(args), csv=args.csv, batch_rows=args.batch_rows, out=sys.stdout)
+    predict(client_address(args), csv=args.csv, batch_rows=args.batch_rows, out=sys.stdout)
     return 0
 
 
@@ -204,28 +190,6 @@ def _add_sensors_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     replay.set_defaults(handler=_sensors_replay)
 
 
-def _client_args(args: argparse.Namespace) -> FleetAddress:
-    from fedstream.client import FleetAddress
-    from fedstream.operator import CliConfig
-    from fedstream.shared.config import load_config
-
-    overrides: dict[str, object] = {"broker": {"host": args.host, "port": args.port}} if \
-        args.port else {}
-    if args.federation:
-        overrides["federation"] = args.federation
-    cfg = load_config(CliConfig, args.config, **overrides)
-    return FleetAddress.from_config(cfg, timeout_s=args.timeout)
-
-
-def _add_client_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="TOML with [broker], federation and model")
-    p.add_argument("--host", default="127.0.0.1", help="broker host (with --port)")
-    p.add_argument("--port", type=int, help="broker port (overrides the config)")
-    p.add_argument("--federation", help="federation name (overrides the config)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                   help="seconds to wait for the cloud")
-
-
 def _key_value(text: str) -> tuple[str, int | float | str | bool]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
@@ -249,7 +213,7 @@ def _add_round_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     rnd = sub.add_parser("round", help="drive federated rounds and async sessions")
     rnd_actions = rnd.add_subparsers(dest="action", required=True)
     start = rnd_actions.add_parser("start", help="open a round (or, with --async, a session)")
-    _add_client_options(start)
+    add_client_options(start)
     start.add_argument("--wait", action="store_true",
                        help="follow the round to its end (a session: print each version)")
     start.add_argument("--epochs", type=int)
@@ -281,12 +245,12 @@ def _add_round_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                        help="an edge with fewer samples declines the round (too_little_data)")
     start.set_defaults(handler=_round_start)
     stop = rnd_actions.add_parser("stop", help="end the open round or session now")
-    _add_client_options(stop)
+    add_client_options(stop)
     stop.set_defaults(handler=_round_stop)
 
 
 def _add_broker_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`fedstream broker run` and `fedstream pki init|issue`."""
+    """`fedstream broker run`."""
     broker = sub.add_parser("broker", help="run the project's Mosquitto")
     broker_run = broker.add_subparsers(dest="action", required=True).add_parser("run")
     broker_run.add_argument("--host", default="127.0.0.1")
@@ -298,23 +262,6 @@ def _add_broker_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     broker_run.add_argument("--tls-host", default="127.0.0.1", help="TLS listener address")
     broker_run.add_argument("--tls-port", type=int, default=8883, help="TLS listener port")
     broker_run.set_defaults(handler=_broker_run)
-    pki = sub.add_parser("pki", help="the federation's own CA and certificates")
-    pki_actions = pki.add_subparsers(dest="action", required=True)
-    init = pki_actions.add_parser("init", help="make the CA and the broker's certificate "
-                                               "(once; an existing CA is kept)")
-    init.add_argument("--dir", type=Path, required=True, help="where the CA and certs live")
-    init.add_argument("--federation", default="default")
-    init.add_argument("--host", action="append", default=None,
-                      help="a name or address clients reach the broker by (repeatable; "
-                           "default 127.0.0.1 and localhost)")
-    init.set_defaults(handler=_pki_init)
-    issue = pki_actions.add_parser("issue", help="a key and certificate for one identity "
-                                                 "(its name is its MQTT username)")
-    issue.add_argument("name")
-    issue.add_argument("--role", required=True,
-                       choices=["cloud", "edge", "operator", "producer"])
-    issue.add_argument("--dir", type=Path, required=True)
-    issue.set_defaults(handler=_pki_issue)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,18 +271,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="group", required=True)
 
     _add_broker_parsers(sub)
+    add_pki_parser(sub)
 
     for name, handler in (("cloud", _cloud_run), ("edge", _edge_run)):
-        group = sub.add_parser(name, help=f"run the {name} service")
-        run = group.add_subparsers(dest="action", required=True).add_parser("run")
+        group = sub.add_parser(name, help=f"run the {name} service" + (
+            "; enrol or revoke an edge's identity" if name == "edge" else ""))
+        actions = group.add_subparsers(dest="action", required=True)
+        run = actions.add_parser("run")
         run.add_argument("--config", type=Path, required=True, help="TOML config file")
         run.set_defaults(handler=handler)
+        if name == "edge":
+            add_edge_identity_parsers(actions, add_client_options)
 
     _add_round_parser(sub)
     _add_sensors_parser(sub)
+    add_token_parser(sub)
 
     status = sub.add_parser("status", help="edges online, their backend, model, last round")
-    _add_client_options(status)
+    add_client_options(status)
     status.set_defaults(handler=_status)
 
     model = sub.add_parser("model", help="the model registry: versions, lineage, promotion")
@@ -346,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                          ("rollback", "republish an earlier version as a new current one"),
                          ("promote", "serve a candidate the promotion gate rejected")):
         p = model_actions.add_parser(action, help=text)
-        _add_client_options(p)
+        add_client_options(p)
         if action == "list":
             p.set_defaults(version=None)
         else:
@@ -354,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=_model)
 
     pred = sub.add_parser("predict", help="predictions from the served model for a CSV's rows")
-    _add_client_options(pred)
+    add_client_options(pred)
     pred.add_argument("--csv", type=Path, required=True,
                       help="rows of float features (a header line is skipped)")
     pred.add_argument("--batch-rows", type=int, default=256, help="rows per request")

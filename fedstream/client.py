@@ -22,8 +22,11 @@ from fedstream.shared.protocol.data import DataBatch
 from fedstream.shared.protocol.infer import InferReply, InferRequest
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topic, Topics
+from fedstream.shared.security.identity import common_name
 
 R = TypeVar("R", bound=Answer)
+# The reply level of a client on the plain (development) listener, which has no identities.
+ANONYMOUS = "anonymous"
 
 # How long the CLI waits for the broker and for each of the cloud's replies.
 DEFAULT_TIMEOUT_S = 10.0
@@ -75,8 +78,11 @@ class FleetClient:
         self.topics = Topics(address.federation)
         self.model = address.model
         self.timeout_s = address.timeout_s
-        client_id = f"fedstream-cli-{uuid.uuid4().hex[:8]}"
-        self._reply_to = self.topics.reply(client_id)
+        session = uuid.uuid4().hex[:8]
+        client_id = f"fedstream-cli-{session}"
+        tls = address.conn.tls
+        self._reply_to = self.topics.reply(
+            ANONYMOUS if tls is None else common_name(tls.cert), session)
         self._rounds: queue.Queue[Inbound] = queue.Queue()
         self._round_topic = self.topics.round(self.model)
         # Set by a retained round state or model manifest: a cloud has served this federation

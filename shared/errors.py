@@ -73,7 +73,7 @@ class ReasonInfo:
 REASONS: dict[Reason, ReasonInfo] = {
     Reason.BAD_CONFIG: ReasonInfo("a config value is missing or invalid", 10),
     Reason.CONFIG_NOT_FOUND: ReasonInfo("the config file does not exist", 11),
-    Reason.UNKNOWN_NAME: ReasonInfo("no unit is registered under that name", 12),
+    Reason.UNKNOWN_NAME: ReasonInfo("nothing (unit, identity or token) goes by that name", 12),
     Reason.BAD_DATA: ReasonInfo("a data file is unreadable or malformed", 13),
     Reason.NOT_MSGPACK: ReasonInfo("the payload is not msgpack", 30),
     Reason.BAD_FRAME: ReasonInfo("a field is missing or of the wrong type or range", 31),

@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from fedstream.cloud.inference._tally import Tally
+from fedstream.cloud.inference.access import Guard, RateLimitedError
 from fedstream.cloud.inference.batcher import FAILED, MicroBatcher
-from fedstream.shared.errors import ConfigError, FedstreamError, ProtocolError, Reason
+from fedstream.shared.errors import (
+    ConfigError,
+    FedstreamError,
+    ProtocolError,
+    Reason,
+    SecurityError,
+)
 
 log = structlog.get_logger(__name__)
 
 VIA = "http"
 # Bad input is the client's to fix (400); a full queue or no model yet is worth a retry (503).
-_STATUS = {Reason.OVERLOADED: 503, Reason.NO_MODEL: 503, Reason.OVERSIZED: 413}
+_STATUS = {Reason.OVERLOADED: 503, Reason.NO_MODEL: 503, Reason.OVERSIZED: 413,
+           Reason.UNAUTHORISED: 401, Reason.RATE_LIMITED: 429}
+OPEN_PATHS = frozenset({"/healthz"})  # a load balancer's probe carries no token
+_CHECK_FAILED = FedstreamError(Reason.INTERNAL, "the token check failed; see the service log")
 _BYTES_PER_FEATURE = 32  # generous for a JSON number with its separator
 _SHUTDOWN_S = 5.0
 
@@ -71,11 +83,16 @@ class HttpApi:
         tally: Counts served and rejected requests.
         host: Bind address.
         port: Bind port; 0 picks a free one, read it from `port` after `start`.
+        guard: Admits requests to every path but `/healthz` (401, 429 otherwise); None
+            admits all.
+        tls: Serve HTTPS with this context; None serves plain HTTP.
     """
 
-    def __init__(self, *, batcher: MicroBatcher, tally: Tally, host: str, port: int) -> None:
+    def __init__(self, *, batcher: MicroBatcher, tally: Tally, host: str, port: int,
+                 guard: Guard | None = None, tls: ssl.SSLContext | None = None) -> None:
         self._batcher, self._tally = batcher, tally
         self._host, self._port = host, port
+        self._guard, self._tls = guard, tls
         # Room for the largest request the batcher takes, and never below aiohttp's 1 MiB.
         self._max_body = max(1 << 20, batcher.params.max_rows * batcher.params.cols
                              * _BYTES_PER_FEATURE)
@@ -124,7 +141,8 @@ class HttpApi:
             loop.close()
 
     async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
-        app = web.Application(client_max_size=self._max_body)
+        middlewares = [] if self._guard is None else [self._admit]
+        app = web.Application(client_max_size=self._max_body, middlewares=middlewares)
         app.add_routes([web.post("/v1/predict", self._predict),
                         web.get("/v1/model", self._model),
                         web.get("/healthz", self._health)])
@@ -132,7 +150,7 @@ class HttpApi:
         await runner.setup()
         try:
             try:
-                await web.TCPSite(runner, self._host, self._port).start()
+                await web.TCPSite(runner, self._host, self._port, ssl_context=self._tls).start()
             except OSError as err:
                 self._failure = ConfigError(Reason.BAD_CONFIG,
                                             f"http {self._host}:{self._port}: {err}")
@@ -146,7 +164,27 @@ class HttpApi:
         finally:
             self._ready.set()
             await runner.cleanup()
+            if self._guard is not None:
+                self._guard.close()
             log.info("http_stopped", port=self._port)
+
+    @web.middleware
+    async def _admit(self, request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                     ) -> web.StreamResponse:
+        assert self._guard is not None  # the middleware is installed only with a guard
+        if request.path not in OPEN_PATHS:
+            try:
+                self._guard.admit(request.headers.get(hdrs.AUTHORIZATION), path=request.path,
+                                  peer=request.remote or "?")
+            except SecurityError as err:  # the guard flood-logs these itself
+                self._tally.rejected(VIA, str(err.reason))
+                return _refusal(err)
+            except FedstreamError as err:  # the token file failed: refuse, keep its path here
+                self._tally.rejected(VIA, str(err.reason))
+                log.error("infer_rejected", via=VIA, reason=str(err.reason), detail=err.detail)
+                return _refusal(_CHECK_FAILED)
+        return await handler(request)
 
     async def _predict(self, request: web.Request) -> web.Response:
         try:
@@ -185,6 +223,8 @@ class HttpApi:
 
 def _refusal(err: FedstreamError) -> web.Response:
     status = _STATUS.get(err.reason, 400 if isinstance(err, ProtocolError) else 500)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = ({"Retry-After": str(err.retry_after_s)} if isinstance(err, RateLimitedError)
+               else {"Retry-After": "1"} if status == 503
+               else {"WWW-Authenticate": 'Bearer realm="fedstream"'} if status == 401 else None)
     return web.json_response({"ok": False, "reason": str(err.reason), "detail": err.detail},
                              status=status, headers=headers)

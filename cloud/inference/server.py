@@ -13,10 +13,14 @@ import torch
 
 from fedstream.cloud.config import InferenceConfig
 from fedstream.cloud.inference._tally import Tally
+from fedstream.cloud.inference.access import Guard, server_tls
 from fedstream.cloud.inference.batcher import BatcherParams, MicroBatcher
 from fedstream.cloud.inference.http_api import HttpApi
 from fedstream.cloud.inference.mqtt_api import MqttApi
+from fedstream.cloud.inference.rate import RateLimiter, RateParams
 from fedstream.cloud.inference.serving import EvalSet, ModelPreparer, ServedModel
+from fedstream.cloud.inference.tokens import TokenStore
+from fedstream.shared.errors import ConfigError, Reason
 from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.topics import Topics
@@ -35,13 +39,17 @@ class InferenceServer:
         conn: The broker the MQTT door connects to (its own connection).
         evaluation: Labelled (features, labels) rows that decide whether bf16 is accurate
             enough under precision "auto"; None serves fp32 there.
+        tokens: The bearer tokens HTTP requests must carry under `auth = "token"`
+            (`TokenStore.open(data_dir)`); not used under "none".
 
     Raises:
-        ConfigError: a bad precision, backend or bound, or evaluation rows of the wrong width.
+        ConfigError: a bad precision, backend or bound, evaluation rows of the wrong width,
+            `auth = "token"` without `tokens`, or TLS files that cannot be loaded.
     """
 
     def __init__(self, *, cfg: InferenceConfig, arch: Architecture, topics: Topics,
-                 model: str, conn: Connection, evaluation: EvalSet | None = None) -> None:
+                 model: str, conn: Connection, evaluation: EvalSet | None = None,
+                 tokens: TokenStore | None = None) -> None:
         self.preparer = ModelPreparer(arch=arch, backend=cfg.backend,
                                       precision=cfg.precision, evaluation=evaluation,
                                       timing_rows=cfg.max_batch)
@@ -50,7 +58,9 @@ class InferenceServer:
             max_rows=cfg.max_rows, max_queue=cfg.max_queue))
         self.tally = Tally()
         self.http = HttpApi(batcher=self.batcher, tally=self.tally, host=cfg.http_host,
-                            port=cfg.http_port)
+                            port=cfg.http_port, guard=_guard(cfg, tokens),
+                            tls=None if cfg.tls_cert is None or cfg.tls_key is None
+                            else server_tls(cfg.tls_cert, cfg.tls_key))
         self.mqtt = MqttApi(batcher=self.batcher, tally=self.tally, topics=topics, model=model,
                             conn=conn)
         self._swap_lock = threading.Lock()
@@ -117,3 +127,12 @@ class InferenceServer:
     def __exit__(self, _type: type[BaseException] | None, _value: BaseException | None,
                  _tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _guard(cfg: InferenceConfig, tokens: TokenStore | None) -> Guard | None:
+    if cfg.auth == "none":
+        return None
+    if tokens is None:  # fail closed: a token config never serves without its tokens
+        raise ConfigError(Reason.BAD_CONFIG, 'inference.auth = "token" needs the token store')
+    return Guard(check=tokens.check,
+                 limiter=RateLimiter(RateParams(rate_per_s=cfg.rate_per_s, burst=cfg.burst)))

@@ -41,3 +41,26 @@ class Batch:
     def failed_in_order(self) -> bool:
         """True once a refused item has no unconfirmed item before it."""
         return bool(self.failures) and min(self.failures)[0] < self.head
+
+    def wait(self, lock: threading.Lock, limit: int, timeout_s: float) -> bool:
+        """Wait until at most `limit` items are unconfirmed (True). False, to give up, once an
+        item was refused with all before it confirmed, or the oldest unconfirmed item has
+        waited `timeout_s`: where waiting on each PUBACK in turn would raise. `lock` is the
+        client's, which the network thread holds while it settles PUBACKs.
+
+        One wake-up per wait, not per PUBACK: a thread woken per message would compete with
+        the network thread for the GIL while chunks stream.
+        """
+        started = time.monotonic()
+        while True:
+            with lock:
+                if self.failed_in_order():
+                    return False
+                if len(self.pending) <= limit:
+                    return True
+                self.limit = limit
+                self.room.clear()
+                left = max(started, self.since) + timeout_s - time.monotonic()
+            if left <= 0:
+                return False
+            self.room.wait(left)

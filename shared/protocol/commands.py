@@ -23,6 +23,7 @@ from fedstream.shared.protocol._fields import (
     req_scalars,
 )
 from fedstream.shared.protocol.control import EdgeStatus, ModelInfo, RoundMode, RoundState
+from fedstream.shared.protocol.enrolment import EdgeEnrol, EdgeRevoke
 
 T = TypeVar("T")
 MAX_EDGES = 1 << 16
@@ -172,9 +173,10 @@ class ModelPromote(_VersionArg):
     version: int
 
 
-Command = RoundStart | RoundStop | StatusQuery | ModelList | ModelRollback | ModelPromote
+Command = (RoundStart | RoundStop | StatusQuery | ModelList | ModelRollback | ModelPromote
+           | EdgeEnrol | EdgeRevoke)
 COMMANDS: tuple[type[Command], ...] = (RoundStart, RoundStop, StatusQuery, ModelList,
-                                       ModelRollback, ModelPromote)
+                                       ModelRollback, ModelPromote, EdgeEnrol, EdgeRevoke)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

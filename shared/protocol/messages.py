@@ -183,25 +183,50 @@ def _remember_header(header: BlobHeader, raw_spec: list[Any]) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpdateMeta:
-    """Who trained an update, on what, and how much data it represents."""
+    """Who trained an update, on what, and how much data it represents.
+
+    A signed update carries the edge's sequence number and its Ed25519 signature over
+    `statements.update_statement` (both absent from an unsigned one's frames).
+    """
 
     edge_id: str
     round_id: str
     base_version: int
     samples: int
     loss: float
+    seq: int = 0
+    sig: bytes = b""
 
     def to_wire(self) -> Wire:
         """Short stable keys."""
-        return {"edge": self.edge_id, "round": self.round_id, "base": self.base_version,
-                "ns": self.samples, "loss": self.loss}
+        d: Wire = {"edge": self.edge_id, "round": self.round_id, "base": self.base_version,
+                   "ns": self.samples, "loss": self.loss}
+        if self.sig:
+            d["seq"], d["sig"] = self.seq, self.sig
+        return d
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
         """Parse and range-check."""
         return cls(edge_id=req(d, "edge", str), round_id=req(d, "round", str),
                    base_version=req_range(d, "base", 0, 1 << 53),
-                   samples=req_range(d, "ns", 1, 1 << 40), loss=req_float(d, "loss"))
+                   samples=req_range(d, "ns", 1, 1 << 40), loss=req_float(d, "loss"),
+                   seq=req_range(d, "seq", 1, 1 << 62) if "seq" in d else 0,
+                   sig=signature_of(d))
+
+
+SIGNATURE_BYTES = 64  # Ed25519
+
+
+def signature_of(d: Mapping[str, Any]) -> bytes:
+    """The optional `"sig"` field: an Ed25519 signature, or b"" when absent."""
+    if "sig" not in d:
+        return b""
+    sig: bytes = req(d, "sig", bytes)
+    if len(sig) != SIGNATURE_BYTES:
+        raise ProtocolError(Reason.BAD_FRAME, f"signature of {len(sig)} bytes, expected "
+                                              f"{SIGNATURE_BYTES}")
+    return sig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -281,12 +306,17 @@ class Manifest:
     header: BlobHeader
     arch: Architecture
     metrics: Mapping[str, Scalar] = field(default_factory=dict)
+    # The cloud's Ed25519 signature over `statements.manifest_statement` (b"": unsigned).
+    sig: bytes = b""
 
     def to_wire(self) -> Wire:
         """Short stable keys."""
-        return {"model": self.model, "ver": self.version, "parent": self.parent,
-                "hdr": self.header.to_wire(), "arch": self.arch.to_wire(),
-                "metrics": dict(self.metrics)}
+        d: Wire = {"model": self.model, "ver": self.version, "parent": self.parent,
+                   "hdr": self.header.to_wire(), "arch": self.arch.to_wire(),
+                   "metrics": dict(self.metrics)}
+        if self.sig:
+            d["sig"] = self.sig
+        return d
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
@@ -301,4 +331,4 @@ class Manifest:
             arch = Architecture.from_wire(req_map(d, "arch"))
         return cls(model=req(d, "model", str), version=req_range(d, "ver", 0, 1 << 53),
                    parent=opt_int(d, "parent"), header=BlobHeader.from_wire(req_map(d, "hdr")),
-                   arch=arch, metrics=req_scalars(d, "metrics"))
+                   arch=arch, metrics=req_scalars(d, "metrics"), sig=signature_of(d))

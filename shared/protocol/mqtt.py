@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -135,13 +134,17 @@ class MqttClient:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._expiry if self._persistent else 0
         retrying = tenacity.retry(
-            retry=tenacity.retry_if_exception(_sockets.worth_retrying),
+            retry=tenacity.retry_if_exception(
+                lambda err: _sockets.worth_retrying(err) and not self._connack.done()),
             wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1),
             stop=tenacity.stop_after_delay(timeout_s),
             reraise=True,
             before_sleep=lambda rs: log.info("retry_scheduled", op="connect",
                                              attempt=rs.attempt_number, port=self.conn.port),
         )
+        # Set by the first CONNACK after this call, accepted or not (see _on_connect), or by a
+        # TLS connection closed before any (see _on_disconnect), which may come during connect.
+        self._connack: Future[ReasonCode] = Future()
         try:
             retrying(self._client.connect)(conn.host, conn.port, keepalive=conn.keepalive_s,
                                            clean_start=not self._persistent, properties=props)
@@ -151,10 +154,10 @@ class MqttClient:
         except ssl.SSLError as err:  # the broker's certificate, or ours, is refused
             raise TransportError(Reason.BROKER_REFUSED, f"{conn}: TLS: {err}") from err
         except _sockets.TRANSIENT as err:
+            if self._connack.done():
+                self._connack.result()  # the refusal _on_disconnect recorded
             raise TransportError(Reason.BROKER_UNREACHABLE,
                                  f"{conn}: {err}") from err
-        # Set by the first CONNACK after this call, accepted or not (see _on_connect).
-        self._connack: Future[ReasonCode] = Future()
         self._client.loop_start()
         try:
             code = self._connack.result(timeout_s)
@@ -162,6 +165,9 @@ class MqttClient:
             self._client.loop_stop()
             raise TransportError(Reason.BROKER_UNREACHABLE,
                                  f"no CONNACK from {conn}") from err
+        except TransportError:  # closed before any CONNACK (see _on_disconnect)
+            self._client.loop_stop()
+            raise
         if code.is_failure:
             # paho would reconnect with the same refused credentials every few seconds.
             self._client.loop_stop()
@@ -233,13 +239,13 @@ class MqttClient:
             going = True
             for seq, (topic, payload) in enumerate(items):
                 if ahead is not None and len(batch.pending) >= ahead:
-                    going = self._await(batch, ahead - refill, timeout_s)
+                    going = batch.wait(self._lock, ahead - refill, timeout_s)
                     if not going:
                         break
                 self._send(topic, payload, retain=retain, properties=properties, batch=batch,
                            seq=seq)
             if going:
-                self._await(batch, 0, timeout_s)
+                batch.wait(self._lock, 0, timeout_s)
             with self._lock:
                 failed = min(batch.failures, default=None)
                 waiting = min(batch.pending.values(), default=None)
@@ -294,28 +300,6 @@ class MqttClient:
             props.CorrelationData = to.correlation
         self.publish_many([(Topic(to.response_topic), payload)], properties=props,
                           timeout_s=timeout_s)
-
-    def _await(self, batch: Batch, limit: int, timeout_s: float) -> bool:
-        """Wait until at most `limit` of `batch` are unconfirmed (True). False, to give up,
-        once an item was refused with all before it confirmed, or the oldest unconfirmed item
-        has waited `timeout_s`: where waiting on each PUBACK in turn would raise.
-
-        One wake-up per wait, not per PUBACK: a thread woken per message would compete with
-        the network thread for the GIL while chunks stream.
-        """
-        started = time.monotonic()
-        while True:
-            with self._lock:
-                if batch.failed_in_order():
-                    return False
-                if len(batch.pending) <= limit:
-                    return True
-                batch.limit = limit
-                batch.room.clear()
-                left = max(started, batch.since) + timeout_s - time.monotonic()
-            if left <= 0:
-                return False
-            batch.room.wait(left)
 
     def _send(self, topic: Topic, payload: bytes, *, retain: bool,
               properties: Properties | None, batch: Batch, seq: int) -> None:
@@ -372,6 +356,12 @@ class MqttClient:
         self._connected.clear()
         if code.is_failure:
             log.warning("broker_disconnected", client_id=self.client_id, reason=str(code))
+        if self.conn.tls is not None and not self._connack.done():
+            # Under TLS 1.3 a broker refusing our certificate (revoked: on its CRL) closes
+            # the connection after the handshake, before any CONNACK.
+            self._connack.set_exception(TransportError(
+                Reason.BROKER_REFUSED, f"{self.conn}: closed before CONNACK (a revoked or "
+                                       "refused client certificate)"))
 
     def _on_publish(self, _c: paho.Client, _u: object, mid: int, code: ReasonCode,
                     _p: object) -> None:

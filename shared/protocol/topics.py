@@ -112,9 +112,11 @@ class Topics:
         """Filter for every command."""
         return Topic(f"{self.prefix}/cmd/+")
 
-    def reply(self, client_id: str) -> Topic:
-        """Response topic private to one requesting client."""
-        return Topic(f"{self.prefix}/reply/{client_id}")
+    def reply(self, identity: str, session: str) -> Topic:
+        """Response topic private to one requesting client: under its identity (the MQTT
+        username its certificate names, which the ACL lets read `reply/<identity>/#`), one
+        level per session."""
+        return Topic(f"{self.prefix}/reply/{identity}/{session}")
 
     def last_but(self, topic: str, back: int) -> str:
         """The segment `back` places before the end: 0 is the update's edge id or the

@@ -118,3 +118,23 @@ def unpack_frames(buf: bytes) -> list[bytes]:
     if not isinstance(frames, list) or not all(isinstance(f, bytes) for f in frames):
         raise ProtocolError(Reason.BAD_FRAME, "not a list of frames")
     return frames
+
+
+def canonical(value: Any) -> bytes:
+    """One byte string per value, whatever order its maps were built in: what a signature
+    covers (`shared/protocol/statements.py`). Maps are written with sorted keys, at every
+    depth; tuples as arrays.
+
+    Raises:
+        TypeError: for a value msgpack cannot encode.
+    """
+    packed: bytes = msgpack.packb(_sorted(value), use_bin_type=True)
+    return packed
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_sorted(v) for v in value]
+    return value

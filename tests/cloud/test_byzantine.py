@@ -60,7 +60,7 @@ def _federate(data_dir: Path, *, byzantine: int, defences: dict[str, float]) -> 
             store.journal.record_update(row)
             coord.on_update(row, now=float(r) + 0.5)
     accuracy = float(coord.current.metrics["accuracy"])
-    store.journal.close()
+    store.close()
     return accuracy
 
 

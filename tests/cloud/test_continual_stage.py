@@ -39,7 +39,7 @@ def intake(tmp_path: Path) -> Iterator[DataIntake]:
     yield opened
     opened.windows.close()
     opened.replay.close()
-    store.journal.close()
+    store.close()
 
 
 def _stage(intake: DataIntake, **finetune: object) -> ContinualStage:

@@ -294,7 +294,7 @@ def test_restarted_cloud_keeps_pending_updates_and_publishes_on_the_kth(tmp_path
     session = first.coord.start_round(now=0.0, request=RoundStart(mode=RoundMode.ASYNC, buffer=3))
     first.coord.on_update(first.update("a", 1.0, 1), now=1.0)
     first.coord.on_update(first.update("b", 4.0, 1), now=2.0)
-    first.store.journal.close()
+    first.store.close()
 
     # Execute
     again = Harness(tmp_path)
@@ -328,7 +328,7 @@ def test_restart_after_a_version_was_saved_but_not_announced_moves_the_session_o
     first.coord.on_update(first.update("b", 3.0, 1), now=2.0)
     assert before_version is not None
     first.store.journal.save_round(before_version)  # as if the cloud died right there
-    first.store.journal.close()
+    first.store.close()
 
     # Execute
     again = Harness(tmp_path)
@@ -461,7 +461,7 @@ def test_restart_counts_the_verdicts_the_saved_round_had_not_counted_yet(
     h.online("a", "b")
     h.coord.start_round(now=0.0)
     h.update("a", 1.0, 1)  # the verdict is recorded; the crash comes before on_update
-    h.store.journal.close()
+    h.store.close()
 
     # Execute
     again = Harness(tmp_path)

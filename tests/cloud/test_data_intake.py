@@ -94,7 +94,7 @@ def test_data_directory_is_loaded_once_across_restarts(tmp_path: Path) -> None:
 
     # Execute
     _, store = _intake(tmp_path, data_dir=files)
-    store.journal.close()
+    store.close()
     again, _ = _intake(tmp_path, data_dir=files)
 
     # Assert

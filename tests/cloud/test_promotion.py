@@ -77,7 +77,7 @@ class Cloud:
     def close(self) -> None:
         self.data.windows.close()
         self.data.replay.close()
-        self.store.journal.close()
+        self.store.close()
 
     def add_windows(self, *names: str) -> None:
         """One evaluation window per name, each a disjoint slice of the digits test split."""

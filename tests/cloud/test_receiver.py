@@ -72,12 +72,12 @@ def cloud(tmp_path: Path) -> Iterator[Callable[..., Cloud]]:
 
     def build(**cfg: object) -> Cloud:
         if opened:
-            opened[-1].store.journal.close()
+            opened[-1].store.close()
         opened.append(Cloud(tmp_path, **cfg))
         return opened[-1]
 
     yield build
-    opened[-1].store.journal.close()
+    opened[-1].store.close()
 
 
 def _update(edge: str, round_id: str, *, corrupt: int | None = None,

@@ -132,7 +132,7 @@ class ReceiverMachine(RuleBasedStateMachine):
         self.coord.recover(self.now)
 
     def teardown(self) -> None:
-        self.store.journal.close()
+        self.store.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _frame(self, sent: Sent, payload: bytes) -> None:
@@ -206,7 +206,7 @@ class ReceiverMachine(RuleBasedStateMachine):
 
     @rule()
     def restart(self) -> None:
-        self.store.journal.close()
+        self.store.close()
         self._open()
 
     @rule(mode=st.sampled_from([RoundMode.SYNC, RoundMode.ASYNC]))

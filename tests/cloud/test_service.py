@@ -53,7 +53,7 @@ def service(broker: Mosquitto, federation: str, tmp_path: Path) -> Iterator[Clou
         yield built
     finally:
         built.mqtt.close()
-        built.store.journal.close()
+        built.store.close()
 
 
 

@@ -70,7 +70,7 @@ class Fleet:
         self.address = FleetAddress.local(host=broker.host, port=broker.port,
                                           federation=federation, model=MODEL, timeout_s=30.0)
         self.topics = Topics(federation)
-        self.reply_to = self.topics.reply(f"{federation}-test")
+        self.reply_to = self.topics.reply("anonymous", f"{federation}-test")
         self.client = MqttClient(client_id=f"{federation}-test", conn=self.address.conn,
                                  on_message=lambda _m: None,
                                  subscriptions=(self.reply_to,))

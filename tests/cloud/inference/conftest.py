@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -10,11 +11,14 @@ import pytest
 import torch
 
 from fedstream.cloud.inference import ModelPreparer, ServedModel
+from fedstream.cloud.inference.batcher import MicroBatcher
+from fedstream.cloud.inference.http_api import HttpApi
 from fedstream.shared.learning.model import tensors_of
 from fedstream.shared.learning.models import build_model
 from fedstream.shared.protocol.arch import Architecture
 
 ARCH = Architecture.mlp((8, 16, 4))
+S = TypeVar("S", bound="Started")
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +58,29 @@ def preparer_for() -> Callable[[Architecture], ServedModel]:
     """Version 9 of a seeded model of another architecture."""
     return lambda arch: ModelPreparer(arch=arch, precision="fp32").prepare(
         9, tensors_of(build_model(arch, seed=0)))
+
+
+class Started(Protocol):
+    """What `started` stops: a batcher and the API in front of it."""
+
+    @property
+    def batcher(self) -> MicroBatcher: ...
+
+    @property
+    def api(self) -> HttpApi: ...
+
+
+@pytest.fixture
+def started() -> Iterator[Callable[[S], S]]:
+    """Registers started batcher + API pairs; stops each after the test."""
+    made: list[Started] = []
+
+    def keep(pair: S) -> S:
+        made.append(pair)
+        return pair
+
+    yield keep
+    for pair in made:
+        pair.batcher.stop()
+        pair.api.stop()
+

@@ -6,7 +6,7 @@ import contextlib
 import http.client
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,22 +47,16 @@ class _Door:
 
 
 @pytest.fixture
-def door() -> Iterator[Callable[..., _Door]]:
-    """Starts batcher + HTTP API pairs (port 0) and stops them after the test."""
-    made: list[_Door] = []
-
+def door(started: Callable[[_Door], _Door]) -> Callable[..., _Door]:
+    """Starts batcher + HTTP API pairs (port 0), stopped after the test."""
     def make(start_batcher: bool = True, **bounds: int) -> _Door:
-        d = _Door(**bounds)
+        d = started(_Door(**bounds))
         if start_batcher:
             d.batcher.start()
         d.api.start()
-        made.append(d)
         return d
 
-    yield make
-    for d in made:
-        d.batcher.stop()
-        d.api.stop()
+    return make
 
 
 def test_predict_answers_with_version_classes_and_scores(

@@ -38,7 +38,7 @@ class _Setup:
         conn = Connection(host=broker.host, port=broker.port)
         self.api = MqttApi(batcher=self.batcher, tally=self.tally, topics=self.topics,
                            model=MODEL, conn=conn)
-        self.reply_to = self.topics.reply(f"{federation}-client")
+        self.reply_to = self.topics.reply("anonymous", f"{federation}-client")
         self.client = MqttClient(client_id=f"{federation}-client", conn=conn,
                                  subscriptions=(self.reply_to,))
 

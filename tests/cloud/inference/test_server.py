@@ -86,7 +86,7 @@ class _Progress:
 def _mqtt_load(server: InferenceServer, broker: Mosquitto, federation: str,
                inputs: np.ndarray, progress: _Progress) -> None:
     topics = Topics(federation)
-    reply_to = topics.reply(f"{federation}-load")
+    reply_to = topics.reply("anonymous", f"{federation}-load")
     client = MqttClient(client_id=f"{federation}-load",
                         conn=Connection(host=broker.host, port=broker.port),
                         subscriptions=(reply_to,))

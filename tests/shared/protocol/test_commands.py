@@ -107,7 +107,7 @@ def test_every_command_has_its_own_kind_and_verb_topic() -> None:
     assert all(wire.KINDS[cls.KIND] is cls for cls in (*COMMANDS, *ANSWERS))
     assert paths == [f"fedstream/v1/lab/cmd/{v}" for v in (
         "round_start", "round_stop", "status", "model_list", "model_rollback",
-        "model_promote")]
+        "model_promote", "edge_enrol", "edge_revoke")]
 
 
 def test_round_start_sends_only_what_the_operator_gave() -> None:

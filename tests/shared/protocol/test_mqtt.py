@@ -93,7 +93,7 @@ def test_request_gets_the_matching_reply(broker: Mosquitto, federation: str) -> 
 
     thread = threading.Thread(target=serve)
     thread.start()
-    reply_to = topics.reply("cli1")
+    reply_to = topics.reply("anonymous", "cli1")
     client = _client(broker, f"{federation}-cli", subs=(reply_to,))
 
     # Execute
@@ -111,7 +111,7 @@ def test_request_without_a_server_is_no_reply(broker: Mosquitto, federation: str
     """Nobody answering a request is a TransportError with reason no_reply."""
     # Prepare
     topics = Topics(federation)
-    reply_to = topics.reply("cli2")
+    reply_to = topics.reply("anonymous", "cli2")
     client = _client(broker, f"{federation}-lonely", subs=(reply_to,))
 
     # Execute

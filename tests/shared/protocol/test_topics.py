@@ -25,7 +25,7 @@ _LAB = Topics("lab")
         (lambda t: t.status_all(), "fedstream/v1/lab/edge/+/status"),
         (lambda t: t.command("round_start"), "fedstream/v1/lab/cmd/round_start"),
         (lambda t: t.command_all(), "fedstream/v1/lab/cmd/+"),
-        (lambda t: t.reply("cli-42"), "fedstream/v1/lab/reply/cli-42"),
+        (lambda t: t.reply("ops", "42"), "fedstream/v1/lab/reply/ops/42"),
         (lambda t: t.infer("mlp"), "fedstream/v1/lab/infer/mlp"),
     ],
     ids=["manifest", "model_chunk", "model_all", "round", "update", "update_all", "status",

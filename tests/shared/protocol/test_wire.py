@@ -38,6 +38,7 @@ from fedstream.shared.protocol.control import (
     VersionStatus,
 )
 from fedstream.shared.protocol.data import DataBatch
+from fedstream.shared.protocol.enrolment import EdgeEnrol, EdgeRevoke
 from fedstream.shared.protocol.infer import InferReply, InferRequest
 from fedstream.shared.protocol.messages import (
     BlobHeader,
@@ -69,14 +70,15 @@ _INFO = ModelInfo(version=4, parent=3, round_id="r4", lineage={"metrics.accuracy
 EXAMPLES: dict[str, wire.Message] = {
     "update": UpdateChunk(
         header=_HEADER,
-        meta=UpdateMeta(edge_id="e1", round_id="r1", base_version=3, samples=120, loss=0.25),
+        meta=UpdateMeta(edge_id="e1", round_id="r1", base_version=3, samples=120, loss=0.25,
+                        seq=7, sig=bytes(range(64))),
         index=1, data=_BLOB[8:]),
     "model": ModelChunk(header=_HEADER, model="mlp", version=3, index=0, data=_BLOB[:8]),
     "manifest": Manifest(model="mlp", version=3, parent=2, header=_HEADER,
                          arch=Architecture(family="cnn1d", input_shape=(2, 2),
                                            task=TaskKind.CLASSIFICATION, outputs=10,
                                            params={"channels": (8, 8), "kernel": 3}),
-                         metrics={"accuracy": 0.9}),
+                         metrics={"accuracy": 0.9}, sig=bytes(64)),
     "round": _ROUND,
     "status": _STATUS,
     "round_start": RoundStart(epochs=2, lr=0.1, momentum=0.5, batch_size=16, deadline_s=30.0,
@@ -88,6 +90,8 @@ EXAMPLES: dict[str, wire.Message] = {
     "model_list": ModelList(),
     "model_rollback": ModelRollback(version=2),
     "model_promote": ModelPromote(version=4),
+    "edge_enrol": EdgeEnrol(edge="e1", key=bytes(range(32))),
+    "edge_revoke": EdgeRevoke(edge="e1"),
     "receipt": Receipt(update_id="u1", round_id="r1", status="rejected", reason="stale_round",
                        detail="round r0 is closed"),
     "reply": Reply(ok=False, reason="no_edges", detail="no edge is online"),
