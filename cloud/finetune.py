@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 import torch
@@ -17,18 +18,14 @@ from torch import nn
 
 from fedstream.cloud.config import FinetuneConfig
 from fedstream.cloud.replay import Arrays, check_batch
-from fedstream.shared.learning.backends import Backend, select_backend
+from fedstream.shared.learning.backends import Backend
+from fedstream.shared.learning.backends.autotune import AutoTuner, TuneParams
+from fedstream.shared.learning.backends.choice_cache import CACHE_FILE, ChoiceCache
 from fedstream.shared.learning.isa import bf16_isa, onednn_isa
 from fedstream.shared.learning.model import load_tensors, tensors_of
 from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.tasks import Task, task_for
-from fedstream.shared.learning.training import (
-    Batch,
-    Penalty,
-    prepare_sgd,
-    probe_batch,
-    train_steps,
-)
+from fedstream.shared.learning.training import Batch, Penalty, prepare_sgd, train_steps
 from fedstream.shared.protocol.arch import Architecture, TaskKind
 
 log = structlog.get_logger(__name__)
@@ -240,43 +237,86 @@ def trained_layout(arch: Architecture, tensors: Sequence[torch.Tensor],
     return [p.detach().to(torch.float32) for p in model.parameters()]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Chosen:
+    """The fine-tuner's backend once its tuning is done, and what it runs on."""
+
+    backend: Backend
+    reason: str
+    isa: str
+    onednn: dict[str, str]
+
+
 class FineTuner:
     """Fine-tunes aggregates on the cloud's own data; built once per cloud service.
 
-    Construction picks the backend and precision once: "auto" precision times bf16 against
-    fp32 on the cloud model at the configured batch size. oneDNN is asked which bf16 kernel
-    it runs only when training in bf16, where that kernel (AMX tiles, AVX-512 bf16 or a
-    fallback) decides the speed; the answer costs a child process of 2-3 s. The child runs
-    stock torch's oneDNN (IPEX bundles its own build, which picks from the same CPU flags).
+    Construction starts choosing the backend and precision (`AutoTuner`): every usable
+    backend x precision is measured on the cloud model at the configured batch size, in child
+    processes and off the caller's thread, unless the choice is cached in `data_dir`. The
+    first `run` (or `backend`) waits for it; with the cache that is at once. oneDNN is asked
+    which bf16 kernel it runs only when training in bf16, where that kernel (AMX tiles,
+    AVX-512 bf16 or a fallback) decides the speed; the answer costs a child process of 2-3 s.
+    The child runs stock torch's oneDNN (IPEX bundles its own build, which picks from the
+    same CPU flags).
 
     Args:
         arch: The model's architecture (a classification model: the cloud's data is labelled).
         params: The `continual.finetune` config section.
-        seed: Seeds the probe model and inputs that backends are timed on.
+        seed: Seeds the model and inputs that backends are measured on.
         probe_onednn: Ask oneDNN for its ISA in fp32 too.
+        data_dir: The service's data directory, where the choice is cached
+            (`backend-choice.json`); None measures every time.
 
     Raises:
-        ConfigError: BACKEND_UNAVAILABLE, UNKNOWN_NAME or BAD_CONFIG from `select_backend`.
+        ConfigError: BACKEND_UNAVAILABLE, UNKNOWN_NAME or BAD_CONFIG for the backend and
+            precision the params name.
     """
 
     def __init__(self, arch: Architecture, params: FinetuneConfig, seed: int, *,
-                 probe_onednn: bool = False) -> None:
+                 probe_onednn: bool = False, data_dir: Path | None = None) -> None:
         self.arch, self.params = arch, params
-        choice = select_backend(preference=params.backend, precision=params.precision,
-                                probe=lambda: probe_batch(arch, params.batch_size, seed))
-        self.backend: Backend = choice.backend
-        self.reason = choice.reason
-        cpu_bf16 = bf16_isa(choice.cpu)
-        self.isa = cpu_bf16 if self.backend.precision == "bf16" else "none"
-        self.onednn: dict[str, str]
-        if probe_onednn or self.backend.precision == "bf16":
-            self.onednn = onednn_isa()
-        else:
-            self.onednn = {"isa": "not_probed", "bf16_impl": "not_probed"}
-        log.info("finetune_backend_selected", backend=self.backend.name,
-                 precision=self.backend.precision, isa=self.isa, cpu_bf16=cpu_bf16,
-                 onednn_isa=self.onednn["isa"], onednn_impl=self._onednn_impl(),
-                 reason=self.reason)
+        self._probe_onednn = probe_onednn
+        tuner = AutoTuner(cache=None if data_dir is None else ChoiceCache(data_dir / CACHE_FILE),
+                          params=TuneParams(preference=params.backend,
+                                            precision=params.precision, seed=seed))
+        self._tuning = tuner.start(arch, params.batch_size)
+        self._chosen: _Chosen | None = None
+
+    @property
+    def backend(self) -> Backend:
+        """The backend fine-tuning trains with (waits for the tuning)."""
+        return self._choose().backend
+
+    @property
+    def reason(self) -> str:
+        """Why that backend and precision."""
+        return self._choose().reason
+
+    @property
+    def isa(self) -> str:
+        """The bf16 instruction set the CPU flags offer when training in bf16, else "none"."""
+        return self._choose().isa
+
+    @property
+    def onednn(self) -> dict[str, str]:
+        """oneDNN's own ISA line and bf16 kernels, or "not_probed"."""
+        return self._choose().onednn
+
+    def _choose(self) -> _Chosen:
+        if self._chosen is None:
+            choice = self._tuning.result()
+            backend = choice.backend
+            cpu_bf16 = bf16_isa(choice.cpu)
+            onednn = (onednn_isa() if self._probe_onednn or backend.precision == "bf16"
+                      else {"isa": "not_probed", "bf16_impl": "not_probed"})
+            self._chosen = _Chosen(backend=backend, reason=choice.reason,
+                                   isa=cpu_bf16 if backend.precision == "bf16" else "none",
+                                   onednn=onednn)
+            log.info("finetune_backend_selected", backend=backend.name,
+                     precision=backend.precision, isa=self._chosen.isa, cpu_bf16=cpu_bf16,
+                     onednn_isa=onednn["isa"], onednn_impl=onednn.get("bf16_impl", "unknown"),
+                     reason=choice.reason)
+        return self._chosen
 
     def run(self, start: Sequence[torch.Tensor], fresh: Arrays, replay: Arrays,
             seed: int) -> FinetuneResult:

@@ -189,6 +189,11 @@ class Journal:
         rows = self._read("SELECT state FROM rounds ORDER BY seq DESC LIMIT 1")
         return wire.expect(rows[0][0], RoundState) if rows else None
 
+    def rounds(self, limit: int) -> list[RoundState]:
+        """The `limit` most recently opened rounds, newest first, each in its saved state."""
+        rows = self._read("SELECT state FROM rounds ORDER BY seq DESC LIMIT ?", (limit,))
+        return [wire.expect(state, RoundState) for (state,) in rows]
+
     # -- versions --------------------------------------------------------------------------
     def add_version(self, row: VersionRow, *, applied: Sequence[str] = (),
                     evals: Mapping[str, float] | None = None) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import structlog
 
 from fedstream.cloud.inference import InferenceServer
+from fedstream.cloud.metrics import CloudMetrics
 from fedstream.cloud.publisher import ModelPublisher
 from fedstream.cloud.versions import ModelVersion
 from fedstream.shared.errors import TransportError
@@ -30,9 +33,10 @@ class Outlet:
     """
 
     def __init__(self, *, mqtt: MqttClient, topics: Topics, model: str,
-                 publisher: ModelPublisher, inference: InferenceServer | None) -> None:
+                 publisher: ModelPublisher, inference: InferenceServer | None,
+                 metrics: CloudMetrics | None = None) -> None:
         self.mqtt, self.topics, self.model = mqtt, topics, model
-        self.publisher, self.inference = publisher, inference
+        self.publisher, self.inference, self.metrics = publisher, inference, metrics
         # The version last published in full (None until one is): a recovery republishes
         # the model only if the served one is not it.
         self.announced: int | None = None
@@ -47,6 +51,8 @@ class Outlet:
         sent = self.publisher.publish(version=version.version, parent=version.parent,
                                       tensors=version.tensors, metrics=dict(version.metrics))
         self.announced = version.version
+        if self.metrics is not None:
+            self.metrics.model_published(sent)
         if self.inference is not None:
             # On this (the coordinator's) thread: preparing a model with IPEX must not overlap
             # another preparation (see cloud/inference/serving.py).
@@ -65,6 +71,8 @@ class Outlet:
             TransportError: publish_failed if the broker refused or did not confirm it.
         """
         self.mqtt.publish(self.topics.round(self.model), wire.pack(state), retain=True)
+        if self.metrics is not None:
+            self.metrics.round_state(state, time.time())
 
     def send_to_edge(self, edge_id: str, answer: Receipt | MissingChunks) -> None:
         """Publish a receipt or a list of missing chunks. One the broker does not confirm is

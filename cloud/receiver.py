@@ -53,12 +53,15 @@ class UpdateReceiver:
         store: Journal and spool.
         coordinator: Told about each accepted update.
         send: Publishes a receipt or a list of missing chunks to an edge (never raises).
+        on_verdict: Told about each verdict once it is recorded (the metrics count them).
     """
 
     def __init__(self, *, intake: Intake, store: CloudStore, coordinator: Coordinator,
-                 send: Callable[[str, Answer], None]) -> None:
+                 send: Callable[[str, Answer], None],
+                 on_verdict: Callable[[UpdateRow], None] | None = None) -> None:
         self.intake, self.store, self.coordinator = intake, store, coordinator
         self._send = send
+        self._on_verdict = on_verdict
         # (edge id, update id) of complete updates whose verdict is not recorded yet.
         self._undecided: dict[tuple[str, str], _Retry] = {}
         # Update id -> (edge id, round id) of partials freed from memory, chunks kept.
@@ -188,7 +191,7 @@ class UpdateReceiver:
         except StoreError:
             self._defer(meta.edge_id, update_id, due=now + FIRST_RETRY_S)
             raise
-        self._receipt(row)  # the verdict is committed: answer it whatever counting does
+        self._recorded(row)  # the verdict is committed: answer it whatever counting does
         coord.on_update(row, now)
 
     def _reject(self, edge_id: str, update_id: str, round_id: str, err: ProtocolError) -> None:
@@ -202,7 +205,7 @@ class UpdateReceiver:
             if self.store.journal.chunk_indices(update_id):
                 self._defer(edge_id, update_id, due=0.0)  # at the next tick
             raise
-        self._receipt(row, err.detail)
+        self._recorded(row, err.detail)
 
     def _defer(self, edge_id: str, update_id: str, *, due: float) -> None:
         """Keep a complete update whose verdict is not recorded, to retry it from `due` on
@@ -264,6 +267,12 @@ class UpdateReceiver:
             self._send(edge_id, MissingChunks(update_id=update_id, count=count, runs=runs))
         elif not self.intake.holds(edge_id, update_id):
             self._defer(edge_id, update_id, due=now)
+
+    def _recorded(self, row: UpdateRow, detail: str = "") -> None:
+        """A verdict just committed: tell its observer, then answer it."""
+        if self._on_verdict is not None:
+            self._on_verdict(row)
+        self._receipt(row, detail)
 
     def _receipt(self, row: UpdateRow, detail: str = "") -> None:
         self._send(row.edge_id, Receipt(update_id=row.update_id, round_id=row.round_id,

@@ -19,9 +19,11 @@ from fedstream.cloud.data_intake import DataIntake
 from fedstream.cloud.inference import InferenceServer
 from fedstream.cloud.intake import Intake
 from fedstream.cloud.journal import VersionRow
+from fedstream.cloud.metrics import Live
 from fedstream.cloud.outlet import Outlet
 from fedstream.cloud.receiver import UpdateReceiver
 from fedstream.cloud.rejections import RejectionLog
+from fedstream.cloud.status_line import cloud_status_line
 from fedstream.cloud.store import CloudStore
 from fedstream.shared.errors import (
     ConfigError,
@@ -31,6 +33,8 @@ from fedstream.shared.errors import (
     StoreError,
     TransportError,
 )
+from fedstream.shared.metrics import MetricsEndpoint
+from fedstream.shared.notify import Notifier
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.commands import (
     COMMANDS,
@@ -50,6 +54,7 @@ from fedstream.shared.protocol.commands import (
 )
 from fedstream.shared.protocol.control import EdgeStatus, ModelInfo
 from fedstream.shared.protocol.enrolment import EdgeEnrol, EdgeRevoke
+from fedstream.shared.protocol.history import RoundList, RoundListReply
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topic, Topics
 
@@ -89,28 +94,35 @@ class CloudService:
                  inbox: queue.Queue[Inbound], mqtt: MqttClient, store: CloudStore,
                  data: DataIntake | None, inference: InferenceServer | None,
                  coordinator: Coordinator, intake: Intake, receiver: UpdateReceiver,
-                 outlet: Outlet) -> None:
+                 outlet: Outlet, metrics: MetricsEndpoint | None = None) -> None:
         self.cfg, self.topics, self._subs, self._inbox = cfg, topics, subs, inbox
         self.mqtt, self.store, self.data, self.inference = mqtt, store, data, inference
         self.coordinator, self.intake, self.receiver = coordinator, intake, receiver
-        self.outlet = outlet
+        self.outlet, self.metrics = outlet, metrics
         self.rejections = RejectionLog()
         self._recovery = _Recovery()
 
-    def run(self, stop: threading.Event) -> None:
-        """Serve until `stop` is set."""
+    def run(self, stop: threading.Event, notify: Notifier | None = None) -> None:
+        """Serve until `stop` is set. `notify` tells systemd when the cloud serves
+        (connected, recovered), what its round is doing, and that the loop is alive."""
+        notify = notify or Notifier.quiet()
+        notify.status(f"connecting to the broker at {self.mqtt.conn}")
         # Connected first: replaying a kept update may decide it, count it and close its
         # round, and those answers and announcements need the broker.
         self.mqtt.connect(self.cfg.broker.connect_timeout_s)
         try:
             if self.inference is not None:
                 self.inference.start(self.cfg.broker.connect_timeout_s)
+            if self.metrics is not None:
+                self.metrics.start()
+            notify.status("recovering: replaying kept updates, announcing the model")
             replayed = self.receiver.replay(time.time())
             self.coordinator.recover(time.time())
             log.info("service_started", federation=self.cfg.federation, model=self.cfg.model,
                      port=self.cfg.broker.port, version=self.coordinator.current.version,
                      chunks_replayed=replayed, data_dir=str(self.cfg.data_dir))
             while not stop.is_set():
+                self._tell(notify)
                 try:
                     msg = self._inbox.get(timeout=TICK_S)
                 except queue.Empty:
@@ -119,12 +131,27 @@ class CloudService:
                     self._handle(msg)
                 self.tick(time.time())
         finally:
+            notify.stopping()
             self.rejections.flush(math.inf)  # what the interval held back, before going
             if self.inference is not None:
                 self.inference.stop()
+            if self.metrics is not None:
+                self.metrics.stop()
             self.mqtt.close()
             self.store.close()
             log.info("service_stopped")
+
+    def _tell(self, notify: Notifier) -> None:
+        """systemd's view of the loop: READY once connected (after the recovery), the status
+        line (`cloud/status_line.py`), a watchdog ping."""
+        coord, connected = self.coordinator, self.mqtt.connected
+        line = cloud_status_line(connected=connected, state=coord.round,
+                                 version=coord.current.version,
+                                 edges_online=sum(e.online for e in coord.edges.values()))
+        if connected:
+            notify.ready(line)
+        notify.status(line)
+        notify.pet(time.monotonic())
 
     def _handle(self, msg: Inbound) -> None:
         # The one broad guard of the service: a bad message is logged and acked, never fatal.
@@ -188,7 +215,7 @@ class CloudService:
             raise ProtocolError(Reason.REVOKED, f"status of revoked edge {status.edge_id}")
         self.coordinator.on_status(status, time.time())
         log.info("edge_seen", edge_id=status.edge_id, online=status.online,
-                 version=status.version, backend=status.backend.get("name"))
+                 version=status.version, backend=status.backend.get("backend"))
 
     def _on_command(self, msg: Inbound) -> None:
         try:
@@ -222,18 +249,8 @@ class CloudService:
                 state = (coord.start_round(now, cmd) if isinstance(cmd, RoundStart)
                          else coord.stop_round(now))
                 return RoundReply(round=state, model_version=coord.current.version)
-            case StatusQuery():
-                return StatusReply(round=coord.round, edges=tuple(coord.edges.values()),
-                                   model_version=coord.current.version,
-                                   model_metrics=coord.current.metrics,
-                                   rejections=dict(self.rejections.totals),
-                                   intake_bytes=self.intake.held_bytes,
-                                   serving=self.inference.status() if self.inference else {})
-            case ModelList():
-                evals = self.store.journal.evals()
-                return ModelListReply(model_version=coord.current.version,
-                                      versions=tuple(model_info(r, evals.get(r.version, {}))
-                                                     for r in self.store.journal.versions()))
+            case StatusQuery() | ModelList() | RoundList():
+                return self._query(cmd)
             case ModelRollback():
                 return ModelVersionReply(model_version=coord.rollback(cmd.version).version)
             case ModelPromote():
@@ -242,6 +259,41 @@ class CloudService:
                 return self._identity(cmd, now)
             case _:
                 assert_never(cmd)
+
+    def _query(self, cmd: StatusQuery | ModelList | RoundList) -> Answer:
+        """The read-only commands: the fleet view, the registry, the journal's rounds."""
+        coord, journal = self.coordinator, self.store.journal
+        match cmd:
+            case StatusQuery():
+                return StatusReply(round=coord.round, edges=tuple(coord.edges.values()),
+                                   model_version=coord.current.version,
+                                   model_metrics=coord.current.metrics,
+                                   rejections=dict(self.rejections.totals),
+                                   intake_bytes=self.intake.held_bytes,
+                                   serving=self.inference.status() if self.inference else {})
+            case ModelList():
+                evals = journal.evals()
+                return ModelListReply(model_version=coord.current.version,
+                                      versions=tuple(model_info(r, evals.get(r.version, {}))
+                                                     for r in journal.versions()))
+            case RoundList():
+                return RoundListReply(rounds=tuple(journal.rounds(cmd.limit)))
+            case _:
+                assert_never(cmd)
+
+    def live(self) -> Live:
+        """What the metrics read at a scrape (on the metrics thread: copies only)."""
+        coord, inference = self.coordinator, self.inference
+        state, current = coord.round, coord.current
+        return Live(model_version=current.version,
+                    scores={k: float(v) for k, v in current.metrics.items()
+                            if isinstance(v, int | float) and not isinstance(v, bool)},
+                    edges_online=sum(e.online for e in list(coord.edges.values())),
+                    intake_bytes=self.intake.held_bytes,
+                    round_open=state is not None and not state.terminal,
+                    rejections=dict(self.rejections.totals),
+                    inference={} if inference is None else inference.tally.snapshot(),
+                    latency={} if inference is None else inference.tally.latencies())
 
     def _identity(self, cmd: EdgeEnrol | EdgeRevoke, now: float) -> Reply:
         """Enrol or revoke an edge's key (audited in the journal); a revoked edge is offline

@@ -17,6 +17,7 @@ from fedstream.cloud.finetune import FineTuner
 from fedstream.cloud.inference import InferenceServer
 from fedstream.cloud.inference.tokens import TokenStore
 from fedstream.cloud.intake import Intake
+from fedstream.cloud.metrics import CloudMetrics
 from fedstream.cloud.outlet import Outlet
 from fedstream.cloud.publisher import ModelPublisher
 from fedstream.cloud.receiver import UpdateReceiver
@@ -28,6 +29,7 @@ from fedstream.shared.learning.model import load_tensors, spec_of
 from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.sources import SOURCES, Dataset
 from fedstream.shared.learning.tasks import evaluate, task_for
+from fedstream.shared.metrics import MetricsEndpoint
 from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
@@ -64,8 +66,9 @@ def build_cloud(cfg: CloudConfig) -> CloudService:
                                chunk_size=cfg.chunk_size,
                                signer=None if security.signing_key is None
                                else load_signer(security.signing_key))
+    metrics = CloudMetrics()
     outlet = Outlet(mqtt=mqtt, topics=topics, model=cfg.model, publisher=publisher,
-                    inference=inference)
+                    inference=inference, metrics=metrics)
     coordinator = Coordinator.open(cfg=cfg, store=store,
                                    evaluate=make_evaluator(arch, held_out),
                                    publish_model=outlet.publish_model,
@@ -75,11 +78,16 @@ def build_cloud(cfg: CloudConfig) -> CloudService:
                     signatures=UpdateSignatures(keyring=store.keys, federation=cfg.federation,
                                                 model=cfg.model,
                                                 required=security.require_signed_updates))
-    receiver = UpdateReceiver(intake=intake, store=store, coordinator=coordinator,
-                              send=outlet.send_to_edge)
-    return CloudService(cfg=cfg, topics=topics, subs=subs, inbox=inbox, mqtt=mqtt,
-                        store=store, data=data, inference=inference, coordinator=coordinator,
-                        intake=intake, receiver=receiver, outlet=outlet)
+    receiver = UpdateReceiver(
+        intake=intake, store=store, coordinator=coordinator, send=outlet.send_to_edge,
+        on_verdict=lambda row: metrics.verdict(row, coordinator.current.version))
+    service = CloudService(cfg=cfg, topics=topics, subs=subs, inbox=inbox, mqtt=mqtt,
+                           store=store, data=data, inference=inference,
+                           coordinator=coordinator, intake=intake, receiver=receiver,
+                           outlet=outlet, metrics=MetricsEndpoint(cfg.metrics,
+                                                                  metrics.registry))
+    metrics.watch(service.live)
+    return service
 
 
 def load_eval(cfg: CloudConfig, arch: Architecture) -> Dataset:
@@ -116,5 +124,5 @@ def make_stage(cfg: CloudConfig, arch: Architecture,
     if data is None:
         return None
     tune = cfg.continual.finetune
-    tuner = FineTuner(arch, tune, cfg.seed) if tune.steps else None
+    tuner = FineTuner(arch, tune, cfg.seed, data_dir=cfg.data_dir) if tune.steps else None
     return ContinualStage(data=data, arch=arch, cfg=cfg.continual, tuner=tuner)

@@ -20,10 +20,19 @@ class SourceConfig(Section):
 
 
 class BackendConfig(Section):
-    """Training backend: "auto" picks IPEX when it matches torch, else stock torch."""
+    """Training backend and precision: "auto" measures every usable pair (stock torch, and
+    IPEX where it matches torch; bf16 where the CPU has it) on the model, once per
+    architecture and batch size (cached in the data directory), and takes the fastest."""
 
     name: str = "auto"
     precision: str = Field(default="auto", pattern="^(auto|fp32|bf16)$")
+    tolerance: float = Field(default=0.02, ge=0, le=1,
+                             description="a candidate whose loss after the measuring steps "
+                                         "differs from fp32's by more (a share) is refused")
+    wait_s: float = Field(default=30.0, ge=0,
+                          description="a round arriving while the backend is measured waits "
+                                      "this long, then is declined (backend_tuning); it is "
+                                      "still trained if open when measuring ends")
 
 
 class EdgeSecurityConfig(Section):

@@ -16,14 +16,17 @@ import time
 import zlib
 
 import structlog
-import tenacity
 
+from fedstream.edge_node.backend_tuning import BACKEND_TUNED, TUNING_WAIT, EdgeBackend
 from fedstream.edge_node.config import EdgeConfig
-from fedstream.edge_node.feed import Feed, open_feed
+from fedstream.edge_node.feed import Feed
 from fedstream.edge_node.feedback_store import FeedbackStore, Residual, keep_update
+from fedstream.edge_node.metrics import EdgeLive, EdgeMetrics
 from fedstream.edge_node.model_sync import HeldModel, ModelSync
 from fedstream.edge_node.outbox import Outbox
 from fedstream.edge_node.participation import Step, next_step
+from fedstream.edge_node.sender import UpdateSender
+from fedstream.edge_node.status_line import edge_status_line
 from fedstream.edge_node.trainer import train_round
 from fedstream.edge_node.update_frames import UpdateFraming
 from fedstream.shared.errors import (
@@ -34,30 +37,30 @@ from fedstream.shared.errors import (
     StoreError,
     TransportError,
 )
-from fedstream.shared.learning.backends import BackendChoice, select_backend
+from fedstream.shared.learning.backends import BackendChoice
 from fedstream.shared.learning.training import probe_batch
+from fedstream.shared.metrics import MetricsEndpoint
+from fedstream.shared.notify import Notifier
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.codecs import CODECS
 from fedstream.shared.protocol.codecs.feedback import ErrorFeedback
-from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.control import EdgeStatus, Receipt, RoundState
-from fedstream.shared.protocol.messages import UpdateChunk, UpdateMeta
-from fedstream.shared.protocol.mqtt import Inbound, MqttClient, Will
+from fedstream.shared.protocol.messages import UpdateMeta
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topics
-from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe
-from fedstream.shared.security.signing import Signer, Verifier, load_signer, load_verifier
+from fedstream.shared.protocol.transfer import MissingChunks
+from fedstream.shared.security.signing import Signer, Verifier
 
 log = structlog.get_logger(__name__)
 
-PROBE_BATCH = 32
 # The offline status on the way out waits this long at most: with the broker gone, waiting out
 # the publish timeout would outlast systemd's stop timeout, and the last will says it anyway.
 OFFLINE_TIMEOUT_S = 2.0
 
 
 class EdgeDaemon:
-    """One gateway's participant in the federation. Build one with `open`; the constructor
-    only assigns.
+    """One gateway's participant in the federation. `edge_node/wiring.py` builds one; the
+    constructor only assigns.
 
     Messages arrive on paho's thread and are handled (training included) on the caller's
     thread, so a long local round never blocks the MQTT keepalive.
@@ -66,8 +69,12 @@ class EdgeDaemon:
     def __init__(self, *, cfg: EdgeConfig, feed: Feed, mqtt: MqttClient,
                  inbox: queue.Queue[Inbound], reconnected: threading.Event, outbox: Outbox,
                  feedback_store: FeedbackStore, seq: int, residual: Residual,
+                 metrics: EdgeMetrics, endpoint: MetricsEndpoint,
                  signer: Signer | None = None, cloud_key: Verifier | None = None) -> None:
         self.cfg, self.feed, self.mqtt, self.outbox = cfg, feed, mqtt, outbox
+        self.metrics, self._endpoint = metrics, endpoint
+        self.sender = UpdateSender(cfg=cfg, mqtt=mqtt, outbox=outbox,
+                                   feedback_store=feedback_store, metrics=metrics)
         self._framing = UpdateFraming(federation=cfg.federation, model=cfg.model,
                                       chunk_size=cfg.chunk_size, signer=signer)
         self.feedback_store = feedback_store
@@ -78,7 +85,8 @@ class EdgeDaemon:
         self.sync = ModelSync(model=cfg.model, max_bytes=cfg.max_model_bytes,
                               cloud_key=None if cloud_key is None
                               else (cloud_key, cfg.federation))
-        self.backend: BackendChoice | None = None
+        # Chosen off the loop; messages wake the loop when it is (edge_node/backend_tuning.py).
+        self.backends = EdgeBackend.of(cfg, wake=self._wake)
         self._pending: RoundState | None = None
         # (round or session id, version) of the last training, or of the last decline.
         self._trained: tuple[str, int] | None = None
@@ -94,82 +102,60 @@ class EdgeDaemon:
         self._round_topic = self.topics.round(cfg.model)
         self._receipt_topic = self.topics.receipt(cfg.edge_id)
         self._status_topic = self.topics.status(cfg.edge_id)
-        self._next_resend = 0.0
-        # The last runs resumed per update and when, since the last probe: a probe's answer
-        # and the cloud's idle notice often name the same runs moments apart; one send of
-        # them is enough.
-        self._resumed: dict[str, tuple[float, tuple[tuple[int, int], ...]]] = {}
+        self._notify = Notifier.quiet()  # systemd's, once `run` is given one
         self.log = log.bind(edge_id=cfg.edge_id)
 
-    @classmethod
-    def open(cls, cfg: EdgeConfig) -> EdgeDaemon:
-        """The daemon `cfg` describes: its data set loaded or sample store opened, its outbox
-        and residual read back, its MQTT client made (not yet connected).
-
-        Raises:
-            ConfigError: a bad data source or sensor channel.
-            StoreError: the outbox directory or sample store cannot be used.
-        """
-        feed = open_feed(cfg)
-        try:
-            return cls._around(cfg, feed)
-        except BaseException:
-            feed.stop()  # a feed never started only closes what it opened
-            raise
-
-    @classmethod
-    def _around(cls, cfg: EdgeConfig, feed: Feed) -> EdgeDaemon:
-        """The rest of `open`, around an opened feed."""
-        feedback_store = FeedbackStore(cfg.data_dir / "outbox")
-        seq, residual = feedback_store.load()
-        outbox = Outbox(cfg.data_dir / "outbox")
-        inbox: queue.Queue[Inbound] = queue.Queue()
-        reconnected = threading.Event()
-        topics = Topics(cfg.federation)
-        offline = EdgeStatus(edge_id=cfg.edge_id, online=False)
-        mqtt = MqttClient(
-            client_id=f"fedstream-edge-{cfg.federation}-{cfg.edge_id}",
-            conn=Connection.from_config(cfg.broker), on_message=inbox.put,
-            subscriptions=(topics.model_all(cfg.model), topics.round(cfg.model),
-                           topics.receipt(cfg.edge_id)),
-            persistent=True, will=Will(topics.status(cfg.edge_id), wire.pack(offline)),
-            on_reconnect=reconnected.set)
-        keys = cfg.security
-        return cls(cfg=cfg, feed=feed, mqtt=mqtt, inbox=inbox, reconnected=reconnected,
-                   outbox=outbox, feedback_store=feedback_store, seq=seq, residual=residual,
-                   signer=None if keys.signing_key is None else load_signer(keys.signing_key),
-                   cloud_key=None if keys.cloud_key is None else load_verifier(keys.cloud_key))
-
-    def run(self, stop: threading.Event) -> None:
-        """Serve until `stop` is set; the status goes offline on the way out."""
+    def run(self, stop: threading.Event, notify: Notifier | None = None) -> None:
+        """Serve until `stop` is set; the status goes offline on the way out. `notify` tells
+        systemd when the edge is ready (connected, holding a model), what it is doing, and
+        that the loop is alive."""
         said_offline = False
+        self._notify = notify or self._notify
         try:
             self.feed.start()
+            self._notify.status(f"connecting to the broker at {self.mqtt.conn}")
             self.mqtt.connect(self.cfg.broker.connect_timeout_s)
+            self._endpoint.start()
             self._publish_status(online=True)
             self.log.info("edge_started", **self.feed.stats())
             if self._feedback.residual is not None:
                 self.log.info("feedback_restored", seq=self._seq, norm=self._residual_norm())
-            self._resend(min_age_s=0.0)  # ask about whatever a previous run left
+            self.sender.probe(min_age_s=0.0)  # ask about whatever a previous run left
             while not stop.is_set():
+                self._tell()
                 with contextlib.suppress(queue.Empty):
                     self._handle(self._inbox.get(timeout=0.5))
                 if self._reconnected.is_set():
                     # A cut may have lost chunks the broker had confirmed: ask about all.
                     self._reconnected.clear()
-                    self._resend(min_age_s=0.0)
-                elif time.monotonic() >= self._next_resend:
+                    self.sender.probe(min_age_s=0.0)
+                elif time.monotonic() >= self.sender.next_probe:
                     # Only updates that had a full interval to get their receipt.
-                    self._resend(min_age_s=self.cfg.resend_after_s)
+                    self.sender.probe(min_age_s=self.cfg.resend_after_s)
                 if time.monotonic() >= self._next_status:
                     self._refresh_status()
                     self._maybe_train()  # a session this edge declined: its data has grown
             said_offline = self._say_offline()
         finally:
+            self._notify.stopping()
             # Unless we said it ourselves, the broker's last will says we are offline.
             self.mqtt.close(will=not said_offline)
+            self._endpoint.stop()
             self.feed.stop()
             self.log.info("edge_stopped")
+
+    def _tell(self) -> None:
+        """systemd's view of the loop: READY once connected with a model, the status line
+        (`edge_node/status_line.py`), a watchdog ping."""
+        held, connected = self.sync.current, self.mqtt.connected
+        line = edge_status_line(
+            connected=connected, version=held.version if held else None,
+            trained=self._last_trained, declined=self._declined, outbox=len(self.outbox),
+            backend=self.backend.describe() if self.backend else {})
+        if connected and held is not None:
+            self._notify.ready(line)
+        self._notify.status(line)
+        self._notify.pet(time.monotonic())
 
     def _say_offline(self) -> bool:
         """Publish the offline status, best effort and within `OFFLINE_TIMEOUT_S`; True if
@@ -188,7 +174,11 @@ class EdgeDaemon:
     def _handle(self, msg: Inbound) -> None:
         # The one broad guard: a bad message is logged, never fatal to the daemon.
         try:
-            if self._model_filter.matches(msg.topic):
+            if msg.topic == BACKEND_TUNED:
+                self._on_tuned()
+            elif msg.topic == TUNING_WAIT:
+                self._maybe_train()
+            elif self._model_filter.matches(msg.topic):
                 held = self.sync.take(msg.payload, time.time())
                 if held is not None:
                     self._on_model(held)
@@ -197,9 +187,9 @@ class EdgeDaemon:
             elif msg.topic == str(self._receipt_topic):
                 answer = wire.unpack(msg.payload)
                 if isinstance(answer, Receipt):
-                    self._on_receipt(answer)
+                    self.sender.on_receipt(answer)
                 elif isinstance(answer, MissingChunks):
-                    self._on_missing(answer)
+                    self.sender.on_missing(answer)
                 else:
                     raise ProtocolError(Reason.UNKNOWN_KIND, f"{answer.KIND} on receipts")
         except FedstreamError as err:
@@ -214,93 +204,64 @@ class EdgeDaemon:
         if self._feedback.residual is not None and [
                 tuple(r.shape) for r in self._feedback.residual] != [t.shape for t in held.spec]:
             self._feedback.reset()  # a new architecture: the old residual means nothing
-        if self.backend is None:
-            self.backend = self._select_backend(held)
+        self._select_backend(held)
         self._publish_status(online=True)
         self._maybe_train()
 
-    def _select_backend(self, held: HeldModel) -> BackendChoice:
-        """The backend and precision, timed on the model this edge will train. A model it
-        cannot build (a plug-in it lacks) is not timed: its rounds are declined with the
-        reason (see `_train_and_send`), and a later model is timed instead."""
-        cfg = self.cfg.backend
+    @property
+    def backend(self) -> BackendChoice | None:
+        """The training backend chosen so far; None until the first model's is."""
+        return self.backends.choice
+
+    @backend.setter
+    def backend(self, choice: BackendChoice | None) -> None:
+        self.backends.choice = choice
+
+    def _select_backend(self, held: HeldModel, batch_size: int | None = None) -> None:
+        """Choose the backend and precision for the model this edge trains, at the batch size
+        of its rounds: from the cache at once, else measured in child processes while the
+        loop goes on serving (`_on_tuned` takes the result). A model the edge cannot build
+        (a plug-in it lacks) is not timed: its rounds are declined with the reason (see
+        `_train_and_send`)."""
         try:
             probe_batch(held.arch, 1, 0)
         except ConfigError as err:
             self.log.error("model_unbuildable", version=held.version, reason=str(err.reason),
                            detail=err.detail)
-            return select_backend(preference=cfg.name, precision=cfg.precision)
-        return select_backend(preference=cfg.name, precision=cfg.precision,
-                              probe=lambda: probe_batch(held.arch, PROBE_BATCH, 0))
-
-    def _on_receipt(self, receipt: Receipt) -> None:
-        self._resumed.pop(receipt.update_id, None)
-        self.feedback_store.drop(receipt.update_id)
-        if self.outbox.remove(receipt.update_id):
-            self.log.info("receipt_received", update_id=receipt.update_id,
-                          round_id=receipt.round_id, status=receipt.status,
-                          reason=receipt.reason or None, outbox=len(self.outbox))
-
-    def _on_missing(self, missing: MissingChunks) -> None:
-        """Send only the chunks the cloud says it lacks (P17)."""
-        item = self.outbox.get(missing.update_id)
-        if item is None:
-            return  # decided and dropped meanwhile, or another run's update
-        now = time.monotonic()
-        last = self._resumed.get(missing.update_id)
-        if last is not None and last[1] == missing.runs and now - last[0] < self.cfg.resend_after_s:
+            self.backends.untimed()
             return
-        self._resumed[missing.update_id] = (now, missing.runs)
-        wanted = [i for i in missing.indices if i < len(item.frames)]
-        self.log.info("update_resumed", update_id=missing.update_id, chunks=len(wanted),
-                      of=len(item.frames))
-        try:
-            self._publish_frames([item.frames[i] for i in wanted])
-        except TransportError as err:
-            # Still in the outbox: the next probe asks again.
-            self.log.warning("update_resend_failed", update_id=item.update_id,
-                             reason=str(err.reason), detail=err.detail)
+        self.backends.select(held.arch, batch_size)
 
-    def _resend(self, *, min_age_s: float) -> None:
-        """Ask the cloud about every update still waiting for its receipt (P17): it answers
-        with the verdict, or with the chunks it lacks, which `_on_missing` sends."""
-        self._next_resend = time.monotonic() + self.cfg.resend_after_s
-        self._resumed.clear()  # the answers to these probes are news, whatever came before
-        probes = []
-        for item in self.outbox.pending(min_age_s=min_age_s):
-            first = wire.expect(item.frames[0], UpdateChunk)
-            probes.append(wire.pack(UpdateProbe(
-                edge_id=self.cfg.edge_id, update_id=item.update_id,
-                round_id=first.meta.round_id, count=first.header.count)))
-            self.log.info("update_probed", update_id=item.update_id, chunks=len(item.frames))
-        if not probes:
-            return
-        try:
-            self._publish_frames(probes)
-        except TransportError as err:
-            # Still in the outbox: the next pass tries again; the daemon keeps serving.
-            self.log.warning("update_probe_failed", reason=str(err.reason),
-                             detail=err.detail)
+    def _on_tuned(self) -> None:
+        """A tuning finished on its thread: take its choice, say so, train a round that
+        waited for it."""
+        if self.backends.take():
+            self._publish_status(online=True)
+            self._maybe_train()
 
-    @tenacity.retry(retry=tenacity.retry_if_exception_type(TransportError), reraise=True,
-                    wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=10),
-                    stop=tenacity.stop_after_delay(60),
-                    before_sleep=lambda rs: log.warning("retry_scheduled", op="publish_update",
-                                                        attempt=rs.attempt_number))
-    def _publish_frames(self, frames: list[bytes]) -> None:
-        topic = self.topics.update(self.cfg.model, self.cfg.edge_id)
-        self.mqtt.publish_many((topic, f) for f in frames)
+    def _wake(self, topic: str) -> None:
+        """Hand the loop an event from another thread, as a message on `topic`."""
+        self._inbox.put(Inbound(topic=topic, payload=b"", retain=False, qos=0, mid=0))
 
     def _on_round(self, state: RoundState) -> None:
         self._pending = state
+        held, tuned = self.sync.current, self.backends.tuned_batch
+        if held is not None and tuned is not None and state.train.batch_size != tuned:
+            # Rounds train at another batch size than the one tuned for: tune for it (at
+            # once when cached); this round trains with the backend chosen so far.
+            self._select_backend(held, state.train.batch_size)
         self._maybe_train()
 
     def _maybe_train(self) -> None:
         state, held = self._pending, self.sync.current
-        if state is None or self.backend is None:
+        if state is None:
             return
         step = next_step(state, edge_id=self.cfg.edge_id,
                          held=held.version if held else None, trained=self._trained)
+        if self.backend is None:
+            if step is Step.TRAIN:
+                self._await_backend(state)
+            return
         if step is Step.STALE:
             self.log.info("round_skipped", round_id=state.round_id, reason="stale_round")
         if step in (Step.STALE, Step.DROP):
@@ -312,6 +273,16 @@ class EdgeDaemon:
             # A session takes an update on this version whenever the data is there: try
             # again at the next status period (a stream keeps filling).
             self._trained = None
+
+    def _await_backend(self, state: RoundState) -> None:
+        """A round this edge would train now while its backend is still being measured: a
+        sync round waits, then is declined with backend_tuning (see
+        `edge_node/backend_tuning.py`); an async session simply waits."""
+        if state.is_async or self._declined[0] == state.round_id:
+            return
+        why = self.backends.waited_out(state.round_id)
+        if why is not None:
+            self._decline(state, FedstreamError(Reason.BACKEND_TUNING, why))
 
     def _train_and_send(self, state: RoundState, held: HeldModel) -> bool:
         """Train for the round and send the update; False when the edge declined it."""
@@ -327,7 +298,10 @@ class EdgeDaemon:
             # not fit the architecture) is a decline too, with its reason.
             result = train_round(arch=held.arch, base=held.tensors, data=data,
                                  params=state.train, backend=self.backend.backend,
-                                 seed=zlib.crc32(f"{self.cfg.seed}:{held.version}".encode()))
+                                 seed=zlib.crc32(f"{self.cfg.seed}:{held.version}".encode()),
+                                 # Training runs on the loop's thread: the watchdog is pet
+                                 # between minibatches, however long the round.
+                                 on_batch=lambda: self._notify.pet(time.monotonic()))
         except (ConfigError, StoreError) as err:
             self._decline(state, err)
             return False
@@ -352,7 +326,11 @@ class EdgeDaemon:
                     update_id=header.blob_id, seq=self._seq + 1, frames=frames)
         self._seq += 1
         self.feedback_store.commit(self._seq, self._feedback.residual)
-        self._publish_frames(frames)
+        self.sender.send(frames)
+        self.metrics.training_seconds.observe(train_s)
+        self.metrics.trained_samples.inc(result.samples)
+        self.metrics.updates_sent.inc()
+        self.metrics.sent_bytes.inc(header.size)
         self.log.info("update_sent", round_id=state.round_id, update_id=header.blob_id,
                       base=held.version,
                       loss=round(result.loss, 4), samples=result.samples,
@@ -374,7 +352,14 @@ class EdgeDaemon:
         self.log.warning("round_declined", round_id=state.round_id, reason=str(err.reason),
                          detail=err.detail)
         self._declined = (state.round_id, str(err.reason))
+        self.metrics.declines.labels(reason=str(err.reason)).inc()
         self._publish_status(online=True)
+
+    def live(self) -> EdgeLive:
+        """What the metrics read at a scrape (on the metrics thread)."""
+        held = self.sync.current
+        return EdgeLive(model_version=-1 if held is None else held.version,
+                        outbox=len(self.outbox), data=dict(self.feed.stats()))
 
     def _refresh_status(self) -> None:
         """The periodic status: what the data source holds now (a stream keeps growing)."""
@@ -390,7 +375,7 @@ class EdgeDaemon:
         samples = self._samples or int(stats.get("samples", 0))
         status = EdgeStatus(edge_id=self.cfg.edge_id, online=online,
                             version=held.version if held else None, samples=samples,
-                            backend=self.backend.describe() if self.backend else {},
+                            backend=self.backends.describe(),
                             last_round=self._last_trained,
                             declined=self._declined[0], decline_reason=self._declined[1],
                             data=stats)

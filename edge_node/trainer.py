@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +25,8 @@ class TrainResult:
 
 
 def train_round(*, arch: Architecture, base: Sequence[torch.Tensor], data: Dataset,
-                params: TrainParams, backend: Backend, seed: int) -> TrainResult:
+                params: TrainParams, backend: Backend, seed: int,
+                on_batch: Callable[[], None] | None = None) -> TrainResult:
     """Train a copy of the base model on `data` and return the weight change.
 
     Args:
@@ -35,6 +36,8 @@ def train_round(*, arch: Architecture, base: Sequence[torch.Tensor], data: Datas
         params: Epochs, learning rate, momentum and batch size from the round.
         backend: IPEX or stock torch, fp32 or bf16.
         seed: Seeds the minibatch order so a round is reproducible.
+        on_batch: Called before each minibatch, on this thread: a long round runs on the
+            daemon's loop, which pets systemd's watchdog from here (it must stay cheap).
 
     Raises:
         ConfigError: BAD_CONFIG when the data does not fit the architecture.
@@ -48,7 +51,8 @@ def train_round(*, arch: Architecture, base: Sequence[torch.Tensor], data: Datas
     for _ in range(params.epochs):
         order = torch.randperm(len(labels), generator=gen)
         last_epoch = train_steps(model, optimizer, backend,
-                                 _minibatches(features, labels, order, params.batch_size),
+                                 _minibatches(features, labels, order, params.batch_size,
+                                              on_batch),
                                  arch=arch)
     # state_dict() gives fp32 master weights even when IPEX trains in bf16.
     trained = tensors_of(model)
@@ -57,7 +61,9 @@ def train_round(*, arch: Architecture, base: Sequence[torch.Tensor], data: Datas
 
 
 def _minibatches(features: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
-                 size: int) -> Iterator[Batch]:
+                 size: int, on_batch: Callable[[], None] | None) -> Iterator[Batch]:
     for start in range(0, len(order), size):
+        if on_batch is not None:
+            on_batch()
         idx = order[start:start + size]
         yield features[idx], labels[idx]

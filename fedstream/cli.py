@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from fedstream.cli_client import add_client_options, client_address
+from fedstream.fleet_cli import add_fleet_parsers, add_json_option
 from fedstream.security_cli import add_edge_identity_parsers, add_pki_parser
 from fedstream.shared.errors import REASONS, FedstreamError
 from fedstream.shared.logs import configure_logging
@@ -18,15 +19,16 @@ from fedstream.tokens_cli import add_token_parser
 if TYPE_CHECKING:
     from fedstream.cloud.config import CloudConfig
     from fedstream.edge_node.config import EdgeConfig
+    from fedstream.shared.notify import Notifier
 
 Handler = Callable[[argparse.Namespace], int]
 C = TypeVar("C", "CloudConfig", "EdgeConfig")
 
 
 class Runnable(Protocol):
-    """A service: runs until the stop event is set."""
+    """A service: runs until the stop event is set, telling systemd how it is doing."""
 
-    def run(self, stop: threading.Event) -> None: ...
+    def run(self, stop: threading.Event, notify: Notifier | None = None) -> None: ...
 
 
 def _broker_run(args: argparse.Namespace) -> int:
@@ -52,17 +54,18 @@ def _cloud_run(args: argparse.Namespace) -> int:
 
 def _edge_run(args: argparse.Namespace) -> int:
     from fedstream.edge_node.config import EdgeConfig
-    from fedstream.edge_node.daemon import EdgeDaemon
+    from fedstream.edge_node.wiring import open_edge
 
-    return _serve(args.config, EdgeConfig, EdgeDaemon.open)
+    return _serve(args.config, EdgeConfig, open_edge)
 
 
 def _serve(config: Path, config_cls: type[C], service: Callable[[C], Runnable]) -> int:
     """Load a service's config, set up logging and threads, check its data directory, run it
-    until SIGINT/SIGTERM."""
+    until SIGINT/SIGTERM (under systemd, with its notify socket)."""
     from fedstream.shared.config import load_config
     from fedstream.shared.files import prepare_data_dir
     from fedstream.shared.lifecycle import stop_on_signals
+    from fedstream.shared.notify import Notifier
 
     cfg = load_config(config_cls, config)
     configure_logging(json=cfg.log.json_lines, level=cfg.log.level)
@@ -72,8 +75,12 @@ def _serve(config: Path, config_cls: type[C], service: Callable[[C], Runnable]) 
         import torch
 
         torch.set_num_threads(cfg.threads)
-    with stop_on_signals() as stop:
-        service(cfg).run(stop)
+    notify = Notifier.from_env()
+    try:
+        with stop_on_signals() as stop:
+            service(cfg).run(stop, notify)
+    finally:
+        notify.close()
     return 0
 
 
@@ -102,17 +109,11 @@ def _round_stop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
-    from fedstream.operator import show_status
-
-    show_status(client_address(args), out=sys.stdout)
-    return 0
-
-
 def _model(args: argparse.Namespace) -> int:
     from fedstream.operator import model_command
 
-    model_command(client_address(args), action=args.action, version=args.version, out=sys.stdout)
+    model_command(client_address(args), action=args.action, version=args.version, out=sys.stdout,
+                  as_json=getattr(args, "json", False))
     return 0
 
 
@@ -287,9 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sensors_parser(sub)
     add_token_parser(sub)
 
-    status = sub.add_parser("status", help="edges online, their backend, model, last round")
-    add_client_options(status)
-    status.set_defaults(handler=_status)
+    add_fleet_parsers(sub)
 
     model = sub.add_parser("model", help="the model registry: versions, lineage, promotion")
     model_actions = model.add_subparsers(dest="action", required=True)
@@ -304,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(version=None)
         else:
             p.add_argument("version", type=int)
+        if action in ("list", "show"):
+            add_json_option(p)
         p.set_defaults(handler=_model)
 
     pred = sub.add_parser("predict", help="predictions from the served model for a CSV's rows")

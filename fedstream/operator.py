@@ -1,15 +1,20 @@
-"""What the operator commands print: round progress and the fleet view."""
+"""The operator commands: drive rounds, show the fleet, its rounds and the registry."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 from pydantic_settings import SettingsConfigDict
 
+from fedstream import describe, documents, tables
 from fedstream.client import FleetAddress, FleetClient
+from fedstream.console import console_for, emit, print_json, say
+from fedstream.failures import failure_view, round_error
 from fedstream.predict import predict_csv
+from fedstream.progress import follow_round
 from fedstream.shared.config import ServiceConfig
 from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.learning.metrics import METRICS
@@ -26,12 +31,12 @@ from fedstream.shared.protocol.commands import (
     StatusReply,
 )
 from fedstream.shared.protocol.control import (
-    EdgeStatus,
     ModelInfo,
     RoundState,
     RoundStatus,
     VersionStatus,
 )
+from fedstream.shared.protocol.history import RoundList, RoundListReply
 
 
 class CliConfig(ServiceConfig):
@@ -41,61 +46,49 @@ class CliConfig(ServiceConfig):
     model_config = SettingsConfigDict(**{**ServiceConfig.model_config, "extra": "ignore"})
 
 
-# Round failures whose reason is its own exit code; the rest exit as round_failed.
-_OWN_EXIT_CODES = {Reason.ROUND_STOPPED, Reason.REGRESSED_NEWEST, Reason.REGRESSED_PAST}
-
-
 def start_round(address: FleetAddress, request: RoundStart, *, wait: bool,
                 out: TextIO) -> RoundState:
-    """Ask the cloud for a round (or, with `mode` async, a session); with `wait`, print
-    progress (for a session: each version it publishes) until it ends.
+    """Ask the cloud for a round (or, with `mode` async, a session); with `wait`, follow it to
+    its end: a live bar of updates against the deadline on a terminal, a line per change
+    otherwise (a session: each version it publishes). A round that fails is told as such: its
+    reason, what that means and what to do.
 
     Raises:
         FedstreamError: the cloud refused (round_in_progress, no_edges), or the round failed
-            (round_failed; round_stopped when the operator stopped it).
+            (round_failed; its own reason for round_stopped, regressed_newest and
+            regressed_past).
     """
+    console = console_for(out)
     with FleetClient(address) as fleet:
         state = fleet.command(request, RoundReply).round
         assert state is not None
         codec = f"codec {state.codec} {dict(state.codec_params) or ''}".rstrip()
         if state.is_async:
-            print(f"session {state.round_id} open on v{state.base_version} (async, buffer "
-                  f"{state.buffer}, max staleness {state.max_staleness}, "
-                  f"{state.deadline - state.opened:.0f} s): {state.expected} edge(s) online "
-                  f"({', '.join(state.selection)}), any may join, {codec}", file=out)
+            say(console, f"session {state.round_id} open on v{state.base_version} (async, "
+                         f"buffer {state.buffer}, max staleness {state.max_staleness}, "
+                         f"{state.deadline - state.opened:.0f} s): {state.expected} edge(s) "
+                         f"online ({', '.join(state.selection)}), any may join, {codec}")
         else:
-            print(f"round {state.round_id} open on v{state.base_version}: "
-                  f"{state.expected} edge(s) selected ({', '.join(state.selection)}), {codec}",
-                  file=out)
+            say(console, f"round {state.round_id} open on v{state.base_version}: "
+                         f"{state.expected} edge(s) selected ({', '.join(state.selection)}), "
+                         f"{codec}")
         if not wait:
             return state
-        seen: list[tuple[str, int]] = []
-
-        def progress(s: RoundState) -> None:
-            if s.is_async:
-                version = s.result.get("version")
-                if isinstance(version, int) and ("v", version) not in seen:
-                    seen.append(("v", version))
-                    print(f"  published v{version}: {_scores(s.result)}, "
-                          f"{s.received} updates received", file=out, flush=True)
-            elif (s.status, s.received) not in seen:
-                seen.append((s.status, s.received))
-                print(f"  {s.status:<11} {s.received}/{s.expected} updates", file=out,
-                      flush=True)
-
-        final = fleet.wait_round(state.round_id, on_change=progress)
+        with follow_round(console) as progress:
+            progress(state)
+            final = fleet.wait_round(state.round_id, on_change=progress)
     if final.status is RoundStatus.FAILED:
-        reason = Reason(final.reason) if final.reason in _OWN_EXIT_CODES else Reason.ROUND_FAILED
-        raise FedstreamError(reason, f"{final.reason} {dict(final.result)}")
+        emit(console, failure_view(final))
+        raise round_error(final)
     r = final.result
     if final.is_async:
-        print(f"session {final.round_id} ended: {r.get('versions')} version(s) up to "
-              f"v{r.get('version')}, {_scores(r)}, {r.get('updates')} updates, "
-              f"{r.get('seconds')} s, {r.get('bytes_in')} update bytes", file=out)
+        say(console, f"session {final.round_id} ended: {r.get('versions')} version(s) up to "
+                     f"v{r.get('version')}, {describe.scores(r)}, {r.get('updates')} updates, "
+                     f"{r.get('seconds')} s, {r.get('bytes_in')} update bytes", "green")
         return final
-    print(f"round {final.round_id} published v{r.get('version')}: "
-          f"{_scores(r)}, {r.get('seconds')} s, {r.get('bytes_in')} update bytes",
-          file=out)
+    say(console, f"round {final.round_id} published v{r.get('version')}: "
+                 f"{describe.scores(r)}, {r.get('seconds')} s, {r.get('bytes_in')} update bytes",
+        "green")
     return final
 
 
@@ -109,7 +102,7 @@ def stop_round(address: FleetAddress, *, out: TextIO) -> RoundState | None:
         return None
     r = state.result
     how = (f"{r.get('versions')} version(s) up to v{r.get('version')}, "
-           f"{_scores(r)}" if state.status is RoundStatus.PUBLISHED else
+           f"{describe.scores(r)}" if state.status is RoundStatus.PUBLISHED else
            f"{state.reason} {r.get('detail', '')}".rstrip())
     print(f"{'session' if state.is_async else 'round'} {state.round_id} {state.status}: {how}",
           file=out)
@@ -122,44 +115,44 @@ def fleet_status(address: FleetAddress) -> StatusReply:
         return fleet.command(StatusQuery(), StatusReply)
 
 
-def show_status(address: FleetAddress, *, out: TextIO) -> StatusReply:
-    """Print edges, their backend, the model version and the last round."""
+def show_status(address: FleetAddress, *, out: TextIO, as_json: bool = False) -> StatusReply:
+    """`fedstream status`: the served model, the last round, edges online, rejections and
+    serving, as a summary (or, `as_json`, one document)."""
     reply = fleet_status(address)
-    metrics = ", ".join(f"{k} {v}" for k, v in reply.model_metrics.items())
-    print(f"model version: v{reply.model_version} ({metrics})", file=out)
-    online = [e for e in reply.edges if e.online]
-    print(f"edges: {len(online)} online of {len(reply.edges)} seen", file=out)
-    for e in sorted(reply.edges, key=lambda e: e.edge_id):
-        be = e.backend
-        backend = f"{be.get('backend', '?')}/{be.get('precision', '?')}" if be else "pending"
-        print(f"  {e.edge_id:<16} {'online' if e.online else 'offline':<8} "
-              f"v{e.version if e.version is not None else '-':<4} {e.samples:>7} samples  "
-              f"{backend}  cpu: {be.get('model_name', '?')}", file=out)
-        if e.data:
-            print(f"    {_data_line(e)}", file=out)
-    if reply.rejections:
-        rejected = ", ".join(f"{k} {v}" for k, v in sorted(reply.rejections.items()))
-        print(f"rejected messages: {rejected}", file=out)
-    if reply.serving:
-        srv = reply.serving
-        print(f"serving: v{srv.get('version')} {srv.get('backend')}/{srv.get('precision')}, "
-              f"http port {srv.get('http_port')}, {srv.get('served')} requests answered, "
-              f"{srv.get('rejected')} refused", file=out)
-    r = reply.round
-    if r is None:
-        print("last round: none", file=out)
+    if as_json:
+        print_json(documents.status_doc(reply), out)
     else:
-        detail = r.reason or ", ".join(f"{k}={v}" for k, v in r.result.items())
-        progress = (f"async on v{r.base_version} (buffer {r.buffer}, max staleness "
-                    f"{r.max_staleness}), {r.received} updates" if r.is_async
-                    else f"{r.received}/{r.expected}")
-        print(f"last round: {r.round_id} {r.status} {progress} {detail}", file=out)
+        emit(console_for(out), tables.status_view(reply, now=time.time()))
     return reply
 
 
-def model_command(address: FleetAddress, *, action: str, version: int | None,
-                  out: TextIO) -> ModelListReply | ModelVersionReply:
-    """`fedstream model list|show V|rollback V|promote V`.
+def show_edges(address: FleetAddress, *, out: TextIO, as_json: bool = False) -> StatusReply:
+    """`fedstream edges`: one row per edge the cloud has seen (or, `as_json`, a document)."""
+    reply = fleet_status(address)
+    if as_json:
+        print_json(documents.edges_doc(reply.edges), out)
+    else:
+        emit(console_for(out), tables.edges_table(reply.edges))
+    return reply
+
+
+def show_rounds(address: FleetAddress, *, limit: int, out: TextIO,
+                as_json: bool = False) -> RoundListReply:
+    """`fedstream rounds`: the newest `limit` rounds the cloud's journal holds, newest first
+    (or, `as_json`, a document)."""
+    with FleetClient(address) as fleet:
+        reply = fleet.command(RoundList(limit=limit), RoundListReply)
+    if as_json:
+        print_json(documents.rounds_doc(reply.rounds), out)
+    else:
+        emit(console_for(out), tables.rounds_table(reply.rounds))
+    return reply
+
+
+def model_command(address: FleetAddress, *, action: str, version: int | None, out: TextIO,
+                  as_json: bool = False) -> ModelListReply | ModelVersionReply:
+    """`fedstream model list|show V|rollback V|promote V`; list and show print a table (or,
+    `as_json`, a document), show adds the version's metrics, score matrix and lineage.
 
     Returns:
         The version now served (rollback, promote), or every version (list, show).
@@ -182,28 +175,13 @@ def model_command(address: FleetAddress, *, action: str, version: int | None,
     rows = [v for v in reply.versions if action == "list" or v.version == version]
     if action == "show" and not rows:
         raise FedstreamError(Reason.BAD_CONFIG, f"no version {version}")
-    for v in rows:
-        print(_summary_line(v, serving=reply.model_version), file=out)
-        if action == "show":
-            _print_detail(v, reply.versions, out)
+    if as_json:
+        print_json(documents.models_doc(reply, rows), out)
+        return reply
+    emit(console_for(out), tables.models_table(reply, rows))
+    if action == "show":
+        _print_detail(rows[0], reply.versions, out)
     return reply
-
-
-def _summary_line(v: ModelInfo, *, serving: int | None) -> str:
-    mark = "*" if v.version == serving else " "
-    scores = _scores(v.lineage, prefix="metrics.")
-    origin = next((f"{how} v{v.lineage[key]}" for key, how in _ORIGINS if key in v.lineage),
-                  None)
-    how = origin or (
-        f"round {v.round_id} {v.lineage.get('strategy', '')} {v.lineage.get('codec', '')}"
-        if v.round_id else "initial")
-    state = (f"  [{v.status}: {v.reason}]" if v.status is not VersionStatus.PROMOTED
-             else f"  [promoted by hand over {v.reason}]" if v.reason else "")
-    return (f"{mark} v{v.version:<4} parent {'-' if v.parent is None else v.parent:<4} "
-            f"{scores:<16} {how}{state}")
-
-
-_ORIGINS = (("rollback_of", "rollback of"), ("promoted_from", "promoted by hand from"))
 
 
 def _print_detail(v: ModelInfo, versions: Sequence[ModelInfo], out: TextIO) -> None:
@@ -228,24 +206,6 @@ def _print_detail(v: ModelInfo, versions: Sequence[ModelInfo], out: TextIO) -> N
             print(f"    v{row.version:<5}{cells}", file=out)
     for key, value in sorted(lin.items()):
         print(f"    {key}: {value}", file=out)
-
-
-def _data_line(edge: EdgeStatus) -> str:
-    """What an edge's data source holds, its drops by reason, and a decline with its reason."""
-    d = edge.data
-    held = (f"{d.get('readings', 0)} readings, {d.get('spans', 0)} label spans, "
-            f"{d.get('windows_trained', 0)} windows last trained"
-            if d.get("source") == "sensors" else f"source {d.get('source')}")
-    drops = ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(d.items())
-                      if k.startswith(("dropped.", "labels_dropped.")))
-    declined = (f"; declined {edge.declined}: {edge.decline_reason}" if edge.declined else "")
-    return f"{held}{'; dropped: ' + drops if drops else ''}{declined}"
-
-
-def _scores(metrics: Mapping[str, object], *, prefix: str = "") -> str:
-    """The task metrics among `metrics` ("accuracy 0.93", "mae 0.41 rmse 0.55"), or "-"."""
-    found = [f"{name} {metrics[prefix + name]}" for name in METRICS if prefix + name in metrics]
-    return " ".join(found) or "-"
 
 
 def predict(address: FleetAddress, *, csv: Path, batch_rows: int, out: TextIO) -> None:

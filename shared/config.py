@@ -60,6 +60,16 @@ class LogConfig(Section):
     level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
 
 
+class MetricsConfig(Section):
+    """Prometheus metrics over HTTP (`GET /metrics`)."""
+
+    port: int | None = Field(default=None, ge=0, le=65535,
+                             description="None: no endpoint; 0 picks a free port (tests); the "
+                                         "shipped configs use 9610 (cloud) and 9611 (edge)")
+    host: str = Field(default="127.0.0.1", description="bind address (0.0.0.0 for a remote "
+                                                       "Prometheus)")
+
+
 class ServiceConfig(BaseSettings):
     """Base of the edge and cloud configs: TOML values, overridden by FEDSTREAM_* variables."""
 
@@ -71,6 +81,7 @@ class ServiceConfig(BaseSettings):
     model: str = "digits-mlp"
     broker: BrokerConfig = BrokerConfig()
     log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
     threads: int | None = Field(default=None, ge=1, le=1024,
                                 description="torch threads; None keeps torch's default")
 

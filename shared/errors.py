@@ -52,6 +52,7 @@ class Reason(StrEnum):
     NO_MODEL = "no_model"
     INTERNAL = "internal"
     TOO_LITTLE_DATA = "too_little_data"
+    BACKEND_TUNING = "backend_tuning"
     # identity and authorisation (100-119)
     UNSIGNED = "unsigned"
     BAD_SIGNATURE = "bad_signature"
@@ -114,6 +115,8 @@ REASONS: dict[Reason, ReasonInfo] = {
     Reason.INTERNAL: ReasonInfo("the service failed on this request; its log has why", 92),
     Reason.TOO_LITTLE_DATA: ReasonInfo(
         "the edge holds too few usable windows for the round's limits", 93),
+    Reason.BACKEND_TUNING: ReasonInfo(
+        "the edge is still measuring its training backend; it trains once that is done", 94),
     Reason.UNSIGNED: ReasonInfo("a signature is required and the object carries none", 100),
     Reason.BAD_SIGNATURE: ReasonInfo(
         "the signature does not match the object and the signer's enrolled key", 101),

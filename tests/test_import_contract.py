@@ -24,7 +24,10 @@ PURE = ["shared/protocol/chunks.py", "shared/protocol/codecs", "shared/protocol/
         "shared/learning/series/align.py",
         "shared/learning/series/windows.py", "shared/learning/series/stream.py",
         "edge_node/sensors/formats/base.py", "edge_node/sensors/formats/senml.py",
-        "edge_node/sensors/formats/json_fields.py", "edge_node/sensors/formats/bare.py"]
+        "edge_node/sensors/formats/json_fields.py", "edge_node/sensors/formats/bare.py",
+        "shared/protocol/history.py", "fedstream/describe.py", "fedstream/tables.py",
+        "fedstream/documents.py", "fedstream/failures.py",
+        "edge_node/status_line.py", "cloud/status_line.py"]
 IO_MODULES = ("paho", "sqlite3", "socket", "subprocess", "msgpack")
 
 

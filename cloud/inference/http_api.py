@@ -6,6 +6,7 @@ import asyncio
 import json
 import ssl
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -187,6 +188,7 @@ class HttpApi:
         return await handler(request)
 
     async def _predict(self, request: web.Request) -> web.Response:
+        arrived = time.monotonic()
         try:
             try:
                 body = await request.read()
@@ -205,7 +207,7 @@ class HttpApi:
             log.exception("infer_rejected", via=VIA, reason=str(Reason.INTERNAL),
                           detail=repr(err))
             return _refusal(FAILED)
-        self._tally.served(VIA)
+        self._tally.served(VIA, time.monotonic() - arrived)
         return web.json_response({"version": answer.version,
                                   "predictions": answer.predictions.tolist(),
                                   "scores": answer.scores.tolist()})

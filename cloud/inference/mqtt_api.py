@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import structlog
@@ -79,13 +80,13 @@ class MqttApi:
                      detail=err.detail)
             self._send(msg, InferReply.refusal(err))
             return
-        future.add_done_callback(functools.partial(self._on_answer, msg))
+        future.add_done_callback(functools.partial(self._on_answer, msg, time.monotonic()))
 
-    def _on_answer(self, msg: Inbound, future: Future[Answer]) -> None:
+    def _on_answer(self, msg: Inbound, arrived: float, future: Future[Answer]) -> None:
         err = future.exception()
         if err is None:
             answer = future.result()
-            self._tally.served(VIA)
+            self._tally.served(VIA, time.monotonic() - arrived)
             self._send(msg, InferReply.answer(answer.version, answer.predictions,
                                               answer.scores))
             return

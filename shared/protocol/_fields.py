@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from fedstream.shared.errors import ProtocolError, Reason
@@ -66,3 +66,12 @@ def opt_int(d: Mapping[str, Any], key: str) -> int | None:
     if type(value) is not int or not 0 <= value <= 1 << 53:
         raise ProtocolError(Reason.BAD_FRAME, f"field {key!r} must be a non-negative int or nil")
     return value
+
+
+def req_list_of(d: Mapping[str, Any], key: str,
+                parse: Callable[[Mapping[str, Any]], T]) -> tuple[T, ...]:
+    """A list field of nested messages, each parsed by `parse`."""
+    items = req(d, key, list)
+    if not all(isinstance(i, dict) for i in items):
+        raise ProtocolError(Reason.BAD_FRAME, f"{key!r} must be a list of maps")
+    return tuple(parse(i) for i in items)

@@ -18,12 +18,14 @@ from fedstream.shared.protocol._fields import (
     Wire,
     req,
     req_float,
+    req_list_of,
     req_map,
     req_range,
     req_scalars,
 )
 from fedstream.shared.protocol.control import EdgeStatus, ModelInfo, RoundMode, RoundState
 from fedstream.shared.protocol.enrolment import EdgeEnrol, EdgeRevoke
+from fedstream.shared.protocol.history import RoundList, RoundListReply
 
 T = TypeVar("T")
 MAX_EDGES = 1 << 16
@@ -174,9 +176,10 @@ class ModelPromote(_VersionArg):
 
 
 Command = (RoundStart | RoundStop | StatusQuery | ModelList | ModelRollback | ModelPromote
-           | EdgeEnrol | EdgeRevoke)
+           | EdgeEnrol | EdgeRevoke | RoundList)
 COMMANDS: tuple[type[Command], ...] = (RoundStart, RoundStop, StatusQuery, ModelList,
-                                       ModelRollback, ModelPromote, EdgeEnrol, EdgeRevoke)
+                                       ModelRollback, ModelPromote, EdgeEnrol, EdgeRevoke,
+                                       RoundList)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,7 +252,7 @@ class StatusReply:
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
         """Parse."""
         return cls(round=_opt(d, "round", _round),
-                   edges=_list_of(d, "edges", EdgeStatus.from_wire),
+                   edges=req_list_of(d, "edges", EdgeStatus.from_wire),
                    model_version=req_range(d, "ver", 0, MAX_VERSION),
                    model_metrics=req_scalars(d, "metrics"), rejections=req_scalars(d, "rej"),
                    intake_bytes=req_range(d, "ib", 0, MAX_VERSION),
@@ -273,7 +276,7 @@ class ModelListReply:
     def from_wire(cls, d: Mapping[str, Any]) -> Self:
         """Parse."""
         return cls(model_version=req_range(d, "ver", 0, MAX_VERSION),
-                   versions=_list_of(d, "vers", ModelInfo.from_wire))
+                   versions=req_list_of(d, "vers", ModelInfo.from_wire))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -294,9 +297,9 @@ class ModelVersionReply:
         return cls(model_version=req_range(d, "ver", 0, MAX_VERSION))
 
 
-Answer = Reply | RoundReply | StatusReply | ModelListReply | ModelVersionReply
+Answer = Reply | RoundReply | StatusReply | ModelListReply | ModelVersionReply | RoundListReply
 ANSWERS: tuple[type[Answer], ...] = (Reply, RoundReply, StatusReply, ModelListReply,
-                                     ModelVersionReply)
+                                     ModelVersionReply, RoundListReply)
 
 
 def upgrade_cmd_v1(d: Mapping[str, Any]) -> Command:
@@ -383,12 +386,3 @@ def _edges(d: Mapping[str, Any], key: str) -> tuple[str, ...]:
 
 def _round(d: Mapping[str, Any], key: str) -> RoundState:
     return RoundState.from_wire(req_map(d, key))
-
-
-def _list_of(d: Mapping[str, Any], key: str,
-             parse: Callable[[Mapping[str, Any]], T]) -> tuple[T, ...]:
-    """A list of nested messages."""
-    items = req(d, key, list)
-    if not all(isinstance(i, dict) for i in items):
-        raise ProtocolError(Reason.BAD_FRAME, f"{key!r} must be a list of maps")
-    return tuple(parse(i) for i in items)

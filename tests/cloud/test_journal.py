@@ -280,6 +280,24 @@ def test_save_round_upserts_and_last_round_is_the_latest_opened(journal: Journal
     assert rows == [("r1", 1, "failed"), ("r2", 2, "open")]
 
 
+def test_rounds_are_newest_opened_first_in_their_saved_state(journal: Journal) -> None:
+    """`rounds(limit)` lists the newest opened rounds first, each as last saved, at most
+    `limit` of them."""
+    # Prepare
+    r1, r2, r3 = _round("r1"), _round("r2"), _round("r3")
+    r1_failed = dataclasses.replace(r1, status="failed", reason="no_quorum")
+    for state in (r1, r2, r3, r1_failed):
+        journal.save_round(state)
+
+    # Execute
+    every = journal.rounds(10)
+    newest = journal.rounds(2)
+
+    # Assert
+    assert every == [r3, r2, r1_failed]
+    assert newest == [r3, r2]
+
+
 def test_versions_round_trip_with_their_lineage(journal: Journal) -> None:
     """Versions come back oldest first with parent and the lineage dict intact."""
     # Prepare

@@ -11,6 +11,7 @@ import pytest
 from fedstream.broker import Mosquitto
 from fedstream.edge_node.config import EdgeConfig
 from fedstream.edge_node.daemon import EdgeDaemon
+from fedstream.edge_node.wiring import open_edge
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topic
 
@@ -23,7 +24,7 @@ def connected_edge(broker: Mosquitto, federation: str, tmp_path: Path) -> Iterat
     cfg = EdgeConfig(edge_id="e1", federation=federation, data_dir=tmp_path / "edge",
                      broker={"host": broker.host, "port": broker.port},
                      source={"name": "digits", "params": {"partitions": 8}})
-    daemon = EdgeDaemon.open(cfg)
+    daemon = open_edge(cfg)
     daemon.mqtt.connect(10)
     try:
         yield daemon

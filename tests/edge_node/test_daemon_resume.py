@@ -48,19 +48,19 @@ def test_edge_probes_its_outbox_and_sends_only_the_named_chunks_once(
     """A resend pass sends one probe per kept update, never its chunks; an answer naming
     chunks 1 and 3-4 gets exactly those, and the same answer again (the idle notice after
     the probe's answer) gets nothing: the next frame out is the next pass's probe, after
-    which the answer counts again."""
+    which the answer counts again. The metrics count 2 probes and 6 re-sent chunks."""
     # Prepare
     (item,) = edge.outbox.pending()
     missing = MissingChunks(update_id=item.update_id, count=5, runs=((1, 2), (3, 5)))
 
     # Execute
-    edge._resend(min_age_s=0.0)
+    edge.sender.probe(min_age_s=0.0)
     probes = _drain(seen, 1)
-    edge._on_missing(missing)
-    edge._on_missing(missing)
+    edge.sender.on_missing(missing)
+    edge.sender.on_missing(missing)
     sent = _drain(seen, 3)
-    edge._resend(min_age_s=0.0)
-    edge._on_missing(missing)
+    edge.sender.probe(min_age_s=0.0)
+    edge.sender.on_missing(missing)
     after_probe = _drain(seen, 4)
 
     # Assert
@@ -69,3 +69,6 @@ def test_edge_probes_its_outbox_and_sends_only_the_named_chunks_once(
     assert [f.index for f in sent if isinstance(f, UpdateChunk)] == [1, 3, 4]
     assert isinstance(after_probe[0], UpdateProbe)
     assert [f.index for f in after_probe[1:] if isinstance(f, UpdateChunk)] == [1, 3, 4]
+    sample = edge.metrics.registry.get_sample_value
+    assert sample("fedstream_edge_probes_sent_total") == 2
+    assert sample("fedstream_edge_resent_chunks_total") == 6

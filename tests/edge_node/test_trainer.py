@@ -74,3 +74,21 @@ def test_data_that_does_not_fit_the_model_is_refused() -> None:
         train_round(arch=small, base=base, data=data,
                     params=TrainParams(epochs=1, lr=0.1, momentum=0.0, batch_size=8),
                     backend=BACKENDS.build("torch"), seed=0)
+
+
+def test_on_batch_is_called_before_every_minibatch() -> None:
+    """The hook the daemon pets systemd's watchdog from runs once per minibatch of every
+    epoch (100 samples in batches of 32: 4 per epoch)."""
+    # Prepare
+    data = SOURCES.build("digits", partitions=3, partition=0).load()
+    data = data.take(slice(0, 100))
+    calls: list[None] = []
+    params = TrainParams(epochs=2, lr=0.05, momentum=0.9, batch_size=32)
+
+    # Execute
+    train_round(arch=ARCH, base=tensors_of(build_model(ARCH, seed=0)), data=data,
+                params=params, backend=BACKENDS.build("torch"), seed=1,
+                on_batch=lambda: calls.append(None))
+
+    # Assert
+    assert len(calls) == 8

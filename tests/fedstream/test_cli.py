@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -126,13 +127,73 @@ def test_round_start_with_no_edges_online_is_no_edges(
 
     # Assert
     assert status.returncode == 0, status.stderr
-    assert "model version: v0" in status.stdout and "0 online of 0 seen" in status.stdout
+    assert status.stdout.startswith("model       v0  accuracy ")
+    assert "\nedges       0 online of 0\n" in status.stdout
+    assert "\nround       none\n" in status.stdout
     assert refused.returncode == REASONS[Reason.NO_EDGES].exit_code
     assert "no_edges" in refused.stderr
     assert refused_async.returncode == REASONS[Reason.NO_EDGES].exit_code
     assert misplaced.returncode == REASONS[Reason.BAD_CONFIG].exit_code
     assert "buffer" in misplaced.stderr
     assert (stopped.returncode, stopped.stdout) == (0, "no round to stop\n")
+
+
+@pytest.mark.mosquitto
+@pytest.mark.slow
+def test_views_print_json_and_a_failed_round_says_why(
+    broker: Mosquitto, federation: str, tmp_path: Path
+) -> None:
+    """With a cloud and one edge, a round publishes v1 and a second fails (the edge declines
+    it: too few samples). The failed `round start --wait` prints reason, meaning and what to
+    do and exits no_quorum; `status`, `edges` and `rounds --json` each print one document
+    saying so; `rounds` prints the same as a table."""
+    # Prepare
+    cloud_cfg, edge_cfgs = write_configs(tmp_path, port=broker.port, federation=federation,
+                                         edges=1, dirichlet_alpha=0.5)
+    procs = Processes(tmp_path)
+    client = ("--config", str(cloud_cfg), "--timeout", "10")
+    try:
+        procs.spawn("cloud", "cloud", cloud_cfg)
+        procs.spawn("edge-0", "edge", edge_cfgs[0])
+        wait_ready(FleetAddress.local(host=broker.host, port=broker.port, federation=federation,
+                                      model="digits-mlp", timeout_s=2.0), edges=1, procs=procs)
+
+        # Execute
+        published = _run("round", "start", "--wait", "--epochs", "1", *client, timeout=120)
+        failed = _run("round", "start", "--wait", "--min-samples", "1000000", *client,
+                      timeout=120)
+        status = _run("status", "--json", *client)
+        edges = _run("edges", "--json", *client)
+        rounds = _run("rounds", "--json", "--limit", "5", *client)
+        table = _run("rounds", *client)
+    finally:
+        procs.stop()
+
+    # Assert
+    assert published.returncode == 0, published.stderr
+    assert failed.returncode == REASONS[Reason.NO_QUORUM].exit_code, failed.stderr
+    assert "failed   round " in failed.stdout and ": no_quorum: 0 of 1 updates" in failed.stdout
+    assert f"meaning  {REASONS[Reason.NO_QUORUM].help}" in failed.stdout
+    assert "to do    fewer than quorum updates" in failed.stdout
+    assert "fedstream: no_quorum: round " in failed.stderr
+    assert [d.returncode for d in (status, edges, rounds, table)] == [0, 0, 0, 0]
+    fleet, seen, journal = (json.loads(d.stdout) for d in (status, edges, rounds))
+    assert fleet["model"]["version"] == 1 and fleet["edges"] == {"online": 1, "total": 1}
+    last = fleet["round"]
+    assert (last["status"], last["reason"]) == ("failed", "no_quorum")
+    (edge,) = seen["edges"]
+    assert edge["id"] == "edge-0" and edge["online"] and edge["version"] == 1
+    assert edge["declined"] == {"round": last["id"], "reason": "too_little_data"}
+    assert [(r["status"], r["reason"]) for r in journal["rounds"]] == [
+        ("failed", "no_quorum"), ("published", None)]
+    assert journal["rounds"][0]["declined"] == {"edge-0": "too_little_data"}
+    assert journal["rounds"][1]["result"]["version"] == 1
+    header, newest, oldest = table.stdout.splitlines()
+    assert header.split() == ["round", "mode", "status", "base", "updates", "metric", "version",
+                              "seconds", "reason"]
+    assert newest.split()[:5] == [last["id"], "sync", "failed", "v1", "0/0"]
+    assert "no_quorum: 0 of 1 updates; edge-0 declined: too_little_data" in newest
+    assert oldest.split()[2:5] == ["published", "v0", "1/1"]
 
 
 def test_pki_init_and_issue_write_the_federations_certificates(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from fedstream.cloud.config import CloudConfig
 from fedstream.edge_node.config import EdgeConfig
-from fedstream.shared.config import load_config
+from fedstream.shared.config import MetricsConfig, load_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 EXAMPLES = DEPLOY / "config"
@@ -26,12 +26,13 @@ def test_edge_example_loads() -> None:
 
 
 def test_cloud_example_loads() -> None:
-    """deploy/config/cloud.example.toml is a valid cloud config equal to the defaults."""
+    """deploy/config/cloud.example.toml is a valid cloud config equal to the defaults but for
+    the metrics endpoint it turns on (the shipped port)."""
     # Execute
     cfg = load_config(CloudConfig, EXAMPLES / "cloud.example.toml")
 
     # Assert
-    assert cfg == CloudConfig()
+    assert cfg == CloudConfig(metrics=MetricsConfig(port=9610))
 
 
 @pytest.mark.parametrize(("unit", "cfg"), [("fedstream-cloud", CloudConfig),

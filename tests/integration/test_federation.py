@@ -68,14 +68,16 @@ def test_two_rounds_advance_the_model_and_count_every_edge(
     assert after.model_version == 2
     assert {e.edge_id for e in after.edges if e.online} == {"edge-0", "edge-1", "edge-2"}
     assert all(e.backend.get("backend") in ("ipex", "torch") for e in after.edges)
-    assert "3 online of 3 seen" in printed.getvalue()
+    assert "\nedges       3 online of 3\n" in printed.getvalue()
     assert all(p.returncode == 0 for p in procs.procs.values())
     assert isinstance(rolled, ModelVersionReply) and rolled.model_version == 3
     assert isinstance(versions, ModelListReply)
     assert [(v.version, v.parent) for v in versions.versions] == [(0, None), (1, 0), (2, 1),
                                                                   (3, 1)]
     assert versions.versions[3].lineage["rollback_of"] == 1
-    assert "* v3" in listing.getvalue() and "rollback of v1" in listing.getvalue()
+    served = [line for line in listing.getvalue().splitlines() if line.startswith("*")]
+    assert len(served) == 1 and served[0].split()[1:3] == ["v3", "v1"], listing.getvalue()
+    assert served[0].endswith("rollback of v1")
     files = ModelFiles(tmp_path / "cloud-data" / "models")
     spec = spec_of(build_model(Architecture.mlp((64, 100, 100, 10))))
     assert all(torch.equal(a, b) for a, b in zip(files.load("v1.safetensors", spec)[0],

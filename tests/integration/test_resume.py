@@ -10,6 +10,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,13 +52,16 @@ def _events(log: Path, name: str) -> list[dict[str, object]]:
 
 
 def test_upload_cut_by_a_broker_kill_resumes_with_only_the_missing_chunks(
-    tmp_path: Path, federation: str,
+    tmp_path: Path, federation: str, monkeypatch: pytest.MonkeyPatch,
+    scrape: Callable[[Path], dict[str, float]],
 ) -> None:
     """SIGKILL Mosquitto and the cloud once the cloud journaled half of a 152-chunk update
     (the rest was PUBACKed to the edge and dies with the broker's queue and the cloud's
     inbox); after both restart, the cloud names the runs its journal lacks and the edge sends
-    exactly those chunks: no full re-send, and the update is accepted once."""
+    exactly those chunks: no full re-send, and the update is accepted once. The edge's
+    metrics count those re-sent chunks."""
     # Prepare
+    monkeypatch.setenv("FEDSTREAM_METRICS__PORT", "0")
     broker = Mosquitto(BrokerParams(port=0, data_dir=tmp_path / "broker"))
     broker.start()
     # FULL makes the cloud fsync each chunk, so it is still taking them in when the test sees
@@ -95,6 +99,7 @@ def test_upload_cut_by_a_broker_kill_resumes_with_only_the_missing_chunks(
         procs.spawn("cloud", "cloud", cloud_cfg)
         runner.join(timeout=150)
         spy.close()
+        edge_metrics = scrape(tmp_path / "edge.log")
     finally:
         procs.stop()
         broker.stop()
@@ -111,4 +116,5 @@ def test_upload_cut_by_a_broker_kill_resumes_with_only_the_missing_chunks(
     assert sent["chunks"] == 152 and 76 <= len(held) < 152
     assert [r.edge_id for r in journal.accepted(final.round_id)] == ["edge-0"]
     assert sorted(resent) == sorted(missing)
+    assert edge_metrics["fedstream_edge_resent_chunks_total"] == len(missing)
     assert sum(int(str(e["chunks"])) for e in resumed) == len(missing)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import queue
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from fedstream.demo_sensors import (
     SensorFleet,
     print_sensor_table,
 )
-from fedstream.operator import fleet_status, show_status
+from fedstream.operator import fleet_status, show_edges
 from fedstream.shared.learning.metrics import ACCURACY
 from fedstream.shared.learning.sources import SOURCES
 from fedstream.shared.protocol import wire
@@ -32,11 +34,14 @@ EDGES = 3
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SensorFleet]:
-    """The running sensor demo: brokers, cloud, three edges and their replays."""
+    """The running sensor demo: brokers, cloud, three edges and their replays, each service
+    serving its metrics on a free port."""
     params = SensorDemoParams(rounds=2, edges=EDGES, workdir=tmp_path_factory.mktemp("sensors"),
                               speed=20.0, min_spans=8)
-    with SensorFleet.running(params, out=io.StringIO()) as running:
-        yield running
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("FEDSTREAM_METRICS__PORT", "0")
+        with SensorFleet.running(params, out=io.StringIO()) as running:
+            yield running
 
 
 def _spy(fleet: SensorFleet, got: queue.Queue[Inbound]) -> MqttClient:
@@ -114,15 +119,42 @@ def test_unlabelled_streams_federate_a_forecaster_scored_by_mae(
     assert all(r["updates"] == EDGES for r in results)
 
 
-def test_status_shows_what_each_edge_stored(fleet: SensorFleet) -> None:
-    """`fedstream status` prints, per sensor edge, the readings and label spans it stored."""
+def test_edges_shows_what_each_edge_stored(fleet: SensorFleet) -> None:
+    """`fedstream edges` prints, per sensor edge, the readings and label spans it stored."""
     # Prepare
     printed = io.StringIO()
 
     # Execute
-    show_status(fleet.address, out=printed)
+    show_edges(fleet.address, out=printed)
 
     # Assert
     lines = [line for line in printed.getvalue().splitlines() if "readings" in line]
     assert len(lines) == EDGES, printed.getvalue()
     assert all("label spans" in line for line in lines)
+
+
+def test_sensor_edges_serve_their_intake_metrics(
+    fleet: SensorFleet, scrape: Callable[[Path], dict[str, float]],
+) -> None:
+    """Each sensor edge's /metrics holds the readings it stores, a message count that grows
+    while the replay runs, and the drop counter the dashboard draws (every reason from zero:
+    a rate needs the series before the first drop)."""
+    # Prepare
+    logs = [fleet.params.workdir / f"edge-{i}.log" for i in range(EDGES)]
+    first = [scrape(log) for log in logs]
+
+    # Execute
+    deadline = time.monotonic() + 60
+    later = [scrape(log) for log in logs]
+    while time.monotonic() < deadline and not all(
+            b["fedstream_sensor_messages_total"] > a["fedstream_sensor_messages_total"]
+            for a, b in zip(first, later, strict=True)):
+        time.sleep(0.5)
+        later = [scrape(log) for log in logs]
+
+    # Assert
+    assert all(m["fedstream_sensor_readings_stored"] > 0 for m in later)
+    assert all(b["fedstream_sensor_messages_total"] > a["fedstream_sensor_messages_total"]
+               for a, b in zip(first, later, strict=True))
+    assert all("fedstream_sensor_readings_dropped_total" in m for m in later)
+

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
+import logging
+import re
+import warnings
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from importlib import metadata
 from types import ModuleType
@@ -20,6 +25,46 @@ from fedstream.shared.learning.backends.base import (
 )
 
 _DIST = "intel-extension-for-pytorch"
+# IPEX 2.8 logs these through its own "IPEX" logger, not `warnings`: "'fuse_update_step' will
+# be deprecated in a future release of Intel® Extension for PyTorch*." on every `optimize` with
+# an optimizer, the same for 'split_master_weight_for_bf16' in bf16, and "Conv1d channels last
+# support will be deprecated in Intel® Extension for PyTorch* 2.9." per Conv1d layer. Nothing a
+# caller can act on, and dozens of lines per run in a service's log.
+_DEPRECATED = re.compile(r"will be deprecated in (a future release of )?Intel® Extension for "
+                         r"PyTorch\*")
+# The Conv1d notice comes from its own module's logger, the others from "IPEX".
+_LOGGERS = ("IPEX", "intel_extension_for_pytorch.nn.utils._weight_prepack")
+# And for a model with Conv1d layers, real FutureWarnings from `optimize` itself:
+# "`ipex.utils.to_channels_last_1d(args...)` is deprecated." and the same for
+# `tensor_to_channels_last_1d`.
+_DEPRECATED_UTILS = r"`ipex\.utils\.\w*channels_last_1d\(args\.\.\.\)` is deprecated"
+
+
+class _DropDeprecations(logging.Filter):
+    """Drops IPEX's deprecation notices, lets every other record through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _DEPRECATED.search(record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    """Around an `ipex.optimize` call: its deprecation notices are dropped where they are
+    raised, the log records by a filter on IPEX's logger (`warnings` never sees them), the
+    FutureWarnings by a filter matching their message. `catch_warnings` is process-wide: a
+    second thread optimizing at the same moment can at worst leave this one filter
+    installed, which hides nothing else."""
+    loggers = [logging.getLogger(name) for name in _LOGGERS]
+    quiet = _DropDeprecations()
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_DEPRECATED_UTILS, category=FutureWarning)
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
 
 
 def _minor(version: str) -> tuple[str, ...]:
@@ -45,6 +90,14 @@ def check_versions(ipex_version: str | None, torch_version: str) -> tuple[bool, 
     return True, f"ipex {ipex_version} matches torch {torch_base}"
 
 
+def ipex_version() -> str | None:
+    """The installed IPEX version from package metadata (never by importing it), or None."""
+    try:
+        return metadata.version(_DIST)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def ipex_status() -> tuple[bool, str]:
     """Whether IPEX can be imported safely here, without importing it.
 
@@ -54,11 +107,7 @@ def ipex_status() -> tuple[bool, str]:
     Returns:
         (usable, reason), e.g. (False, "ipex 2.8.0 does not match torch 2.13.0").
     """
-    try:
-        version: str | None = metadata.version(_DIST)
-    except metadata.PackageNotFoundError:
-        version = None
-    return check_versions(version, torch.__version__)
+    return check_versions(ipex_version(), torch.__version__)
 
 
 class IpexBackend:
@@ -82,7 +131,9 @@ class IpexBackend:
         self, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         """Return IPEX-optimized copies of the model and optimizer, in train mode."""
-        optimized = self._ipex.optimize(model.train(), optimizer=optimizer, dtype=self._dtype())
+        with _quiet_deprecations():
+            optimized = self._ipex.optimize(model.train(), optimizer=optimizer,
+                                            dtype=self._dtype())
         new_model, new_optimizer = optimized
         return new_model, new_optimizer
 
@@ -92,7 +143,9 @@ class IpexBackend:
         The copy leaves the caller's training model untouched for the next round.
         """
         frozen = copy.deepcopy(model).eval().requires_grad_(False)
-        result: torch.nn.Module = self._ipex.optimize(frozen, dtype=self._dtype(), inplace=True)
+        with _quiet_deprecations():
+            result: torch.nn.Module = self._ipex.optimize(frozen, dtype=self._dtype(),
+                                                          inplace=True)
         return result
 
     def autocast(self) -> AbstractContextManager[object]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import structlog
 import torch
@@ -34,12 +34,17 @@ class BackendChoice:
         reason: Why this backend and precision, for humans.
         cpu: The CPU capabilities the choice was based on.
         bf16_speedup: Measured fp32 time / bf16 time, or None when not measured.
+        tuned: How the autotuner made the choice ("measured", "cached", "only_candidate",
+            "fallback"); "" for `select_backend`.
+        step_ms: Measured milliseconds per training step by candidate label ("ipex/bf16").
     """
 
     backend: Backend
     reason: str
     cpu: CpuCaps
     bf16_speedup: float | None
+    tuned: str = ""
+    step_ms: Mapping[str, float] = field(default_factory=dict)
 
     def describe(self) -> dict[str, str | float | bool]:
         """Flat scalar fields for edge status messages and the `backend_selected` log line."""
@@ -51,6 +56,10 @@ class BackendChoice:
         }
         if self.bf16_speedup is not None:
             fields["bf16_speedup"] = round(self.bf16_speedup, 3)
+        if self.tuned:
+            fields["tuned"] = self.tuned
+        fields.update({f"step_ms_{label.replace('/', '_')}": ms
+                       for label, ms in self.step_ms.items()})
         return fields
 
 

@@ -23,6 +23,7 @@ from fedstream.shared.protocol.commands import (
     upgrade_cmd_v1,
 )
 from fedstream.shared.protocol.control import RoundMode
+from fedstream.shared.protocol.history import DEFAULT_ROUNDS, MAX_ROUNDS, RoundList
 from fedstream.shared.protocol.topics import Topics
 
 
@@ -107,7 +108,7 @@ def test_every_command_has_its_own_kind_and_verb_topic() -> None:
     assert all(wire.KINDS[cls.KIND] is cls for cls in (*COMMANDS, *ANSWERS))
     assert paths == [f"fedstream/v1/lab/cmd/{v}" for v in (
         "round_start", "round_stop", "status", "model_list", "model_rollback",
-        "model_promote", "edge_enrol", "edge_revoke")]
+        "model_promote", "edge_enrol", "edge_revoke", "round_list")]
 
 
 def test_round_start_sends_only_what_the_operator_gave() -> None:
@@ -136,3 +137,18 @@ def test_nil_round_start_fields_read_as_the_clouds_default() -> None:
 
     # Assert
     assert back == RoundStart(codec="int8")
+
+
+def test_round_list_without_a_limit_asks_for_the_default_and_checks_its_range() -> None:
+    """A `round_list` frame without `n` asks for the default number of rounds; a limit out of
+    range cannot be built."""
+    # Prepare
+    buf = msgpack.packb({"v": 1, "k": "round_list"})
+
+    # Execute
+    back = wire.unpack(buf)
+
+    # Assert
+    assert back == RoundList(limit=DEFAULT_ROUNDS)
+    with pytest.raises(ValueError, match="limit"):
+        RoundList(limit=MAX_ROUNDS + 1)

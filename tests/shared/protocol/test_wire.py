@@ -39,6 +39,7 @@ from fedstream.shared.protocol.control import (
 )
 from fedstream.shared.protocol.data import DataBatch
 from fedstream.shared.protocol.enrolment import EdgeEnrol, EdgeRevoke
+from fedstream.shared.protocol.history import RoundList, RoundListReply
 from fedstream.shared.protocol.infer import InferReply, InferRequest
 from fedstream.shared.protocol.messages import (
     BlobHeader,
@@ -92,6 +93,7 @@ EXAMPLES: dict[str, wire.Message] = {
     "model_promote": ModelPromote(version=4),
     "edge_enrol": EdgeEnrol(edge="e1", key=bytes(range(32))),
     "edge_revoke": EdgeRevoke(edge="e1"),
+    "round_list": RoundList(limit=5),
     "receipt": Receipt(update_id="u1", round_id="r1", status="rejected", reason="stale_round",
                        detail="round r0 is closed"),
     "reply": Reply(ok=False, reason="no_edges", detail="no edge is online"),
@@ -101,6 +103,9 @@ EXAMPLES: dict[str, wire.Message] = {
                                 intake_bytes=1024, serving={"served": 5}),
     "model_list_reply": ModelListReply(model_version=3, versions=(_INFO,)),
     "model_version_reply": ModelVersionReply(model_version=5),
+    "round_list_reply": RoundListReply(rounds=(
+        _ROUND, dataclasses.replace(_ROUND, round_id="r0", status=RoundStatus.FAILED,
+                                    reason="no_quorum", result={"detail": "0 of 1 updates"}))),
     "data": DataBatch.of([[0.5, 1.0], [2.0, -3.0]], [1, 0], window="day1"),
     "infer": InferRequest.of([[0.5, 1.0], [2.0, -3.0]]),
     "infer_reply": InferReply.answer(3, [1, 0], [0.75, 0.5]),
@@ -328,7 +333,7 @@ def test_rejects_bad_version(version: object) -> None:
      ("model", "ver"), ("manifest", "hdr"), ("round", "train"), ("status", "on"),
      ("model_rollback", "ver"), ("model_promote", "ver"), ("reply", "ok"),
      ("round_reply", "ver"), ("status_reply", "edges"), ("model_list_reply", "vers"),
-     ("model_version_reply", "ver")],
+     ("model_version_reply", "ver"), ("round_list_reply", "rounds")],
 )
 def test_rejects_missing_field(kind: str, key: str) -> None:
     """A required field left out is a bad frame, never a KeyError."""
@@ -378,6 +383,9 @@ def test_rejects_missing_field(kind: str, key: str) -> None:
         ("status_reply", "rej", {"bad_hash": None}),
         ("round_reply", "ver", True),
         ("model_list_reply", "vers", [{"ver": 1}]),
+        ("round_list", "n", 0),
+        ("round_list", "n", True),
+        ("round_list_reply", "rounds", [{"round": "r1"}]),
     ],
 )
 def test_rejects_wrong_type(kind: str, key: str, value: object) -> None:
