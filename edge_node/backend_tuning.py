@@ -49,11 +49,13 @@ class EdgeBackend:
 
     @classmethod
     def of(cls, cfg: EdgeConfig, wake: Wake) -> EdgeBackend:
-        """The edge's, with its choices cached in `data_dir/backend-choice.json`."""
+        """The edge's, with its choices cached in `backend.cache`, by default
+        `data_dir/backend-choice.json`."""
         backend = cfg.backend
-        tuner = AutoTuner(cache=ChoiceCache(cfg.data_dir / CACHE_FILE), params=TuneParams(
-            preference=backend.name, precision=backend.precision, tolerance=backend.tolerance,
-            seed=cfg.seed))
+        params = TuneParams(preference=backend.name, precision=backend.precision,
+                            tolerance=backend.tolerance, seed=cfg.seed)
+        tuner = AutoTuner(cache=ChoiceCache(backend.cache or cfg.data_dir / CACHE_FILE),
+                          params=params)
         return cls(tuner=tuner, cfg=backend, wake=wake)
 
     @property

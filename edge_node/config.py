@@ -33,6 +33,11 @@ class BackendConfig(Section):
                           description="a round arriving while the backend is measured waits "
                                       "this long, then is declined (backend_tuning); it is "
                                       "still trained if open when measuring ends")
+    cache: Path | None = Field(default=None,
+                               description="where measured choices are kept; default "
+                                           "data_dir/backend-choice.json. Identical gateways "
+                                           "may share one (its key names the CPU and "
+                                           "versions), e.g. baked into their image")
 
 
 class EdgeSecurityConfig(Section):
