@@ -67,7 +67,8 @@ def test_verdicts_count_by_reason_and_accepted_ones_add_bytes_and_staleness() ->
 
 
 def test_a_round_counts_once_when_it_ends_and_only_if_it_was_seen_open() -> None:
-    """Open then published (republished twice): one published round, 20 s long; a failed
+    """Open then published (republished twice): one published round, whose opening-to-end
+    span by the given clock (100 -> 120) lands in the 30 s bucket, not the 10 s one; a failed
     round this process never saw open (a restart's republished last round) is not counted."""
     # Prepare
     metrics = CloudMetrics()
@@ -85,7 +86,9 @@ def test_a_round_counts_once_when_it_ends_and_only_if_it_was_seen_open() -> None
     # Assert
     assert got[("fedstream_rounds_total", (("outcome", "published"),))] == 1
     assert ("fedstream_rounds_total", (("outcome", "no_quorum"),)) not in got
-    assert got[("fedstream_round_duration_seconds_sum", ())] == 20.0
+    bucket = "fedstream_round_duration_seconds_bucket"
+    assert got[("fedstream_round_duration_seconds_count", ())] == 1
+    assert (got[(bucket, (("le", "10.0"),))], got[(bucket, (("le", "30.0"),))]) == (0, 1)
 
 
 def test_the_live_view_is_read_at_every_scrape() -> None:
