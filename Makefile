@@ -2,15 +2,17 @@
 #   make demo   broker + cloud + 3 edges, 5 federated rounds on the built-in digits data
 #   make demo-sensors   the same on live sensor streams: BasicMotions replayed over MQTT, a 1-D CNN
 #   make test   lint + type check, then the test suite on both torch stacks (IPEX 2.8, torch 2.13)
+#   make wheel  dist/fedstream-*.whl, to install as systemd services (README, "Installing")
 # Each installs what it needs: Mosquitto (apt) and the virtual environments (pip).
 
 PYTHON ?= python3
 VENV ?= .venv
 STOCK_VENV ?= .venv-stock
+WHEEL_VENV ?= build/wheel-venv
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-sensors test test-ipex test-stock lint mosquitto clean
+.PHONY: demo demo-sensors test test-ipex test-stock lint mosquitto wheel clean
 
 demo: mosquitto $(VENV)/.installed
 	$(VENV)/bin/fedstream demo --rounds 5 --edges 3 --min-accuracy 0.90
@@ -59,5 +61,11 @@ $(STOCK_VENV)/.installed: pyproject.toml
 	$(STOCK_VENV)/bin/pip install -q --no-deps 'aeon==1.6.0'
 	touch $@
 
+# The wheel carries the package, the units, the example configs and the docs; a small venv of
+# its own builds it (pip fetches the build backend), so it needs neither torch stack.
+wheel:
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/pip wheel -q --no-deps -w dist .
+
 clean:
-	rm -rf $(VENV) $(STOCK_VENV) demo-run
+	rm -rf $(VENV) $(STOCK_VENV) $(WHEEL_VENV) demo-run dist

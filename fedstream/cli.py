@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from fedstream.cli_client import add_client_options, client_address
 from fedstream.fleet_cli import add_fleet_parsers, add_json_option
+from fedstream.install_cli import add_install_parser
 from fedstream.security_cli import add_edge_identity_parsers, add_pki_parser
 from fedstream.shared.errors import REASONS, FedstreamError
 from fedstream.shared.logs import configure_logging
@@ -273,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_broker_parsers(sub)
     add_pki_parser(sub)
+    add_install_parser(sub)
 
     for name, handler in (("cloud", _cloud_run), ("edge", _edge_run)):
         group = sub.add_parser(name, help=f"run the {name} service" + (

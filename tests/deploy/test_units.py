@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from fedstream.install import render_unit
 from fedstream.shared.errors import REASONS
 
 UNITS = sorted((Path(__file__).resolve().parents[2] / "deploy" / "systemd").glob("*.service"))
 ANALYZE = shutil.which("systemd-analyze")
 MAX_EXPOSURE = 2.0
-SHIPPED_BINARY = "/opt/fedstream/venv/bin/fedstream"
 
 needs_analyze = pytest.mark.skipif(ANALYZE is None,
                                    reason="systemd-analyze is not installed")
@@ -33,12 +33,10 @@ def _settings(unit: Path) -> dict[str, list[str]]:
 
 
 def _rendered(unit: Path, into: Path) -> Path:
-    """A copy of `unit` whose ExecStart runs this environment's `fedstream` (verify checks
-    that the binary exists and is executable; the shipped path is the install's)."""
-    script = Path(sys.executable).with_name("fedstream")
-    command = str(script) if script.is_file() else f"{sys.executable} -m fedstream"
+    """A copy of `unit` as `fedstream install` writes it for this venv (verify checks that
+    ExecStart's binary exists and is executable)."""
     copy = into / unit.name  # verify wants a unit's own name
-    copy.write_text(unit.read_text().replace(SHIPPED_BINARY, command))
+    copy.write_text(render_unit(unit.read_text(), sys.prefix))
     return copy
 
 
