@@ -65,6 +65,8 @@ $(STOCK_VENV)/.installed: pyproject.toml
 # its own builds it (pip fetches the build backend), so it needs neither torch stack.
 wheel:
 	$(PYTHON) -m venv $(WHEEL_VENV)
+	# A stale build/lib (a module since removed) would be packed again.
+	rm -rf build/lib build/bdist.*
 	$(WHEEL_VENV)/bin/pip wheel -q --no-deps -w dist .
 
 clean:

@@ -8,7 +8,7 @@ without overwriting what the edges taught it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from torch import nn
 
 from fedstream.cloud.config import FinetuneConfig
 from fedstream.cloud.replay import Arrays, check_batch
-from fedstream.shared.learning.backends import Backend
+from fedstream.shared.learning.backends import Backend, BackendChoice
 from fedstream.shared.learning.backends.autotune import AutoTuner, TuneParams
 from fedstream.shared.learning.backends.choice_cache import CACHE_FILE, ChoiceCache
 from fedstream.shared.learning.isa import bf16_isa, onednn_isa
@@ -33,6 +33,8 @@ CLASSIFICATION = task_for(TaskKind.CLASSIFICATION)
 
 # Enough samples for a stable per-weight ranking; the estimate is one batched backward pass.
 FISHER_SAMPLES = 256
+# While the backend is still being measured, the wait wakes this often to ping the watchdog.
+_WAIT_SLICE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -266,6 +268,8 @@ class FineTuner:
         probe_onednn: Ask oneDNN for its ISA in fp32 too.
         data_dir: The service's data directory, where the choice is cached
             (`backend-choice.json`); None measures every time.
+        on_step: Called after each training step and while waiting for the measuring: the
+            service's watchdog ping (fine-tuning runs on its loop).
 
     Raises:
         ConfigError: BACKEND_UNAVAILABLE, UNKNOWN_NAME or BAD_CONFIG for the backend and
@@ -273,9 +277,11 @@ class FineTuner:
     """
 
     def __init__(self, arch: Architecture, params: FinetuneConfig, seed: int, *,
-                 probe_onednn: bool = False, data_dir: Path | None = None) -> None:
+                 probe_onednn: bool = False, data_dir: Path | None = None,
+                 on_step: Callable[[], None] | None = None) -> None:
         self.arch, self.params = arch, params
         self._probe_onednn = probe_onednn
+        self._on_step = on_step
         tuner = AutoTuner(cache=None if data_dir is None else ChoiceCache(data_dir / CACHE_FILE),
                           params=TuneParams(preference=params.backend,
                                             precision=params.precision, seed=seed))
@@ -304,7 +310,7 @@ class FineTuner:
 
     def _choose(self) -> _Chosen:
         if self._chosen is None:
-            choice = self._tuning.result()
+            choice = self._wait_for_tuning()
             backend = choice.backend
             cpu_bf16 = bf16_isa(choice.cpu)
             onednn = (onednn_isa() if self._probe_onednn or backend.precision == "bf16"
@@ -317,6 +323,14 @@ class FineTuner:
                      onednn_isa=onednn["isa"], onednn_impl=onednn.get("bf16_impl", "unknown"),
                      reason=choice.reason)
         return self._chosen
+
+    def _wait_for_tuning(self) -> BackendChoice:
+        while True:
+            try:
+                return self._tuning.result(timeout=_WAIT_SLICE_S)
+            except TimeoutError:
+                if self._on_step is not None:
+                    self._on_step()
 
     def run(self, start: Sequence[torch.Tensor], fresh: Arrays, replay: Arrays,
             seed: int) -> FinetuneResult:
@@ -350,7 +364,7 @@ class FineTuner:
         batches = mixed_batches(fresh_t, replay_t, batch_size=p.batch_size,
                                 replay_ratio=p.replay_ratio, steps=p.steps, generator=gen)
         stats = train_steps(model, optimizer, self.backend, batches, arch=self.arch,
-                            penalty=penalty)
+                            penalty=penalty, on_step=self._on_step)
         # state_dict() gives fp32 master weights even when IPEX trains in bf16.
         result = self._result(tensors_of(model), steps=stats.steps, loss=stats.loss,
                               began=began)

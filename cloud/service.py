@@ -34,7 +34,7 @@ from fedstream.shared.errors import (
     TransportError,
 )
 from fedstream.shared.metrics import MetricsEndpoint
-from fedstream.shared.notify import Notifier
+from fedstream.shared.notify import Notifier, Pulse
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.commands import (
     COMMANDS,
@@ -94,11 +94,13 @@ class CloudService:
                  inbox: queue.Queue[Inbound], mqtt: MqttClient, store: CloudStore,
                  data: DataIntake | None, inference: InferenceServer | None,
                  coordinator: Coordinator, intake: Intake, receiver: UpdateReceiver,
-                 outlet: Outlet, metrics: MetricsEndpoint | None = None) -> None:
+                 outlet: Outlet, metrics: MetricsEndpoint | None = None,
+                 pulse: Pulse | None = None) -> None:
         self.cfg, self.topics, self._subs, self._inbox = cfg, topics, subs, inbox
         self.mqtt, self.store, self.data, self.inference = mqtt, store, data, inference
         self.coordinator, self.intake, self.receiver = coordinator, intake, receiver
         self.outlet, self.metrics = outlet, metrics
+        self._pulse = pulse
         self.rejections = RejectionLog()
         self._recovery = _Recovery()
 
@@ -106,6 +108,8 @@ class CloudService:
         """Serve until `stop` is set. `notify` tells systemd when the cloud serves
         (connected, recovered), what its round is doing, and that the loop is alive."""
         notify = notify or Notifier.quiet()
+        if self._pulse is not None:
+            self._pulse.attach(notify)
         notify.status(f"connecting to the broker at {self.mqtt.conn}")
         # Connected first: replaying a kept update may decide it, count it and close its
         # round, and those answers and announcements need the broker.

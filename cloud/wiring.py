@@ -30,6 +30,7 @@ from fedstream.shared.learning.models import build_model
 from fedstream.shared.learning.sources import SOURCES, Dataset
 from fedstream.shared.learning.tasks import evaluate, task_for
 from fedstream.shared.metrics import MetricsEndpoint
+from fedstream.shared.notify import Pulse
 from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
@@ -67,13 +68,14 @@ def build_cloud(cfg: CloudConfig) -> CloudService:
                                signer=None if security.signing_key is None
                                else load_signer(security.signing_key))
     metrics = CloudMetrics()
+    pulse = Pulse()  # the watchdog, from inside a fine-tune on the loop
     outlet = Outlet(mqtt=mqtt, topics=topics, model=cfg.model, publisher=publisher,
                     inference=inference, metrics=metrics)
     coordinator = Coordinator.open(cfg=cfg, store=store,
                                    evaluate=make_evaluator(arch, held_out),
                                    publish_model=outlet.publish_model,
                                    publish_round=outlet.publish_round,
-                                   stage=make_stage(cfg, arch, data))
+                                   stage=make_stage(cfg, arch, data, pulse))
     intake = Intake(spec=coordinator.spec, params=cfg.intake,
                     signatures=UpdateSignatures(keyring=store.keys, federation=cfg.federation,
                                                 model=cfg.model,
@@ -85,7 +87,8 @@ def build_cloud(cfg: CloudConfig) -> CloudService:
                            store=store, data=data, inference=inference,
                            coordinator=coordinator, intake=intake, receiver=receiver,
                            outlet=outlet, metrics=MetricsEndpoint(cfg.metrics,
-                                                                  metrics.registry))
+                                                                  metrics.registry),
+                           pulse=pulse)
     metrics.watch(service.live)
     return service
 
@@ -117,12 +120,13 @@ def make_evaluator(arch: Architecture,
     return scores
 
 
-def make_stage(cfg: CloudConfig, arch: Architecture,
-               data: DataIntake | None) -> ContinualStage | None:
+def make_stage(cfg: CloudConfig, arch: Architecture, data: DataIntake | None,
+               pulse: Pulse | None = None) -> ContinualStage | None:
     """The fine-tune-and-judge stage when continual learning is on (with fine-tuning only
-    when it has steps to run)."""
+    when it has steps to run; `pulse` is pinged through each step)."""
     if data is None:
         return None
     tune = cfg.continual.finetune
-    tuner = FineTuner(arch, tune, cfg.seed, data_dir=cfg.data_dir) if tune.steps else None
+    tuner = FineTuner(arch, tune, cfg.seed, data_dir=cfg.data_dir,
+                      on_step=pulse) if tune.steps else None
     return ContinualStage(data=data, arch=arch, cfg=cfg.continual, tuner=tuner)

@@ -67,7 +67,8 @@ def prepare_sgd(arch: Architecture, start: Sequence[torch.Tensor], backend: Back
 
 def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, backend: Backend,
                 batches: Iterable[Batch], *, arch: Architecture,
-                penalty: Penalty | None = None) -> StepStats:
+                penalty: Penalty | None = None,
+                on_step: Callable[[], None] | None = None) -> StepStats:
     """One SGD step per batch: the task's loss (+ penalty), backward, optimizer step.
 
     Only the forward pass and its loss run inside `backend.autocast()`; the penalty is added
@@ -80,6 +81,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, backend: Bac
         batches: (features, targets) pairs, consumed lazily, one step each.
         arch: Says which task's loss to use (cross-entropy, or mean squared error).
         penalty: Extra loss of the weights alone, e.g. an anchor toward earlier weights.
+        on_step: Called after each step (a watchdog ping: training runs on a service loop).
 
     Returns:
         Steps taken and their mean task loss.
@@ -94,4 +96,6 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, backend: Bac
         torch.autograd.backward(objective)
         optimizer.step()
         total, steps = total + float(loss.detach()), steps + 1
+        if on_step is not None:
+            on_step()
     return StepStats(steps=steps, loss=total / max(1, steps))

@@ -336,3 +336,22 @@ def test_data_that_does_not_fit_the_model_is_refused(data: Arrays, match: str) -
     # Execute / Assert
     with pytest.raises(ValueError, match=match):
         tuner.run(_start(), EMPTY, data, seed=0)
+
+
+def test_each_step_pings_the_watchdog() -> None:
+    """`on_step` (the service's watchdog pulse) runs once per training step, so a long
+    fine-tune on the service loop keeps the unit alive (one backend: nothing measured, so
+    no waiting pings)."""
+    # Prepare
+    calls: list[None] = []
+    tuner = FineTuner(ARCH, FinetuneConfig(steps=25, batch_size=32, backend="torch",
+                                           precision="fp32"), seed=0,
+                      on_step=lambda: calls.append(None))
+    fresh, replay = _digits()
+
+    # Execute
+    result = tuner.run(_start(), fresh, replay, seed=1)
+
+    # Assert
+    assert result.steps == 25
+    assert len(calls) == 25

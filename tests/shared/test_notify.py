@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from fedstream.shared.notify import Notifier, NotifyEnv, Pacer
+from fedstream.shared.notify import Notifier, NotifyEnv, Pacer, Pulse
 
 PID = 4242
 
@@ -206,3 +206,25 @@ def test_outside_systemd_nothing_is_sent() -> None:
 
     # Assert
     assert (notify.address, notify.is_ready, logs) == (None, False, [])
+
+
+def test_a_pulse_pings_only_once_attached(listener: tuple[socket.socket, str],
+                                          make: Callable[..., Notifier]) -> None:
+    """A pulse built before the service runs does nothing until `attach`, then pings the
+    watchdog through the notifier (which paces it)."""
+    # Prepare
+    sock, path = listener
+    notify = make(path, usec=2_000_000)
+    notify.ready()
+    pulse = Pulse()
+
+    # Execute
+    pulse()
+    pulse.attach(notify)
+    pulse()
+    pulse()  # within the same half interval: paced away
+    notify.status("marker")
+
+    # Assert
+    got = [_recv(sock) for _ in range(3)]
+    assert got == ["READY=1", "WATCHDOG=1", "STATUS=marker"]
