@@ -6,6 +6,7 @@ import contextlib
 import copy
 import importlib
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -168,6 +169,11 @@ def build_ipex(*, precision: str = "fp32") -> IpexBackend:
     usable, reason = ipex_status()
     if not usable:
         raise ConfigError(Reason.BACKEND_UNAVAILABLE, reason)
+    # IPEX's import brings in torch._inductor, which starts a pool of compile workers: a
+    # child process with a torch of its own (585 MiB resident, measured) that nothing here
+    # uses (there is no torch.compile), counted against the unit's MemoryMax. With one
+    # compile thread inductor compiles in-process and starts no pool.
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
     try:
         module = importlib.import_module("intel_extension_for_pytorch")
     except (ImportError, AttributeError, OSError) as err:

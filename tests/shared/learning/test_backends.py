@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from torch.nn import functional
 
 from fedstream.shared.errors import ConfigError, Reason
-from fedstream.shared.learning.backends import BACKENDS, Backend, select_backend
+from fedstream.shared.learning.backends import BACKENDS, Backend, ipex_status, select_backend
 from fedstream.shared.learning.backends.ipex import check_versions
 from fedstream.shared.learning.cpu import detect_cpu, parse_cpuinfo
 
@@ -296,3 +296,29 @@ def test_mismatched_ipex_is_never_imported(tmp_path: Path) -> None:
     torch_base = torch.__version__.split("+")[0]
     assert f"ipex 2.7.0 does not match torch {torch_base}" in described["reason"]
     assert not marker.exists()
+
+
+_POOL_CHILD = """
+from fedstream.shared.learning.backends import BACKENDS
+BACKENDS.build("ipex", precision="fp32")
+import torch._inductor.config as inductor
+print(inductor.compile_threads)
+"""
+
+
+def test_loading_ipex_starts_no_compile_worker_pool() -> None:
+    """IPEX's import pulls in torch._inductor; with more than one compile thread inductor
+    starts a pool of worker processes (585 MiB each, unused here). The IPEX backend loads it
+    with one thread: compiling, if ever, in-process."""
+    # Prepare
+    if not ipex_status()[0]:
+        pytest.skip("IPEX is not usable on this stack")
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_COMPILE_THREADS"}
+
+    # Execute
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(_POOL_CHILD)],
+                          capture_output=True, text=True, env=env, timeout=180, check=False)
+
+    # Assert
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "1"
