@@ -240,7 +240,8 @@ class CloudConfig(ServiceConfig):
     data_dir: Path = state_dir_field("fedstream-cloud",
                                      "journal, spooled updates and model versions")
     synchronous: str = Field(default="NORMAL", pattern="^(NORMAL|FULL)$",
-                             description="FULL also survives power loss (fsync per commit)")
+                             description="FULL also survives power loss (fsync per commit "
+                                         "and per spooled update)")
     blend_alpha: float = Field(default=1.0, gt=0, le=1, description="1 means plain FedAvg")
     chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1024, le=1 << 20)
     eval_source: SourceConfig = SourceConfig(params={"split": "test"})

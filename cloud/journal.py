@@ -107,25 +107,46 @@ class Journal:
 
     def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
         self._db = open_wal(path, SCHEMA, synchronous=synchronous)
+        self._chunks: list[tuple[str, int, str, bytes]] = []
         self._run(_migrate)
         self.path = path
 
     def close(self) -> None:
-        """Close the database."""
-        self._db.close()
+        """Write what `put_chunk` holds, then close the database."""
+        try:
+            self.flush()
+        finally:
+            self._db.close()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        self.flush()
         return read(self._db, sql, params)
 
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` in one transaction (retried while another process holds the lock)."""
+        """Run `work` in one transaction (retried while another process holds the lock),
+        after the chunks `put_chunk` holds: every read and write sees them."""
+        self.flush()
         return transact(self._db, work)
 
     # -- chunks of updates still arriving --------------------------------------------------
     def put_chunk(self, blob_id: str, index: int, edge_id: str, frame: bytes) -> None:
-        """Keep a received chunk frame (idempotent by blob id and index)."""
-        self._run(lambda db: db.execute(
-            "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?)", (blob_id, index, edge_id, frame)))
+        """Keep a received chunk frame (idempotent by blob id and index), written by the
+        next `flush` (or any other operation) with the others held, in one transaction: a
+        commit per 64 KiB chunk cost more than the rest of its handling. The caller acks the
+        chunk's message only after that flush."""
+        self._chunks.append((blob_id, index, edge_id, frame))
+
+    def flush(self) -> None:
+        """Write the chunks `put_chunk` holds, in one transaction.
+
+        Raises:
+            StoreError: store_failed; those chunks are not kept (as one failed write would
+                not be): what they leave missing, their edges' probes fill.
+        """
+        held, self._chunks = self._chunks, []
+        if held:
+            transact(self._db, lambda db: db.executemany(
+                "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?)", held))
 
     def chunk_frames(self, blob_id: str | None = None) -> Iterator[tuple[str, bytes]]:
         """Kept chunk frames with their sender (of one blob, or all), for replay."""

@@ -118,19 +118,24 @@ class ModelKeeper:
         and norm (cloud/defences.py), server step, blend, refine, evaluate, judge, save
         (marking `rows` applied in the same transaction) and, if the gate lets it, publish it
         as the served model."""
-        # Two passes over the spool: the norms first (one update in memory at a time), then
-        # the aggregate of the bounded updates.
-        norms = [flat_norm(self._delta(row)) for row in rows]
+        # The norms first, then the aggregate of the bounded updates: each update read and
+        # decoded once when the round's deltas fit in what the intake may hold in memory,
+        # else read again for the second pass (one update in memory at a time).
+        fits = len(rows) * 4 * sum(t.numel for t in self.spec) <= self.cfg.intake.max_total_bytes
+        delta_of: Callable[[int], list[torch.Tensor]] = (
+            [self._delta(row) for row in rows].__getitem__ if fits
+            else lambda i: self._delta(rows[i]))
+        norms = [flat_norm(delta_of(i)) for i in range(len(rows))]
         d = self.cfg.defences
         bounds = bound(weights, norms, sample_cap=d.sample_cap, clip=d.clip,
                        max_samples=d.max_samples)
         agg = self.strategy.new_round()
         # Update-id order, on every replay.
-        for row, weight, scale in zip(rows, bounds.weights, bounds.scales, strict=True):
-            delta = self._delta(row)
+        for i, (weight, scale) in enumerate(zip(bounds.weights, bounds.scales, strict=True)):
+            delta = delta_of(i)
             agg.add(delta if scale == 1.0 else [t * scale for t in delta], weight)
         aggregate = agg.result()
-        del agg  # its float64 sums are twice the model: free them before the next steps
+        del agg, delta_of  # the sums are twice the model, the deltas n times: free them
         delta, state_after = self.strategy.step(aggregate, self.server_state)
         candidate = apply_delta(self.current.tensors, delta)
         tensors = blend(self.current.tensors, candidate, self.cfg.blend_alpha)

@@ -122,6 +122,8 @@ class UpdateReceiver:
         Raises:
             ProtocolError: the update id is another edge's (scope FRAME).
         """
+        if self.intake.holds(edge_id, update_id):
+            return False  # a partial in memory has no verdict yet: no journal read per chunk
         decided = self.store.journal.update(update_id)
         if decided is not None:
             if decided.edge_id != edge_id:

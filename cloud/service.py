@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import threading
@@ -61,6 +62,9 @@ from fedstream.shared.protocol.topics import Topic, Topics
 log = structlog.get_logger(__name__)
 
 TICK_S = 0.5
+# Messages handled before their chunks are written and acked together (at most 4 MiB of
+# 64 KiB chunks held); Mosquitto gives the cloud 100 in flight.
+BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +131,10 @@ class CloudService:
                      chunks_replayed=replayed, data_dir=str(self.cfg.data_dir))
             while not stop.is_set():
                 self._tell(notify)
-                try:
-                    msg = self._inbox.get(timeout=TICK_S)
-                except queue.Empty:
-                    msg = None
-                if msg is not None:
+                batch = self._take_batch()
+                for msg in batch:
                     self._handle(msg)
+                self._commit(batch)
                 self.tick(time.time())
         finally:
             notify.stopping()
@@ -157,12 +159,37 @@ class CloudService:
         notify.status(line)
         notify.pet(time.monotonic())
 
+    def _take_batch(self) -> list[Inbound]:
+        """The next message (waiting up to a tick for it) and those already queued behind
+        it, up to BATCH: their chunks are journaled in one transaction."""
+        try:
+            batch = [self._inbox.get(timeout=TICK_S)]
+        except queue.Empty:
+            return []
+        with contextlib.suppress(queue.Empty):
+            while len(batch) < BATCH:
+                batch.append(self._inbox.get_nowait())
+        return batch
+
+    def _commit(self, batch: list[Inbound]) -> None:
+        """Write the batch's chunks, then ack its messages: a chunk is acked only once it is
+        on disk. Acked all the same when the write failed: Mosquitto redelivers only on a
+        reconnect, and each unacked message holds one of its in-flight slots for us (100 of
+        them stop all delivery). What a lost chunk leaves missing, the edge's next probe
+        fills (P17)."""
+        try:
+            self.store.journal.flush()
+        except StoreError as err:
+            self._recovery.request(time.time())
+            log.error("chunks_not_kept", messages=len(batch), reason=str(err.reason),
+                      detail=err.detail)
+        for msg in batch:
+            self.mqtt.ack(msg)
+
     def _handle(self, msg: Inbound) -> None:
-        # The one broad guard of the service: a bad message is logged and acked, never fatal.
-        # A message we failed to store is acked all the same: Mosquitto redelivers only on a
-        # reconnect, and each unacked message holds one of its in-flight slots for us (100 of
-        # them stop all delivery). What a lost chunk leaves missing, the edge's next probe
-        # fills (P17); a data producer is told store_failed and sends again.
+        # The one broad guard of the service: a bad message is logged, never fatal (and acked
+        # with its batch, `_commit`). A data producer whose batch we failed to store is told
+        # store_failed and sends again.
         try:
             if self._subs.update.matches(msg.topic):
                 self._on_update(msg)
@@ -191,8 +218,6 @@ class CloudService:
             self._recovery.request(time.time())
             log.exception("message_rejected", topic=msg.topic, reason=str(Reason.INTERNAL),
                           detail=repr(err))
-        finally:
-            self.mqtt.ack(msg)
 
     def _on_update(self, msg: Inbound) -> None:
         self.receiver.on_frame(msg.payload, self.topics.last_but(msg.topic, 0), time.time())

@@ -26,7 +26,8 @@ class CloudStore:
         """Open (or create) the store under `data_dir`."""
         path = data_dir / "journal.db"
         return cls(journal=Journal(path, synchronous=synchronous),
-                   spool=Spool(data_dir / "spool"), models=ModelFiles(data_dir / "models"),
+                   spool=Spool(data_dir / "spool", sync=synchronous == "FULL"),
+                   models=ModelFiles(data_dir / "models"),
                    keys=Keyring(path, synchronous=synchronous))
 
     def close(self) -> None:

@@ -11,11 +11,13 @@ from fedstream.shared.errors import Reason, StoreError
 
 
 def write_atomic(path: Path, data: bytes | bytearray | memoryview, *,
-                 mode: int = 0o644) -> None:
+                 mode: int = 0o644, sync: bool = True) -> None:
     """Write `data` to `path` so a crash leaves either the old file or the whole new one.
 
     `mode` is the file's permissions from its first byte (0o600 for a private key: never
-    readable by others, not even for a moment); the umask still applies.
+    readable by others, not even for a moment); the umask still applies. `sync` flushes the
+    file and its directory to the disk, so the rename also survives power loss; without it,
+    a killed process still leaves the old file or the whole new one (the page cache has it).
     """
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -25,13 +27,15 @@ def write_atomic(path: Path, data: bytes | bytearray | memoryview, *,
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         tmp.replace(path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        if sync:
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
     except OSError as err:
         with contextlib.suppress(OSError):  # e.g. the temp path is a directory
             tmp.unlink(missing_ok=True)

@@ -31,10 +31,11 @@ class Harness:
         # The arithmetic of weighted means is checked here without the defences (they have
         # tests of their own below and in test_defences.py).
         cfg.setdefault("defences", {"sample_cap": 0, "clip": 0})
+        cfg.setdefault("architecture", ARCH_CFG)
         self.models: list[ModelVersion] = []
         self.rounds: list[RoundState] = []
         self.store = CloudStore.open(data_dir)
-        self.coord = Coordinator.open(cfg=CloudConfig(architecture=ARCH_CFG, **cfg),  # type: ignore[arg-type]
+        self.coord = Coordinator.open(cfg=CloudConfig(**cfg),  # type: ignore[arg-type]
                                       store=self.store,
                                       evaluate=lambda ts: {
                                           "accuracy": float(sum(t.sum() for t in ts))},
@@ -580,3 +581,26 @@ def test_by_default_an_inflated_claim_and_a_blown_up_update_count_as_a_typical_o
     assert _moved(h.models[-1].tensors, base, 1.0)
     lineage = h.store.journal.versions()[-1].lineage
     assert (lineage["defence_capped"], lineage["defence_clipped"]) == (1, 1)
+
+
+@pytest.mark.parametrize("max_total_bytes", [1 << 30, 1024], ids=["held", "read_twice"])
+def test_the_defended_fold_is_the_same_in_one_pass_or_two(tmp_path: Path,
+                                                           max_total_bytes: int) -> None:
+    """The round's deltas fit in what the intake may hold: each update is decoded once;
+    they do not (three 928-byte deltas over a 1 KiB bound): read again for the second pass.
+    Same model either way."""
+    # Prepare
+    h = Harness(tmp_path, defences={}, intake={"max_total_bytes": max_total_bytes},
+                architecture=ArchitectureConfig.of(Architecture.mlp((20, 10, 2))))
+    h.online("a", "b", "c")
+    base = [t.clone() for t in h.coord.current.tensors]
+    h.coord.start_round(now=0.0)
+
+    # Execute
+    h.coord.on_update(h.update("a", 1.0, 10), now=1.0)
+    h.coord.on_update(h.update("b", 1.0, 10), now=2.0)
+    h.coord.on_update(h.update("c", 100.0, 10**9), now=3.0)
+
+    # Assert
+    assert h.rounds[-1].status == "published"
+    assert _moved(h.models[-1].tensors, base, 1.0)

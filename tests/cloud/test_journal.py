@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from fedstream.cloud.journal import Journal, UpdateRow, VersionRow
 from fedstream.cloud.rounds import open_round
+from fedstream.cloud.store import CloudStore
 from fedstream.shared.errors import Reason, StoreError
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.control import RoundState, TrainParams
@@ -67,6 +68,68 @@ def test_put_chunk_is_idempotent_by_blob_and_index(journal: Journal) -> None:
 
     # Assert
     assert list(journal.chunk_frames()) == [("e1", b"first"), ("e1", b"next")]
+
+
+def test_held_chunks_reach_the_file_on_flush_in_one_transaction(tmp_path: Path) -> None:
+    """`put_chunk` holds frames until `flush` (the service acks only after it): another
+    connection sees none of them before and all of them after."""
+    # Prepare
+    journal = Journal(tmp_path / "journal.db")
+    other = sqlite3.connect(tmp_path / "journal.db")
+    journal.put_chunk("b1", 0, "e1", b"zero")
+    journal.put_chunk("b1", 1, "e1", b"one")
+
+    # Execute
+    before = other.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+    journal.flush()
+    after = other.execute("SELECT idx, frame FROM chunks ORDER BY idx").fetchall()
+
+    # Assert
+    assert before == 0
+    assert after == [(0, b"zero"), (1, b"one")]
+    other.close()
+    journal.close()
+
+
+def test_every_other_operation_writes_held_chunks_first(journal: Journal) -> None:
+    """A read or a verdict sees the chunks held so far: a verdict drops them as if each had
+    been written at once."""
+    # Prepare
+    journal.put_chunk("b1", 0, "e1", b"zero")
+    journal.put_chunk("b2", 0, "e2", b"other")
+
+    # Execute
+    indices = journal.chunk_indices("b1")
+    journal.record_update(_row("b1"))
+
+    # Assert
+    assert indices == [0]
+    assert list(journal.chunk_frames()) == [("e2", b"other")]
+
+
+def test_a_failed_flush_is_store_failed_and_keeps_nothing_of_it(tmp_path: Path) -> None:
+    """A flush the database refuses (here a trigger aborts one row's insert) raises
+    store_failed; none of that flush's chunks stay (one transaction: their edges' probes fill
+    them), and the next flush is written."""
+    # Prepare
+    journal = Journal(tmp_path / "journal.db")
+    with closing(sqlite3.connect(tmp_path / "journal.db")) as admin:
+        admin.execute("CREATE TRIGGER refuse BEFORE INSERT ON chunks WHEN NEW.frame = x'00' "
+                      "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        admin.commit()
+    journal.put_chunk("b1", 0, "e1", b"zero")
+    journal.put_chunk("b1", 1, "e1", b"\x00")
+
+    # Execute
+    with pytest.raises(StoreError) as caught:
+        journal.flush()
+    journal.put_chunk("b1", 2, "e1", b"two")
+    journal.flush()
+
+    # Assert
+    assert caught.value.reason is Reason.STORE_FAILED
+    assert journal.chunk_indices("b1") == [2]
+    journal.close()
 
 
 def test_chunk_frames_replay_in_blob_then_index_order(journal: Journal) -> None:
@@ -445,3 +508,18 @@ def test_busy_write_is_retried_until_another_connection_releases_the_lock(
     assert released_first
     assert (journal.meta("k"), journal.meta("holder")) == ("v", "other")
     assert retries and all(e["op"] == "sqlite" for e in retries)
+
+
+@pytest.mark.parametrize(("synchronous", "sync"), [("NORMAL", False), ("FULL", True)])
+def test_the_spool_flushes_to_disk_as_the_journal_does(tmp_path: Path, synchronous: str,
+                                                       sync: bool) -> None:
+    """A spooled blob is fsynced only when the journal is (FULL: power loss too); either
+    way it is written whole."""
+    # Execute
+    store = CloudStore.open(tmp_path, synchronous=synchronous)
+    rel = store.spool.put("r1", "u1", b"blob")
+
+    # Assert
+    assert store.spool.sync is sync
+    assert store.spool.get(rel) == bytearray(b"blob")
+    store.close()
