@@ -1,5 +1,8 @@
 """The cloud's memory: SQLite in WAL mode holding chunks in flight, updates, rounds and versions.
 
+Chunks in flight are a row each here and their frames in one file per update beside the
+journal (`chunks/`, cloud/chunk_files.py).
+
 Durability: WAL with synchronous=NORMAL survives a killed process (what the fault tests do);
 set `synchronous="FULL"` to also survive power loss at the cost of an fsync per commit.
 
@@ -10,6 +13,7 @@ version and forget what it consumed nor mark updates consumed by a version that 
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,6 +24,7 @@ from typing import Any, TypeVar
 import structlog
 
 from fedstream.cloud._sqlite import open_wal, read, transact
+from fedstream.cloud.chunk_files import ChunkFiles
 from fedstream.shared.errors import Reason, StoreError
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.control import ReceiptStatus, RoundState, VersionStatus
@@ -30,6 +35,7 @@ T = TypeVar("T")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
     blob_id TEXT NOT NULL, idx INTEGER NOT NULL, edge_id TEXT NOT NULL, frame BLOB NOT NULL,
+    off INTEGER NOT NULL DEFAULT -1, len INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (blob_id, idx));
 CREATE TABLE IF NOT EXISTS updates (
     update_id TEXT PRIMARY KEY, round_id TEXT NOT NULL, edge_id TEXT NOT NULL,
@@ -51,6 +57,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 # Columns added after the first release, with their definitions, for journals created before.
 ADDED_COLUMNS = (("updates", "base", "INTEGER NOT NULL DEFAULT 0"),
                  ("updates", "applied", "INTEGER"),
+                 # Where a chunk's frame is in its update's frames file (cloud/chunk_files.py);
+                 # -1: in the row's own `frame` (a journal written before them).
+                 ("chunks", "off", "INTEGER NOT NULL DEFAULT -1"),
+                 ("chunks", "len", "INTEGER NOT NULL DEFAULT 0"),
                  ("versions", "status", "TEXT NOT NULL DEFAULT 'promoted'"),
                  ("versions", "reason", "TEXT NOT NULL DEFAULT ''"))
 VERSION_COLUMNS = "version, parent, round_id, path, lineage, status, reason"
@@ -107,7 +117,8 @@ class Journal:
 
     def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
         self._db = open_wal(path, SCHEMA, synchronous=synchronous)
-        self._chunks: list[tuple[str, int, str, bytes]] = []
+        self._frames = ChunkFiles(path.parent / "chunks", sync=synchronous == "FULL")
+        self._chunks: list[tuple[str, int, str, int, int]] = []
         self._run(_migrate)
         self.path = path
 
@@ -130,14 +141,20 @@ class Journal:
 
     # -- chunks of updates still arriving --------------------------------------------------
     def put_chunk(self, blob_id: str, index: int, edge_id: str, frame: bytes) -> None:
-        """Keep a received chunk frame (idempotent by blob id and index), written by the
-        next `flush` (or any other operation) with the others held, in one transaction: a
-        commit per 64 KiB chunk cost more than the rest of its handling. The caller acks the
-        chunk's message only after that flush."""
-        self._chunks.append((blob_id, index, edge_id, frame))
+        """Keep a received chunk frame (idempotent by blob id and index): the frame goes to
+        its update's frames file now, its row with the next `flush` (or any other operation)
+        and the others held, in one transaction: a commit per 64 KiB chunk cost more than the
+        rest of its handling. The caller acks the chunk's message only after that flush.
+
+        Raises:
+            StoreError: store_failed when the frame cannot be written.
+        """
+        offset = self._frames.append(blob_id, frame)
+        self._chunks.append((blob_id, index, edge_id, offset, len(frame)))
 
     def flush(self) -> None:
-        """Write the chunks `put_chunk` holds, in one transaction.
+        """Commit the rows of the chunks `put_chunk` holds, in one transaction (with
+        synchronous FULL, after their frames are on the disk).
 
         Raises:
             StoreError: store_failed; those chunks are not kept (as one failed write would
@@ -145,17 +162,29 @@ class Journal:
         """
         held, self._chunks = self._chunks, []
         if held:
+            self._frames.synced()
             transact(self._db, lambda db: db.executemany(
-                "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?)", held))
+                "INSERT OR IGNORE INTO chunks (blob_id, idx, edge_id, frame, off, len) "
+                "VALUES (?, ?, ?, x'', ?, ?)", held))
+
+    def sweep_frames(self) -> int:
+        """Remove frames files no chunk row names (a crash between a frame and its row, or
+        between a verdict and its file's removal); returns how many. For the journal's one
+        writer, at start: another process's frames may still await their rows."""
+        return self._frames.sweep(b for (b,) in self._read("SELECT DISTINCT blob_id FROM chunks"))
 
     def chunk_frames(self, blob_id: str | None = None) -> Iterator[tuple[str, bytes]]:
         """Kept chunk frames with their sender (of one blob, or all), for replay."""
-        # Read them all first: the caller may delete rows while it walks the result.
-        if blob_id is None:
-            yield from self._read("SELECT edge_id, frame FROM chunks ORDER BY blob_id, idx")
-        else:
-            yield from self._read(
-                "SELECT edge_id, frame FROM chunks WHERE blob_id = ? ORDER BY idx", (blob_id,))
+        # The rows first, then each blob's frames whole before the first of them is handed
+        # on: the caller may decide that blob on the way, deleting its rows and its file.
+        columns = "blob_id, edge_id, frame, off, len"
+        rows = (self._read(f"SELECT {columns} FROM chunks ORDER BY blob_id, idx")
+                if blob_id is None else
+                self._read(f"SELECT {columns} FROM chunks WHERE blob_id = ? ORDER BY idx",
+                           (blob_id,)))
+        for _, group in itertools.groupby(rows, key=lambda row: row[0]):
+            yield from [(edge_id, frame if offset < 0 else self._frames.read(blob, offset, size))
+                        for blob, edge_id, frame, offset, size in group]
 
     def chunk_indices(self, blob_id: str) -> list[int]:
         """The indices of a blob's kept chunks, ascending."""
@@ -165,6 +194,7 @@ class Journal:
     def drop_chunks(self, blob_id: str) -> None:
         """Forget the chunks of a blob (completed, rejected or expired)."""
         self._run(lambda db: db.execute("DELETE FROM chunks WHERE blob_id = ?", (blob_id,)))
+        self._frames.drop(blob_id)
 
     # -- updates ---------------------------------------------------------------------------
     def record_update(self, row: UpdateRow) -> None:
@@ -177,6 +207,7 @@ class Journal:
                         row.samples, row.bytes, row.codec, row.spool, row.base, row.applied))
             db.execute("DELETE FROM chunks WHERE blob_id = ?", (row.update_id,))
         self._run(work)
+        self._frames.drop(row.update_id)
 
     def update(self, update_id: str) -> UpdateRow | None:
         """The decision on an update, if one was made."""

@@ -75,6 +75,9 @@ class UpdateReceiver:
     def replay(self, now: float) -> int:
         """Feed every chunk kept before a restart back into reassembly; returns how many were
         taken back (chunks of updates decided on the way are dropped, with one receipt)."""
+        swept = self.store.journal.sweep_frames()
+        if swept:
+            log.info("frames_swept", files=swept)
         return sum(self._replay(edge_id, frame, now)
                    for edge_id, frame in self.store.journal.chunk_frames())
 

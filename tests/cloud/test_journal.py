@@ -82,11 +82,14 @@ def test_held_chunks_reach_the_file_on_flush_in_one_transaction(tmp_path: Path) 
     # Execute
     before = other.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
     journal.flush()
-    after = other.execute("SELECT idx, frame FROM chunks ORDER BY idx").fetchall()
+    after = other.execute("SELECT idx FROM chunks ORDER BY idx").fetchall()
+    reader = Journal(tmp_path / "journal.db")
 
     # Assert
     assert before == 0
-    assert after == [(0, b"zero"), (1, b"one")]
+    assert after == [(0,), (1,)]
+    assert list(reader.chunk_frames("b1")) == [("e1", b"zero"), ("e1", b"one")]
+    reader.close()
     other.close()
     journal.close()
 
@@ -108,17 +111,17 @@ def test_every_other_operation_writes_held_chunks_first(journal: Journal) -> Non
 
 
 def test_a_failed_flush_is_store_failed_and_keeps_nothing_of_it(tmp_path: Path) -> None:
-    """A flush the database refuses (here a trigger aborts one row's insert) raises
+    """A flush the database refuses (here a trigger aborts chunk 1's row) raises
     store_failed; none of that flush's chunks stay (one transaction: their edges' probes fill
     them), and the next flush is written."""
     # Prepare
     journal = Journal(tmp_path / "journal.db")
     with closing(sqlite3.connect(tmp_path / "journal.db")) as admin:
-        admin.execute("CREATE TRIGGER refuse BEFORE INSERT ON chunks WHEN NEW.frame = x'00' "
+        admin.execute("CREATE TRIGGER refuse BEFORE INSERT ON chunks WHEN NEW.idx = 1 "
                       "BEGIN SELECT RAISE(ABORT, 'refused'); END")
         admin.commit()
     journal.put_chunk("b1", 0, "e1", b"zero")
-    journal.put_chunk("b1", 1, "e1", b"\x00")
+    journal.put_chunk("b1", 1, "e1", b"one")
 
     # Execute
     with pytest.raises(StoreError) as caught:
