@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fedstream.shared.errors import Reason, StoreError
+from fedstream.shared.files import fsync_path
 from fedstream.shared.protocol.messages import BLOB_ID
 
 SUFFIX = ".frames"
@@ -73,16 +74,8 @@ class ChunkFiles:
             return
         try:
             for blob_id in sorted(touched):
-                fd = os.open(self._path(blob_id), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            fd = os.open(self.root, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                fsync_path(self._path(blob_id))
+            fsync_path(self.root)
         except OSError as err:
             raise StoreError(Reason.STORE_FAILED, f"{self.root}: {err}") from err
 

@@ -31,15 +31,24 @@ def write_atomic(path: Path, data: bytes | bytearray | memoryview, *,
                 os.fsync(fh.fileno())
         tmp.replace(path)
         if sync:
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_path(path.parent)
     except OSError as err:
         with contextlib.suppress(OSError):  # e.g. the temp path is a directory
             tmp.unlink(missing_ok=True)
         raise StoreError(Reason.STORE_FAILED, f"{path}: {err}") from err
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a directory's entries (a new or renamed file in it), to the disk.
+
+    Raises:
+        OSError: it cannot be opened or flushed.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def prepare_data_dir(path: Path) -> Path:
