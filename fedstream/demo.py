@@ -82,11 +82,27 @@ def write_configs(workdir: Path, *, port: int, federation: str, edges: int,
     return cloud, paths
 
 
-class Processes:
-    """Child services, each logging to its own file; stopped with SIGTERM, then SIGKILL."""
+def kept_backend_choices() -> dict[str, str]:
+    """The environment that keeps the demo edges' measured backend choices across runs: the
+    work dir is wiped each time, so they live in the user's cache instead
+    (`$XDG_CACHE_HOME/fedstream/backend-choice.json`, else `~/.cache/...`); only the first
+    demo on a machine (its CPU, torch and IPEX) measures. Keyed by all that decides a choice,
+    so a stale entry is never used (shared/learning/backends/choice_cache.py)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return {"FEDSTREAM_BACKEND__CACHE": str(cache / "fedstream" / "backend-choice.json")}
 
-    def __init__(self, workdir: Path) -> None:
+
+class Processes:
+    """Child services, each logging to its own file; stopped with SIGTERM, then SIGKILL.
+
+    Args:
+        workdir: Where the logs go.
+        env: Variables for every child; this process's own environment wins over them.
+    """
+
+    def __init__(self, workdir: Path, env: Mapping[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.env = dict(env or {})
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def spawn(self, name: str, role: str, config: Path) -> None:
@@ -99,7 +115,7 @@ class Processes:
         log = (self.workdir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**self.env, **os.environ, "PYTHONUNBUFFERED": "1"})
 
     def kill(self, name: str) -> None:
         """SIGKILL one child (a crash, for fault tests) and reap it."""
@@ -202,7 +218,7 @@ def run_federation(params: DemoParams, *, out: TextIO) -> list[Mapping[str, Any]
             params.workdir, port=broker.port, federation=FEDERATION, edges=params.edges,
             dirichlet_alpha=params.dirichlet_alpha,
             cloud_tables=CONTINUAL_TABLES if params.continual else "")
-        procs = Processes(params.workdir)
+        procs = Processes(params.workdir, env=kept_backend_choices())
         try:
             procs.spawn("cloud", "cloud", cloud_cfg)
             for i, path in enumerate(edge_cfgs):

@@ -27,7 +27,7 @@ from typing import Any, Literal, TextIO
 
 from fedstream.broker import BrokerParams, Mosquitto
 from fedstream.client import FleetAddress, FleetClient
-from fedstream.demo import Processes, wait_ready
+from fedstream.demo import Processes, kept_backend_choices, wait_ready
 from fedstream.operator import fleet_status, start_round
 from fedstream.shared.errors import FedstreamError, Reason, TransportError
 from fedstream.shared.learning.metrics import ACCURACY, MAE, Metric
@@ -223,7 +223,7 @@ class SensorFleet:
         parts = params.edges + 1
         with Mosquitto(BrokerParams(port=0, data_dir=params.workdir / "broker")) as fed, \
                 Mosquitto(BrokerParams(port=0, data_dir=params.workdir / "gateway")) as gw:
-            procs = Processes(params.workdir)
+            procs = Processes(params.workdir, env=kept_backend_choices())
             try:
                 procs.spawn("cloud", "cloud", cloud_config(params.workdir, fed.port,
                                                            forecast=params.forecast))
