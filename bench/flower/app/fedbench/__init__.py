@@ -1,0 +1,1 @@
+"""Flower ServerApp and ClientApp of fedstream's side-by-side benchmark."""
