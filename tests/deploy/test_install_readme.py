@@ -223,14 +223,17 @@ class Scratch:
         """`systemctl stop`: SIGTERM, then each exit code."""
         codes = {}
         for name, service in self.services.items():
-            if service.proc.poll() is None:
-                service.proc.send_signal(signal.SIGTERM)
             try:
+                if service.proc.poll() is None:
+                    service.proc.send_signal(signal.SIGTERM)
                 codes[name] = service.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                service.proc.kill()
-                codes[name] = service.proc.wait()
-            service.drain()
+                codes[name] = -1
+            finally:
+                if service.proc.poll() is None:  # never leave a service behind
+                    service.proc.kill()
+                    service.proc.wait()
+                service.drain()
         return codes
 
 
