@@ -99,9 +99,9 @@ class ModelPreparer:
         arch: The served model's architecture (a classifier: answers are classes).
         backend: "auto" or "torch" (stock torch), or "ipex". Auto does not load IPEX: an
             fp32 forward pass of 64 rows took 778 us with IPEX vs 70 us stock for the digits
-            MLP and 10.5 ms both for a 784-4096-4096-10 MLP (AMX Xeon, IPEX 2.8), and IPEX
-            costs the process ~400 MiB of resident memory. Where the fine-tuner's measuring
-            chose IPEX, it is loaded for fine-tuning alone.
+            MLP and 10.5 ms both for a 784-4096-4096-10 MLP (AMX Xeon, IPEX 2.8), and its
+            import adds ~130 MiB to the process. Where the fine-tuner's measuring chose
+            IPEX, it is loaded for fine-tuning alone.
         precision: "fp32", "bf16", or "auto": bf16 only on a CPU with native bf16, when it is
             within half a point of fp32 accuracy on `evaluation` and measured faster.
         evaluation: Labelled rows for the "auto" check; None means fp32.
