@@ -23,6 +23,7 @@ from fedstream.cloud.journal import VersionRow
 from fedstream.cloud.metrics import Live
 from fedstream.cloud.outlet import Outlet
 from fedstream.cloud.receiver import UpdateReceiver
+from fedstream.cloud.recovery import Recovery
 from fedstream.cloud.rejections import RejectionLog
 from fedstream.cloud.status_line import cloud_status_line
 from fedstream.cloud.store import CloudStore
@@ -106,7 +107,7 @@ class CloudService:
         self.outlet, self.metrics = outlet, metrics
         self._pulse = pulse
         self.rejections = RejectionLog()
-        self._recovery = _Recovery()
+        self._recovery = Recovery()
 
     def run(self, stop: threading.Event, notify: Notifier | None = None) -> None:
         """Serve until `stop` is set. `notify` tells systemd when the cloud serves
@@ -363,37 +364,6 @@ class CloudService:
         self._recovery.failed(now)
         log.exception("tick_failed", step=step, reason=_reason(err), detail=str(err),
                       retry_in_s=self._recovery.delay)
-
-
-RECOVER_FIRST_S = 1.0
-RECOVER_MAX_S = 300.0
-
-
-@dataclass(slots=True)
-class _Recovery:
-    """When the coordinator must recover its round, and the wait after a failed try
-    (doubling up to `RECOVER_MAX_S`, so a failure that persists costs one try per wait, not
-    a full model republish per message)."""
-
-    due: float | None = None
-    delay: float = RECOVER_FIRST_S
-    # When the last recovery succeeded: a new request waits `RECOVER_FIRST_S` from there,
-    # so messages that keep failing (a full disk) recover at most once a second.
-    done: float = -math.inf
-
-    def request(self, now: float) -> None:
-        if self.due is None:
-            self.due = max(now, self.done + RECOVER_FIRST_S)
-
-    def due_at(self, now: float) -> bool:
-        return self.due is not None and now >= self.due
-
-    def failed(self, now: float) -> None:
-        self.due = now + self.delay
-        self.delay = min(RECOVER_MAX_S, 2 * self.delay)
-
-    def succeeded(self, now: float) -> None:
-        self.due, self.delay, self.done = None, RECOVER_FIRST_S, now
 
 
 def _reason(err: Exception) -> str:

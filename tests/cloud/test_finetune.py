@@ -9,13 +9,12 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
+from fedstream.cloud.anchors import anchor_penalty, fisher_diagonal
 from fedstream.cloud.config import FinetuneConfig
 from fedstream.cloud.finetune import (
     FineTuner,
     FinetuneResult,
-    anchor_penalty,
     batch_split,
-    fisher_diagonal,
     mixed_batches,
     trained_layout,
 )
