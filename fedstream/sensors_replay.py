@@ -49,7 +49,7 @@ from fedstream.shared.learning.series.archive import (
 )
 from fedstream.shared.learning.series.stream import case_stream, part_cases
 from fedstream.shared.learning.series.windows import LabelSpan
-from fedstream.shared.protocol.connection import Connection
+from fedstream.shared.protocol.connection import Connection, parse_address
 from fedstream.shared.protocol.mqtt import MqttClient
 from fedstream.shared.protocol.topics import Topic
 
@@ -345,13 +345,10 @@ def parse_broker(text: str, *, connect_timeout_s: float | None = None) -> Connec
     Raises:
         ConfigError: BAD_CONFIG for anything else.
     """
-    host, sep, port = text.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit():
-        _bad(f"broker must be HOST:PORT; got {text!r}")
+    host, port = parse_address(text)
     if connect_timeout_s is None:
-        return Connection(host=host, port=int(port))
-    return Connection(host=host, port=int(port), connect_timeout_s=connect_timeout_s)
+        return Connection(host=host, port=port)
+    return Connection(host=host, port=port, connect_timeout_s=connect_timeout_s)
 
 
 def _json(obj: object) -> bytes:

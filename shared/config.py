@@ -7,7 +7,7 @@ import tomllib
 from contextvars import ContextVar
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
@@ -43,6 +43,10 @@ class TlsConfig(Section):
     key: Path = Field(description="its private key")
 
 
+# HOST:PORT, with an IPv6 address in brackets.
+_ADDRESS = r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$"
+
+
 class BrokerConfig(Section):
     """Where the MQTT broker is."""
 
@@ -51,6 +55,14 @@ class BrokerConfig(Section):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     connect_timeout_s: float = Field(default=30.0, gt=0)
     tls: TlsConfig | None = None
+    failover: list[Annotated[str, Field(pattern=_ADDRESS)]] = Field(
+        default_factory=list,
+        description="more nodes of the same broker cluster (HOST:PORT), tried in turn after "
+                    "host:port whenever the node in use cannot be reached")
+    username: str | None = Field(default=None, min_length=1,
+                                 description="MQTT username (brokers that want credentials)")
+    password_file: Path | None = Field(default=None,
+                                       description="a file holding the MQTT password")
 
 
 class LogConfig(Section):

@@ -1,11 +1,9 @@
-"""The MQTT adapter (with its helper `_puback.py`, the only place that imports paho): connect
-with retries, QoS 1 publishes confirmed by PUBACK reason code, manual ack, and MQTT v5
-request/response."""
+"""The MQTT adapter (with its helpers `_puback.py` and `_nodes.py`, the only place that
+imports paho): connect with retries and failover, QoS 1 publishes confirmed by PUBACK reason
+code, manual ack, and MQTT v5 request/response."""
 
 from __future__ import annotations
 
-import socket
-import ssl
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -15,7 +13,6 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 import structlog
-import tenacity
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -23,6 +20,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from fedstream.shared.errors import Reason, TransportError
 from fedstream.shared.protocol import _sockets
+from fedstream.shared.protocol._nodes import Nodes
 from fedstream.shared.protocol._puback import Batch
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.topics import Topic
@@ -68,6 +66,11 @@ class MqttClient:
         subscriptions: Filters (re)subscribed at QoS 1 on every connect.
         on_reconnect: Called on the network thread after each accepted reconnect (not the
             first connect); keep it short.
+
+    A connection with failover nodes (`Connection.failover`: one broker cluster's other
+    nodes) connects to the first that answers, and when the node in use is lost reconnects to
+    the next in turn, with the same session; what that node's cluster kept of the session is
+    the broker's business, and delivery does not rest on it (receipts and the outbox).
         no_delay: Send each frame at once (TCP_NODELAY), for requests and replies. A client
             that mostly receives a flood (sensor intake) turns it off: each of its PUBACKs
             would be a packet of its own.
@@ -83,7 +86,7 @@ class MqttClient:
                  no_delay: bool = True) -> None:
         self.client_id = client_id
         self.conn = conn
-        self._persistent, self._expiry = persistent, session_expiry_s
+        self._persistent = persistent
         self._on_inbound = on_message
         self._on_reconnect = on_reconnect
         self._subscriptions = list(subscriptions)
@@ -110,8 +113,14 @@ class MqttClient:
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_connect_fail = self._on_connect_fail
         if no_delay:
             self._client.on_socket_open = _sockets.no_delay
+        if conn.username is not None:
+            self._client.username_pw_set(conn.username, conn.password)
+        self._nodes = Nodes(conn, persistent=persistent, session_expiry_s=session_expiry_s)
+        self._closing = False
+        self._connack: Future[ReasonCode] = Future()  # made anew by each `connect`
         if conn.tls is not None:  # ConfigError for missing or unreadable files, at once
             self._client.tls_set_context(_sockets.tls_context(conn.tls))
 
@@ -131,33 +140,10 @@ class MqttClient:
         conn = self.conn
         if timeout_s is None:
             timeout_s = conn.connect_timeout_s
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self._expiry if self._persistent else 0
-        retrying = tenacity.retry(
-            retry=tenacity.retry_if_exception(
-                lambda err: _sockets.worth_retrying(err) and not self._connack.done()),
-            wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1),
-            stop=tenacity.stop_after_delay(timeout_s),
-            reraise=True,
-            before_sleep=lambda rs: log.info("retry_scheduled", op="connect",
-                                             attempt=rs.attempt_number, port=self.conn.port),
-        )
         # Set by the first CONNACK after this call, accepted or not (see _on_connect), or by a
         # TLS connection closed before any (see _on_disconnect), which may come during connect.
-        self._connack: Future[ReasonCode] = Future()
-        try:
-            retrying(self._client.connect)(conn.host, conn.port, keepalive=conn.keepalive_s,
-                                           clean_start=not self._persistent, properties=props)
-        except socket.gaierror as err:
-            raise TransportError(Reason.BROKER_UNKNOWN_HOST,
-                                 f"{conn}: {err}") from err
-        except ssl.SSLError as err:  # the broker's certificate, or ours, is refused
-            raise TransportError(Reason.BROKER_REFUSED, f"{conn}: TLS: {err}") from err
-        except _sockets.TRANSIENT as err:
-            if self._connack.done():
-                self._connack.result()  # the refusal _on_disconnect recorded
-            raise TransportError(Reason.BROKER_UNREACHABLE,
-                                 f"{conn}: {err}") from err
+        self._connack = Future()
+        self._nodes.open(self._client, timeout_s, self._connack)
         self._client.loop_start()
         try:
             code = self._connack.result(timeout_s)
@@ -175,6 +161,11 @@ class MqttClient:
         if not self._subscribed.wait(timeout_s):
             self._client.loop_stop()
             raise TransportError(Reason.BROKER_UNREACHABLE, f"no SUBACK from {conn}")
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT of the node in use (or tried next)."""
+        return self._nodes.address
 
     @property
     def connected(self) -> bool:
@@ -196,6 +187,8 @@ class MqttClient:
             timeout_s: How long to wait for paho's network thread.
         """
         code = ReasonCode(PacketTypes.DISCONNECT, identifier=4 if will else 0)
+
+        self._closing = True
 
         def stop() -> None:
             self._client.disconnect(reasoncode=code)
@@ -323,7 +316,7 @@ class MqttClient:
         # paho calls this again on every reconnect; only the first answer ends connect().
         first = not self._connack.done()
         if code.is_failure:
-            log.warning("broker_refused", client_id=self.client_id, port=self.conn.port,
+            log.warning("broker_refused", client_id=self.client_id, broker=self.address,
                         reason=str(code))
             if first:
                 self._connack.set_result(code)
@@ -334,7 +327,7 @@ class MqttClient:
             self._unacked_subs = mids
             if not mids:
                 self._subscribed.set()
-        log.debug("broker_connected", client_id=self.client_id, port=self.conn.port)
+        log.debug("broker_connected", client_id=self.client_id, broker=self.address)
         self._connected.set()
         if first:
             self._connack.set_result(code)
@@ -355,13 +348,26 @@ class MqttClient:
                        _p: object) -> None:
         self._connected.clear()
         if code.is_failure:
-            log.warning("broker_disconnected", client_id=self.client_id, reason=str(code))
+            log.warning("broker_disconnected", client_id=self.client_id, reason=str(code),
+                        broker=self.address)
+        self._fail_over()
         if self.conn.tls is not None and not self._connack.done():
             # Under TLS 1.3 a broker refusing our certificate (revoked: on its CRL) closes
             # the connection after the handshake, before any CONNACK.
             self._connack.set_exception(TransportError(
                 Reason.BROKER_REFUSED, f"{self.conn}: closed before CONNACK (a revoked or "
                                        "refused client certificate)"))
+
+    def _on_connect_fail(self, _c: paho.Client, _u: object) -> None:
+        self._fail_over()  # a reconnect found no broker at the node in use
+
+    def _fail_over(self) -> None:
+        """The node in use is lost: reconnect to the next (see `Nodes.fail_over`)."""
+        if not self._nodes.several or self._closing or not self._connack.done():
+            return  # one node; our own close; or `connect` still choosing its node
+        lost = self.address
+        self._nodes.fail_over(self._client)
+        log.info("broker_failover", client_id=self.client_id, lost=lost, to=self.address)
 
     def _on_publish(self, _c: paho.Client, _u: object, mid: int, code: ReasonCode,
                     _p: object) -> None:
