@@ -34,7 +34,7 @@ from proctree import Sampler, io_bytes
 
 from fedstream.broker import BrokerParams, Mosquitto
 from fedstream.client import FleetAddress
-from fedstream.demo import FEDERATION, MODEL, Processes, wait_ready, write_configs
+from fedstream.demo import FEDERATION, MODEL, Processes, wait_holding, wait_ready, write_configs
 from fedstream.edge_node.config import EdgeConfig
 from fedstream.edge_node.feed import open_feed
 from fedstream.operator import fleet_status, start_round
@@ -95,18 +95,6 @@ def edge_samples(work_dir: Path, edges: int) -> list[int]:
             for i in range(edges)]
 
 
-def _wait_edges_hold(address: FleetAddress, version: int, edges: int) -> None:
-    """Until every edge reports holding model `version` (the last round's delivery done)."""
-    give_up = time.monotonic() + HOLD_TIMEOUT_S
-    while True:
-        held = [e for e in fleet_status(address).edges if e.online and e.version == version]
-        if len(held) >= edges:
-            return
-        if time.monotonic() > give_up:
-            raise RuntimeError(f"edges did not all hold v{version} in {HOLD_TIMEOUT_S:.0f} s")
-        time.sleep(0.2)
-
-
 def _spawn(procs: Processes, cloud_cfg: Path, edge_cfgs: list[Path],
            profile_cloud: Path | None) -> None:
     cloud = ["-m", "fedstream", "cloud", "run", "--config", str(cloud_cfg)]
@@ -150,7 +138,8 @@ def run_fedstream(*, work_dir: Path, rounds: int, hidden: tuple[int, ...], edges
             initial = fleet_status(address).model_metrics.get("accuracy", float("nan"))
             per_round = [_round(address, work_dir, edges) for _ in range(rounds)]
             finished = time.time()
-            _wait_edges_hold(address, per_round[-1]["version"], edges)
+            wait_holding(address, version=per_round[-1]["version"], edges=edges,
+                         timeout_s=HOLD_TIMEOUT_S)
             sampler.sample()
             broker_io = io_bytes(broker.pid) - io_at_ready
         finally:

@@ -24,6 +24,7 @@ the same weights only on the same backend and precision: pin `finetune.precision
 from __future__ import annotations
 
 import dataclasses
+import math
 import uuid
 from collections.abc import Callable
 from typing import TypeVar
@@ -47,6 +48,8 @@ from fedstream.shared.protocol.messages import Spec
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+# A round's progress goes out at most this often (see Coordinator._progress).
+PROGRESS_EVERY_S = 0.5
 
 
 class Coordinator:
@@ -70,6 +73,11 @@ class Coordinator:
         self.cfg, self.store, self.keeper = cfg, store, keeper
         self._publish_round = publish_round
         self._round = round
+        # Progress (one more update received) is announced at most every
+        # PROGRESS_EVERY_S: each announcement is the retained round state, selection and all,
+        # to every edge; once per update that grows with the square of the fleet.
+        self._unannounced = False
+        self._announced_at = -math.inf
         self.counted = counted
         self.edges: dict[str, EdgeStatus] = {}
         self._model_bytes = 0
@@ -211,7 +219,7 @@ class Coordinator:
         state = self._round
         assert state is not None
         self.counted.add((row.edge_id, row.base))
-        self.set_round(rounds.record_update(state, row.edge_id))
+        self._progress(rounds.record_update(state, row.edge_id), now)
         log.info("update_accepted", round_id=row.round_id, edge_id=row.edge_id,
                  update_id=row.update_id, samples=row.samples, bytes=row.bytes, base=row.base,
                  received=state.received + 1, expected=state.expected)
@@ -229,8 +237,12 @@ class Coordinator:
         return self._round
 
     def tick(self, now: float) -> None:
-        """Close the round when every update is in or the deadline has passed."""
+        """Close the round when every update is in or the deadline has passed; announce
+        progress held back (see `_progress`)."""
         state = self._round
+        if self._unannounced and now - self._announced_at >= PROGRESS_EVERY_S:
+            assert state is not None
+            self._announce_progress(state, now)
         if state is not None and not state.terminal:
             self._policies[state.mode].tick(now)
 
@@ -260,6 +272,20 @@ class Coordinator:
         """Save a round state in the journal, then announce it."""
         self._round = state
         self.store.journal.save_round(state)
+        self._unannounced = False
+        self._publish_round(state)
+
+    def _progress(self, state: RoundState, now: float) -> None:
+        """Save a round state whose change is progress only; announce it now unless one was
+        announced less than PROGRESS_EVERY_S ago (then `tick` does, or the next change)."""
+        self._round = state
+        self.store.journal.save_round(state)
+        self._unannounced = True
+        if now - self._announced_at >= PROGRESS_EVERY_S:
+            self._announce_progress(state, now)
+
+    def _announce_progress(self, state: RoundState, now: float) -> None:
+        self._unannounced, self._announced_at = False, now
         self._publish_round(state)
 
     def announce(self, state: RoundState) -> None:

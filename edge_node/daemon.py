@@ -9,7 +9,6 @@ version as its base.
 from __future__ import annotations
 
 import contextlib
-import math
 import queue
 import threading
 import time
@@ -60,11 +59,8 @@ OFFLINE_TIMEOUT_S = 2.0
 
 class EdgeDaemon:
     """One gateway's participant in the federation. `edge_node/wiring.py` builds one; the
-    constructor only assigns.
-
-    Messages arrive on paho's thread and are handled (training included) on the caller's
-    thread, so a long local round never blocks the MQTT keepalive.
-    """
+    constructor only assigns. Messages arrive on paho's thread and are handled (training
+    included) on the caller's thread: a long local round never blocks the MQTT keepalive."""
 
     def __init__(self, *, cfg: EdgeConfig, feed: Feed, mqtt: MqttClient,
                  inbox: queue.Queue[Inbound], reconnected: threading.Event, outbox: Outbox,
@@ -109,40 +105,65 @@ class EdgeDaemon:
         """Serve until `stop` is set; the status goes offline on the way out. `notify` tells
         systemd when the edge is ready (connected, holding a model), what it is doing, and
         that the loop is alive."""
-        said_offline = False
-        self._notify = notify or self._notify
         try:
-            self.feed.start()
-            self._notify.status(f"connecting to the broker at {self.mqtt.conn}")
-            self.mqtt.connect(self.cfg.broker.connect_timeout_s)
-            self._endpoint.start()
-            self._publish_status(online=True)
-            self.log.info("edge_started", **self.feed.stats())
-            if self._feedback.residual is not None:
-                self.log.info("feedback_restored", seq=self._seq, norm=self._residual_norm())
-            self.sender.probe(min_age_s=0.0)  # ask about whatever a previous run left
+            self.start(notify)
             while not stop.is_set():
-                self._tell()
-                with contextlib.suppress(queue.Empty):
-                    self._handle(self._inbox.get(timeout=0.5))
-                if self._reconnected.is_set():
-                    # A cut may have lost chunks the broker had confirmed: ask about all.
-                    self._reconnected.clear()
-                    self.sender.probe(min_age_s=0.0)
-                elif time.monotonic() >= self.sender.next_probe:
-                    # Only updates that had a full interval to get their receipt.
-                    self.sender.probe(min_age_s=self.cfg.resend_after_s)
-                if time.monotonic() >= self._next_status:
-                    self._refresh_status()
-                    self._maybe_train()  # a session this edge declined: its data has grown
+                self.turn(timeout_s=0.5)
+        except BaseException:
+            self._finish(said_offline=False)
+            raise
+        self.shut_down()
+
+    def start(self, notify: Notifier | None = None) -> None:
+        """Start the feed, connect, publish the status, ask about what the outbox holds: what
+        `run` does before its loop (a host of many edges calls it, then drives `turn`).
+
+        Raises:
+            TransportError: the broker cannot be reached or refuses the edge.
+        """
+        self._notify = notify or self._notify
+        self.feed.start()
+        self._notify.status(f"connecting to the broker at {self.mqtt.conn}")
+        self.mqtt.connect(self.cfg.broker.connect_timeout_s)
+        self._endpoint.start()
+        self._publish_status(online=True)
+        self.log.info("edge_started", **self.feed.stats())
+        if self._feedback.residual is not None:
+            self.log.info("feedback_restored", seq=self._seq, norm=self._feedback.norm())
+        self.sender.probe(min_age_s=0.0)  # ask about whatever a previous run left
+
+    def turn(self, timeout_s: float) -> None:
+        """One pass of the loop: handle the next message (waiting up to `timeout_s` for it),
+        then what is due: probes for unanswered updates, the periodic status."""
+        self._tell()
+        with contextlib.suppress(queue.Empty):
+            self._handle(self._inbox.get(timeout=timeout_s))
+        if self._reconnected.is_set():
+            # A cut may have lost chunks the broker had confirmed: ask about all.
+            self._reconnected.clear()
+            self.sender.probe(min_age_s=0.0)
+        elif time.monotonic() >= self.sender.next_probe:
+            # Only updates that had a full interval to get their receipt.
+            self.sender.probe(min_age_s=self.cfg.resend_after_s)
+        if time.monotonic() >= self._next_status:
+            self._refresh_status()
+            self._maybe_train()  # a session this edge declined: its data has grown
+
+    def shut_down(self) -> None:
+        """Say offline (best effort), then close what `start` opened."""
+        said_offline = False
+        try:
             said_offline = self._say_offline()
         finally:
-            self._notify.stopping()
-            # Unless we said it ourselves, the broker's last will says we are offline.
-            self.mqtt.close(will=not said_offline)
-            self._endpoint.stop()
-            self.feed.stop()
-            self.log.info("edge_stopped")
+            self._finish(said_offline=said_offline)
+
+    def _finish(self, *, said_offline: bool) -> None:
+        self._notify.stopping()
+        # Unless we said it ourselves, the broker's last will says we are offline.
+        self.mqtt.close(will=not said_offline)
+        self._endpoint.stop()
+        self.feed.stop()
+        self.log.info("edge_stopped")
 
     def _tell(self) -> None:
         """systemd's view of the loop: READY once connected with a model, the status line
@@ -335,16 +356,11 @@ class EdgeDaemon:
                       base=held.version,
                       loss=round(result.loss, 4), samples=result.samples,
                       bytes=header.size, chunks=header.count, codec=state.codec,
-                      feedback_seq=self._seq, feedback_norm=self._residual_norm(),
+                      feedback_seq=self._seq, feedback_norm=self._feedback.norm(),
                       train_ms=round(train_s * 1000), send_ms=round(
                           (time.monotonic() - started - train_s) * 1000))
         self._publish_status(online=True)
         return True
-
-    def _residual_norm(self) -> float:
-        """L2 norm of what lossy codecs still owe the cloud (0 with none)."""
-        residual = self._feedback.residual or []
-        return round(math.sqrt(sum(float(r.norm()) ** 2 for r in residual)), 6)
 
     def _decline(self, state: RoundState, err: FedstreamError) -> None:
         """Answer the round with why this edge sends nothing (its status carries the

@@ -21,11 +21,12 @@ from fedstream.shared.protocol.topics import Topics
 from fedstream.shared.security.signing import load_signer, load_verifier
 
 
-def open_edge(cfg: EdgeConfig) -> EdgeDaemon:
+def open_edge(cfg: EdgeConfig, inbox: queue.Queue[Inbound] | None = None) -> EdgeDaemon:
     """The daemon `cfg` describes: its data set loaded or sample store opened, its outbox
     and residual read back, its MQTT client made (not yet connected), and what its last
     backend choice needs loaded (see `AutoTuner.preload`), so that the first round after a
-    restart costs what the others do.
+    restart costs what the others do. `inbox` takes the daemon's messages (default: a queue
+    of its own; a host of many edges passes one that tells it which edge has work).
 
     Raises:
         ConfigError: a bad data source, sensor channel or key file.
@@ -33,7 +34,7 @@ def open_edge(cfg: EdgeConfig) -> EdgeDaemon:
     """
     feed = open_feed(cfg)
     try:
-        daemon = _around(cfg, feed)
+        daemon = _around(cfg, feed, queue.Queue() if inbox is None else inbox)
         daemon.backends.tuner.preload()
         return daemon
     except BaseException:
@@ -41,12 +42,11 @@ def open_edge(cfg: EdgeConfig) -> EdgeDaemon:
         raise
 
 
-def _around(cfg: EdgeConfig, feed: Feed) -> EdgeDaemon:
+def _around(cfg: EdgeConfig, feed: Feed, inbox: queue.Queue[Inbound]) -> EdgeDaemon:
     """The rest of `open_edge`, around an opened feed."""
     feedback_store = FeedbackStore(cfg.data_dir / "outbox")
     seq, residual = feedback_store.load()
     outbox = Outbox(cfg.data_dir / "outbox")
-    inbox: queue.Queue[Inbound] = queue.Queue()
     reconnected = threading.Event()
     topics = Topics(cfg.federation)
     offline = EdgeStatus(edge_id=cfg.edge_id, online=False)

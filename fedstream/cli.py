@@ -15,6 +15,7 @@ from fedstream.install_cli import add_install_parser
 from fedstream.security_cli import add_edge_identity_parsers, add_pki_parser
 from fedstream.shared.errors import REASONS, FedstreamError
 from fedstream.shared.logs import configure_logging
+from fedstream.sim_cli import add_sim_parser
 from fedstream.tokens_cli import add_token_parser
 
 if TYPE_CHECKING:
@@ -275,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_broker_parsers(sub)
     add_pki_parser(sub)
     add_install_parser(sub)
+    add_sim_parser(sub)
 
     for name, handler in (("cloud", _cloud_run), ("edge", _edge_run)):
         group = sub.add_parser(name, help=f"run the {name} service" + (

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -131,12 +131,14 @@ class Processes:
                 raise FedstreamError(Reason.ROUND_FAILED,
                                      f"{name} exited with {proc.returncode}:\n{tail}")
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM every child, wait, SIGKILL stragglers."""
-        for proc in self.procs.values():
+    def stop(self, timeout_s: float = 20.0, *, only: Iterable[str] | None = None) -> None:
+        """SIGTERM every child (or those named in `only`), wait, SIGKILL stragglers."""
+        names = None if only is None else set(only)
+        procs = [p for name, p in self.procs.items() if names is None or name in names]
+        for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
+        for proc in procs:
             try:
                 proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -172,6 +174,25 @@ def wait_ready(address: FleetAddress, *, edges: int, procs: Processes,
             if time.monotonic() > give_up:
                 raise TransportError(Reason.NO_REPLY, "the fleet did not come up in time")
             time.sleep(0.25)
+
+
+def wait_holding(address: FleetAddress, *, version: int, edges: int,
+                 timeout_s: float = 300.0) -> None:
+    """Until `edges` edges report holding model `version` (its delivery done; an edge says so
+    once it has taken the receipts of its updates, which come before it).
+
+    Raises:
+        TransportError: no_reply if they do not within `timeout_s`.
+    """
+    give_up = time.monotonic() + timeout_s
+    while True:
+        held = [e for e in fleet_status(address).edges if e.online and e.version == version]
+        if len(held) >= edges:
+            return
+        if time.monotonic() > give_up:
+            raise TransportError(Reason.NO_REPLY, f"{len(held)} of {edges} edges hold "
+                                                  f"v{version} after {timeout_s:.0f} s")
+        time.sleep(0.2)
 
 
 # With `continual`: the cloud fine-tunes each aggregate on the samples it is sent (mixed with

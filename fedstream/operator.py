@@ -67,10 +67,10 @@ def start_round(address: FleetAddress, request: RoundStart, *, wait: bool,
             say(console, f"session {state.round_id} open on v{state.base_version} (async, "
                          f"buffer {state.buffer}, max staleness {state.max_staleness}, "
                          f"{state.deadline - state.opened:.0f} s): {state.expected} edge(s) "
-                         f"online ({', '.join(state.selection)}), any may join, {codec}")
+                         f"online ({_names(state.selection)}), any may join, {codec}")
         else:
             say(console, f"round {state.round_id} open on v{state.base_version}: "
-                         f"{state.expected} edge(s) selected ({', '.join(state.selection)}), "
+                         f"{state.expected} edge(s) selected ({_names(state.selection)}), "
                          f"{codec}")
         if not wait:
             return state
@@ -212,3 +212,9 @@ def predict(address: FleetAddress, *, csv: Path, batch_rows: int, out: TextIO) -
     """`fedstream predict --csv FILE`: one line per row, with the version that answered."""
     for row in predict_csv(csv, address, batch_rows=batch_rows):
         print(f"{row.row}\t{row.prediction}\tv{row.version}", file=out)
+
+
+def _names(edges: tuple[str, ...], shown: int = 8) -> str:
+    """Edge ids for a line: all of a small fleet, the first few of a large one."""
+    more = f", ... (+{len(edges) - shown})" if len(edges) > shown else ""
+    return ", ".join(edges[:shown]) + more

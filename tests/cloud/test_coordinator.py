@@ -10,7 +10,7 @@ import torch
 
 from fedstream.cloud import rounds
 from fedstream.cloud.config import ArchitectureConfig, CloudConfig
-from fedstream.cloud.coordinator import Coordinator, ModelVersion
+from fedstream.cloud.coordinator import PROGRESS_EVERY_S, Coordinator, ModelVersion
 from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
 from fedstream.shared.errors import ConfigError, FedstreamError, ProtocolError, Reason
@@ -102,6 +102,36 @@ def test_round_waits_for_every_edge_then_publishes_the_weighted_mean(tmp_path: P
     assert all(torch.allclose(n, b + 4.0) for n, b in zip(h.models[-1].tensors, base,
                                                             strict=True))
     assert h.rounds[-1].result["updates"] == 2
+
+
+def test_progress_is_announced_at_most_twice_a_second_and_always_saved(
+        tmp_path: Path) -> None:
+    """Updates arriving close together are announced once per PROGRESS_EVERY_S (each
+    announcement goes to every edge), the held-back one by the next tick after it; the
+    journal has every count at once, and a change of status goes out at once."""
+    # Prepare
+    h = Harness(tmp_path)
+    h.online("a", "b", "c", "d")
+    h.coord.start_round(now=0.0)
+    step = PROGRESS_EVERY_S / 5
+
+    # Execute
+    for i, edge in enumerate("abc"):
+        h.coord.on_update(h.update(edge, 1.0, 1), now=1.0 + i * step)
+    saved = h.store.journal.last_round()
+    h.coord.tick(now=1.0 + 3 * step)
+    early = [r.received for r in h.rounds]
+    h.coord.tick(now=1.0 + PROGRESS_EVERY_S)
+    h.coord.tick(now=1.0 + 2 * PROGRESS_EVERY_S)
+    late = [r.received for r in h.rounds]
+    h.coord.on_update(h.update("d", 1.0, 1), now=1.0 + 2 * PROGRESS_EVERY_S + step)
+
+    # Assert
+    assert saved is not None and saved.received == 3
+    assert early == [0, 1]
+    assert late == [0, 1, 3]
+    assert [r.status for r in h.rounds][-3:] == ["collecting", "aggregating", "published"]
+    assert h.rounds[-1].result["updates"] == 4
 
 
 def test_deadline_without_quorum_fails_and_the_next_round_can_start(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -28,6 +29,10 @@ class DigitsParams:
         partitions: Number of non-IID parts the train split is cut into.
         partition: Which part to load, in [0, partitions).
         alpha: Dirichlet concentration; small values give more skewed label mixes.
+        draw: 0 cuts the train split into disjoint parts; N > 0 instead draws part
+            `partition` as N rows, with replacement, from the train split with label shares
+            from Dirichlet(alpha) seeded by (seed, partition): any number of parts, which
+            overlap (a simulated fleet larger than the data set, `fedstream sim`).
 
     Raises:
         ConfigError: BAD_CONFIG for any value out of range.
@@ -39,6 +44,7 @@ class DigitsParams:
     partitions: int = 1
     partition: int = 0
     alpha: float = 0.5
+    draw: int = 0
 
     def __post_init__(self) -> None:
         frac, alpha, part, parts = self.test_fraction, self.alpha, self.partition, self.partitions
@@ -51,6 +57,7 @@ class DigitsParams:
             (ints and parts >= 1, "partitions must be >= 1"),
             (ints and 0 <= part < parts, "partition must be in [0, partitions)"),
             (_is_real(alpha) and math.isfinite(alpha) and alpha > 0, "alpha must be > 0"),
+            (_is_int(self.draw) and 0 <= self.draw <= 1 << 20, "draw must be in 0..2**20"),
             # Only the train split is shared out; a partitioned test split would silently give
             # the cloud a different evaluation set than the one it reports on.
             (self.split == "train" or parts == 1, "only split 'train' can be partitioned"),
@@ -72,27 +79,27 @@ class DigitsSource:
         Raises:
             ConfigError: BAD_CONFIG when the train split cannot be cut into parts this large.
         """
-        # Imported here so a gateway reading CSV never pays for importing scikit-learn.
-        from sklearn.datasets import load_digits  # noqa: PLC0415
-
-        pixels, target = load_digits(return_X_y=True)
-        labels = np.asarray(target, dtype=np.int64)
+        pixels, labels = _digits()
         p = self.params
         train_idx, test_idx = stratified_split(labels, p.test_fraction, p.seed)
         rows = test_idx if p.split == "test" else train_idx
-        if p.split == "train" and p.partitions > 1:
+        if p.split == "train" and p.draw > 0:
+            rows = train_idx[dirichlet_draw(labels[train_idx], p.draw, p.alpha,
+                                            (p.seed, p.partition))]
+        elif p.split == "train" and p.partitions > 1:
             try:
                 parts = dirichlet_partition(labels[train_idx], p.partitions, p.alpha, p.seed)
             except ValueError as err:
                 raise ConfigError(Reason.BAD_CONFIG, f"digits: {err}") from err
             rows = train_idx[parts[p.partition]]
-        features = (np.asarray(pixels)[rows] / _PIXEL_MAX).astype(np.float32)
+        features = (pixels[rows] / _PIXEL_MAX).astype(np.float32)
         return Dataset(features=features, labels=labels[rows], num_classes=10)
 
     def describe(self) -> str:
         """One line naming the split, part and seed."""
         p = self.params
         part = f" part {p.partition}/{p.partitions} alpha={p.alpha}" if p.partitions > 1 else ""
+        part += f" ({p.draw} rows drawn)" if p.draw else ""
         return f"digits {p.split}{part} (test_fraction={p.test_fraction}, seed={p.seed})"
 
 
@@ -179,6 +186,42 @@ def dirichlet_partition(
         f"no Dirichlet(alpha={alpha}) draw gave all {parts} parts >= {min_size} rows "
         f"in {_MAX_ATTEMPTS} attempts; raise alpha or lower the part count"
     )
+
+
+def dirichlet_draw(labels: npt.NDArray[np.integer], rows: int, alpha: float,
+                   seed: tuple[int, int]) -> Indices:
+    """`rows` row indices drawn with replacement, label shares from Dirichlet(alpha).
+
+    Args:
+        labels: Integer labels, shape [N], every class present at least once.
+        rows: How many to draw.
+        alpha: Dirichlet concentration (> 0) over the classes present.
+        seed: Seeds the draw: (data seed, part), so every part differs and repeats.
+
+    Returns:
+        Sorted indices into `labels` (repeats allowed).
+    """
+    rng = np.random.default_rng(list(seed))
+    classes = np.unique(labels)
+    counts = np.bincount(rng.choice(len(classes), size=rows,
+                                    p=rng.dirichlet(np.full(len(classes), alpha))),
+                         minlength=len(classes))
+    picked = [rng.choice(np.flatnonzero(labels == cls), size=k)
+              for cls, k in zip(classes, counts, strict=True) if k]
+    return _joined(picked)
+
+
+@functools.cache
+def _digits() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """scikit-learn's digits, read once per process (many simulated edges share it)."""
+    # Imported here so a gateway reading CSV never pays for importing scikit-learn.
+    from sklearn.datasets import load_digits  # noqa: PLC0415
+
+    pixels, target = load_digits(return_X_y=True)
+    arrays = np.asarray(pixels, dtype=np.float64), np.asarray(target, dtype=np.int64)
+    for array in arrays:
+        array.setflags(write=False)  # shared by every caller
+    return arrays
 
 
 def _joined(chunks: list[Indices]) -> Indices:

@@ -7,6 +7,7 @@ summed deltas minus the current residual, so nothing is lost, only delayed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -64,6 +65,11 @@ class ErrorFeedback:
             decoded = codec.decode(blob, shapes_spec(corrected))
             self.residual = [c - d for c, d in zip(corrected, decoded, strict=True)]
         return blob
+
+    def norm(self) -> float:
+        """L2 norm of what the codec still owes the receiver (0 with none), to 6 places."""
+        residual = self.residual or []
+        return round(math.sqrt(sum(float(r.norm()) ** 2 for r in residual)), 6)
 
     def reset(self) -> None:
         """Forget the residual, e.g. when the sender's base model is replaced."""

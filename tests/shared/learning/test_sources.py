@@ -211,6 +211,31 @@ def test_dirichlet_partition_small_alpha_skews_labels() -> None:
     assert max(even) < 0.1
 
 
+def test_drawn_parts_outnumber_the_data_repeat_and_differ() -> None:
+    """With `draw`, 2,000 parts of 64 rows come from 1,437 train rows: each part repeats
+    exactly, parts differ, rows come from the train split only, labels are skewed."""
+    # Prepare
+    train = SOURCES.build("digits").load()
+    test = SOURCES.build("digits", split="test").load()
+
+    def part(i: int) -> Dataset:
+        return SOURCES.build("digits", partitions=2000, partition=i, draw=64,
+                             alpha=0.1).load()
+
+    # Execute
+    first, again, other, last = part(0), part(0), part(1), part(1999)
+
+    # Assert
+    assert len(first) == len(last) == 64
+    assert np.array_equal(first.features, again.features)
+    assert np.array_equal(first.y, again.y)
+    assert not np.array_equal(first.features, other.features)
+    train_rows = {row.tobytes() for row in train.features}
+    assert all(row.tobytes() in train_rows for row in last.features)
+    assert not {row.tobytes() for row in test.features} & train_rows
+    assert max(np.bincount(first.y, minlength=10)) > 64 / 10 * 2  # alpha 0.1: skewed
+
+
 def test_dirichlet_partition_rejects_impossible_min_size() -> None:
     """Twenty rows cannot fill three parts of ten, so it raises ValueError at once."""
     # Execute / Assert
@@ -230,6 +255,8 @@ def test_dirichlet_partition_rejects_impossible_min_size() -> None:
         ({"alpha": 0.0}, "alpha must"),
         ({"seed": 1.5}, "must be ints"),
         ({"split": "test", "partitions": 2}, "only split 'train'"),
+        ({"draw": -1}, "draw must"),
+        ({"draw": True}, "draw must"),
     ],
 )
 def test_digits_params_reject_out_of_range_values(params: dict[str, object], rule: str) -> None:
