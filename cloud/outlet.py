@@ -75,12 +75,14 @@ class Outlet:
             self.metrics.round_state(state, time.time())
 
     def send_to_edge(self, edge_id: str, answer: Receipt | MissingChunks) -> None:
-        """Publish a receipt or a list of missing chunks. One the broker does not confirm is
-        logged, not raised: the verdict is in the journal, and the edge's next probe gets it."""
+        """Publish a receipt or a list of missing chunks, without waiting for the broker (a
+        thousand edges' receipts would each cost a round trip on the service's loop). One
+        the broker refuses is logged, not raised: the verdict is in the journal, and the
+        edge's next probe gets it."""
         fields = ({"status": str(answer.status), "reason": answer.reason or None}
                   if isinstance(answer, Receipt) else {"missing": len(answer.indices)})
         try:
-            self.mqtt.publish(self.topics.receipt(edge_id), wire.pack(answer))
+            self.mqtt.publish_unwaited(self.topics.receipt(edge_id), wire.pack(answer))
         except TransportError as err:
             log.warning("receipt_failed", edge_id=edge_id, update_id=answer.update_id,
                         reason=str(err.reason), detail=err.detail)

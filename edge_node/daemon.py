@@ -2,9 +2,7 @@
 
 In a sync round the edge trains once, on the round's base version, if it is selected. In an
 async session (any edge may join) it trains whenever it holds a model version it has not
-trained on in that session yet, never twice on one version, and sends the update with that
-version as its base.
-"""
+trained on in that session yet, never twice on one version, with that version as its base."""
 
 from __future__ import annotations
 
@@ -126,7 +124,7 @@ class EdgeDaemon:
         self._notify.status(f"connecting to the broker at {self.mqtt.conn}")
         self.mqtt.connect(self.cfg.broker.connect_timeout_s)
         self._endpoint.start()
-        self._publish_status(online=True)
+        self._publish_status(online=True, timeout_s=30.0)
         self.log.info("edge_started", **self.feed.stats())
         if self._feedback.residual is not None:
             self.log.info("feedback_restored", seq=self._seq, norm=self._feedback.norm())
@@ -146,7 +144,7 @@ class EdgeDaemon:
             # Only updates that had a full interval to get their receipt.
             self.sender.probe(min_age_s=self.cfg.resend_after_s)
         if time.monotonic() >= self._next_status:
-            self._refresh_status()
+            self._publish_status(online=True)  # what the data source holds now
             self._maybe_train()  # a session this edge declined: its data has grown
 
     def shut_down(self) -> None:
@@ -377,14 +375,10 @@ class EdgeDaemon:
         return EdgeLive(model_version=-1 if held is None else held.version,
                         outbox=len(self.outbox), data=dict(self.feed.stats()))
 
-    def _refresh_status(self) -> None:
-        """The periodic status: what the data source holds now (a stream keeps growing)."""
-        try:
-            self._publish_status(online=True, timeout_s=5.0)
-        except TransportError as err:  # the next period tries again
-            self.log.warning("status_publish_failed", reason=str(err.reason), detail=err.detail)
-
-    def _publish_status(self, *, online: bool, timeout_s: float = 30.0) -> None:
+    def _publish_status(self, *, online: bool, timeout_s: float | None = None) -> None:
+        """Publish the status (retained). With `timeout_s` (the first and the offline one),
+        wait that long for the broker: TransportError if it does not confirm. Else do not
+        wait: a failure is logged (the next status tries again), a refusal when it comes."""
         self._next_status = time.monotonic() + self.cfg.status_every_s
         held = self.sync.current
         stats = self.feed.stats()
@@ -395,4 +389,11 @@ class EdgeDaemon:
                             last_round=self._last_trained,
                             declined=self._declined[0], decline_reason=self._declined[1],
                             data=stats)
-        self.mqtt.publish(self._status_topic, wire.pack(status), retain=True, timeout_s=timeout_s)
+        if timeout_s is not None:
+            self.mqtt.publish(self._status_topic, wire.pack(status), retain=True,
+                              timeout_s=timeout_s)
+            return
+        try:
+            self.mqtt.publish_unwaited(self._status_topic, wire.pack(status), retain=True)
+        except TransportError as err:
+            self.log.warning("status_publish_failed", reason=str(err.reason), detail=err.detail)

@@ -4,9 +4,11 @@
 Each edge is the real `EdgeDaemon` with its own MQTT client (session, last will), identity,
 outbox directory and data shard; what the edges of a host share is the process: torch and
 the data set are loaded once, and training runs on the host's one driving thread, one edge at
-a time (a few hosts train in parallel). Each MQTT client keeps its own network thread, so
-keepalives and acks go on while the host trains another edge; the per-edge loop threads of
-`fedstream edge run` are what the host saves.
+a time per driving thread (a few per host). Edge i is driven by thread i mod `drivers`, so one
+edge's turns never overlap while another edge's waits for the broker (a PUBACK) overlap
+with its work. Each MQTT client keeps its own network thread: keepalives and acks go on while
+the host trains another edge; the per-edge loop threads of `fedstream edge run` are what the
+host saves.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from fedstream.edge_node.config import EdgeConfig, SourceConfig
 from fedstream.edge_node.daemon import EdgeDaemon
+from fedstream.edge_node.host_report import HostReport
 from fedstream.edge_node.wiring import open_edge
 from fedstream.shared.errors import FedstreamError
 from fedstream.shared.protocol.mqtt import Inbound
@@ -35,6 +37,8 @@ log = structlog.get_logger(__name__)
 TICK_S = 1.0
 # Edges connecting (or stopping) at once: a bound, so the broker sees no connect storm.
 PARALLEL_STARTS = 8
+# Threads driving a host's edges: their waits for the broker overlap.
+DRIVERS = 1
 
 
 def sim_edge_id(index: int) -> str:
@@ -64,39 +68,19 @@ class _Signalled(queue.Queue[Inbound]):
         self._ready.put(self._index)
 
 
-@dataclass(frozen=True, slots=True)
-class HostReport:
-    """What a host's edges did, for the sim's exactly-once check.
-
-    Args:
-        edges: Edges the host ran.
-        sent: Updates its edges made and sent (re-sends of one are not counted again).
-        samples: Samples those updates were trained on, summed.
-        accepted: Receipts "accepted" the edges took (one per update, whatever the re-sends).
-        rejected: Receipts of any other verdict.
-        unanswered: Updates still in outboxes, without a receipt, at the end.
-        failed: Edges that stopped with an error (logged as `edge_failed`).
-    """
-
-    edges: int
-    sent: int
-    samples: int
-    accepted: int
-    rejected: int
-    unanswered: int
-    failed: int
-
-
 class EdgeHost:
     """Runs the daemons `configs` describe until told to stop.
 
     Args:
         configs: One config per edge (`edge_config`).
+        drivers: Threads driving them (edge i on thread i mod `drivers`).
     """
 
-    def __init__(self, configs: Iterable[EdgeConfig]) -> None:
+    def __init__(self, configs: Iterable[EdgeConfig], drivers: int = DRIVERS) -> None:
         self._configs = list(configs)
-        self._ready: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._drivers = max(1, min(drivers, len(self._configs)))
+        self._ready: list[queue.SimpleQueue[int]] = [
+            queue.SimpleQueue() for _ in range(self._drivers)]
         self.daemons: list[EdgeDaemon] = []
         self._failed: set[int] = set()
 
@@ -109,7 +93,7 @@ class EdgeHost:
                 are stopped again).
         """
         began = time.monotonic()
-        self.daemons = [open_edge(cfg, _Signalled(i, self._ready))
+        self.daemons = [open_edge(cfg, _Signalled(i, self._ready[i % self._drivers]))
                         for i, cfg in enumerate(self._configs)]
         try:
             with ThreadPoolExecutor(PARALLEL_STARTS, thread_name_prefix="edge-start") as pool:
@@ -121,14 +105,24 @@ class EdgeHost:
                  seconds=round(time.monotonic() - began, 3))
 
     def serve(self, stop: threading.Event) -> None:
-        """Hand each message to its edge, and every edge a pass each `TICK_S`, until `stop`."""
+        """Hand each message to its edge, and every edge a pass each `TICK_S`, until `stop`
+        (on `drivers` threads, each with its share of the edges)."""
+        threads = [threading.Thread(target=self._drive, args=(i, stop), name=f"edge-driver-{i}")
+                   for i in range(self._drivers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _drive(self, driver: int, stop: threading.Event) -> None:
+        mine, ready = range(driver, len(self.daemons), self._drivers), self._ready[driver]
         next_tick = time.monotonic() + TICK_S
         while not stop.is_set():
             with contextlib.suppress(queue.Empty):
-                index = self._ready.get(timeout=TICK_S / 4)
+                index = ready.get(timeout=TICK_S / 4)
                 self._turn(index)
             if time.monotonic() >= next_tick:
-                for index in range(len(self.daemons)):
+                for index in mine:
                     self._turn(index)
                 next_tick = time.monotonic() + TICK_S
 
@@ -163,8 +157,9 @@ class EdgeHost:
         daemon = self.daemons[index]
         try:
             daemon.turn(timeout_s=0)
-        except FedstreamError as err:
+        except Exception as err:
             # One edge's failure is that edge's: logged, counted, the others go on.
             self._failed.add(index)
-            log.error("edge_failed", edge_id=daemon.cfg.edge_id, reason=str(err.reason),
-                      detail=err.detail)
+            reason = err.reason if isinstance(err, FedstreamError) else "internal"
+            log.exception("edge_failed", edge_id=daemon.cfg.edge_id, reason=str(reason),
+                          detail=getattr(err, "detail", repr(err)))

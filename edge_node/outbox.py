@@ -24,15 +24,19 @@ class Pending:
 
 
 class Outbox:
-    """A directory of `<update_id>.out` files, each the bundled chunk frames of one update."""
+    """A directory of `<update_id>.out` files, each the bundled chunk frames of one update.
+    The edge that owns the directory is its only writer, so the ids held are counted in
+    memory (the status asks on every loop pass)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._held = {path.stem for path in root.glob("*.out")}
 
     def put(self, update_id: str, frames: list[bytes]) -> None:
         """Keep an update durably until `remove` (atomic: whole or absent)."""
         write_atomic(self.root / f"{update_id}.out", wire.pack_frames(frames))
+        self._held.add(update_id)
 
     def get(self, update_id: str) -> Pending | None:
         """One kept update; None if it is not here (or unreadable, which is logged)."""
@@ -47,6 +51,7 @@ class Outbox:
 
     def remove(self, update_id: str) -> bool:
         """Drop an update once its receipt arrived; False if it was not here."""
+        self._held.discard(update_id)
         try:
             (self.root / f"{update_id}.out").unlink()
         except FileNotFoundError:
@@ -67,7 +72,8 @@ class Outbox:
             except (OSError, ProtocolError) as err:
                 log.error("outbox_entry_unreadable", path=str(path), detail=str(err))
                 path.rename(path.with_suffix(".bad"))
+                self._held.discard(path.stem)
         return items
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.root.glob("*.out"))
+        return len(self._held)

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from fedstream.broker import BrokerParams, Mosquitto
 from fedstream.client import FleetAddress
 from fedstream.demo import Processes, wait_holding, wait_ready
-from fedstream.edge_node.host import HostReport
+from fedstream.edge_node.host_report import HostReport
 from fedstream.operator import start_round
 from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.protocol.commands import RoundStart

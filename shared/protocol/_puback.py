@@ -1,13 +1,17 @@
-"""The PUBACKs one `MqttClient.publish_many` call waits for, in send order."""
+"""The PUBACKs one `MqttClient.publish_many` call waits for, in send order; the log line of a
+refused publish nobody waits for."""
 
 from __future__ import annotations
 
 import threading
 import time
 
+import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 
 from fedstream.shared.protocol.topics import Topic
+
+log = structlog.get_logger("fedstream.shared.protocol.mqtt")
 
 
 class Batch:
@@ -64,3 +68,10 @@ class Batch:
             if left <= 0:
                 return False
             self.room.wait(left)
+
+
+def log_refusal(topic: Topic, code: ReasonCode) -> None:
+    """Log the PUBACK of a publish nobody waits for (`MqttClient.publish_unwaited`) if it is
+    a refusal."""
+    if code.is_failure:
+        log.warning("publish_refused", topic=str(topic), reason=str(code))

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 import structlog
@@ -21,36 +20,17 @@ from paho.mqtt.reasoncodes import ReasonCode
 from fedstream.shared.errors import Reason, TransportError
 from fedstream.shared.protocol import _sockets
 from fedstream.shared.protocol._nodes import Nodes
-from fedstream.shared.protocol._puback import Batch
+from fedstream.shared.protocol._puback import Batch, log_refusal
 from fedstream.shared.protocol.connection import Connection
+from fedstream.shared.protocol.inbound import Inbound, Will
 from fedstream.shared.protocol.topics import Topic
+
+__all__ = ["Inbound", "MqttClient", "Will"]  # the types too: callers import them here
 
 log = structlog.get_logger(__name__)
 
 # How long `close` waits for paho's network thread (see there).
 CLOSE_TIMEOUT_S = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """A received message, converted from paho's type at exactly one place (`_on_message`)."""
-
-    topic: str
-    payload: bytes
-    retain: bool
-    qos: int
-    mid: int
-    response_topic: str | None = None
-    correlation: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Will:
-    """Last will: published by the broker if this client vanishes."""
-
-    topic: Topic
-    payload: bytes
-    retain: bool = True
 
 
 class MqttClient:
@@ -97,7 +77,8 @@ class MqttClient:
         self._unacked_subs: set[int] = set()
         self._lock = threading.Lock()
         # PUBACK waits by message id; None marks the id of a publish whose wait was abandoned.
-        self._acks: dict[int, Batch | None] = {}
+        # A Topic marks a publish nobody waits for (`publish_unwaited`).
+        self._acks: dict[int, Batch | Topic | None] = {}
         self._early: dict[int, ReasonCode] = {}
         self._replies: dict[bytes, Future[Inbound]] = {}
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -251,6 +232,24 @@ class MqttClient:
         if waiting is not None:
             raise TransportError(Reason.PUBLISH_FAILED, f"no PUBACK for {waiting[1]}")
 
+    def publish_unwaited(self, topic: Topic, payload: bytes, *, retain: bool = False) -> None:
+        """Publish at QoS 1 without waiting for the PUBACK: a refusal is logged
+        (`publish_refused`) on the network thread. For messages whose loss the protocol
+        repairs (a receipt: the edge asks again), which a sender should not wait on.
+
+        Raises:
+            TransportError: publish_failed if paho cannot take the message at all.
+        """
+        info = self._client.publish(str(topic), payload, qos=1, retain=retain)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            raise TransportError(Reason.PUBLISH_FAILED, f"{topic}: {paho.error_string(info.rc)}")
+        with self._lock:
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._acks[info.mid] = topic
+        if early is not None:
+            log_refusal(topic, early)
+
     def clear_retained(self, topics: Iterable[Topic]) -> None:
         """Delete retained messages (an empty retained payload clears a topic)."""
         self.publish_many(((t, b"") for t in topics), retain=True)
@@ -376,11 +375,13 @@ class MqttClient:
                 self._early[mid] = code
                 return
             batch = self._acks.pop(mid)
-            if batch is not None:
+            if isinstance(batch, Batch):
                 seq, topic = batch.pending.pop(mid)
                 batch.settle(seq, topic, code)
                 if len(batch.pending) <= batch.limit or batch.failed_in_order():
                     batch.room.set()
+        if isinstance(batch, Topic):
+            log_refusal(batch, code)
 
     def _on_message(self, _c: paho.Client, _u: object, m: paho.MQTTMessage) -> None:
         props = getattr(m, "properties", None)
@@ -396,4 +397,3 @@ class MqttClient:
             self._on_inbound(msg)
         else:
             self.ack(msg)
-

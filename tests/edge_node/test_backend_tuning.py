@@ -132,7 +132,7 @@ def test_the_loop_serves_while_the_backend_is_measured(
 
     # Execute
     longest = _serve(edge, lambda: edge._pending is not None and edge.sync.current is not None)
-    edge._refresh_status()  # the loop's periodic status
+    edge._publish_status(online=True)  # the loop's periodic status
     during = [_next(seen, _status), _next(seen, _status)]
     trained_early = len(edge.outbox.pending())
     slow.gate.set()

@@ -124,3 +124,23 @@ def test_pending_skips_entries_younger_than_the_minimum_age(tmp_path: Path) -> N
     # Assert
     assert [p.update_id for p in due] == ["old"]
     assert [p.update_id for p in box.pending()] == ["old", "new"]
+
+
+def test_a_reopened_outbox_counts_what_is_on_disk(tmp_path: Path) -> None:
+    """After a restart the count is what the directory holds (a corrupt entry until it is set
+    aside by the next pass), then follows this run's puts and removes."""
+    # Prepare
+    Outbox(tmp_path).put("u1", [b"a"])
+    Outbox(tmp_path).put("u2", [b"b"])
+    (tmp_path / "broken.out").write_bytes(b"\xc1 not msgpack")
+
+    # Execute
+    reopened = Outbox(tmp_path)
+    at_start = len(reopened)
+    with capture_logs():
+        reopened.pending()
+    after_pass = len(reopened)
+    reopened.remove("u1")
+
+    # Assert
+    assert (at_start, after_pass, len(reopened)) == (3, 2, 1)

@@ -237,3 +237,52 @@ def test_close_has_the_broker_publish_the_will_only_when_asked(
     # Assert
     assert got == ({b"gone", b"marker"} if will else {b"marker"})
     watcher.close()
+
+
+def test_an_unwaited_publish_arrives(broker: Mosquitto, federation: str) -> None:
+    """`publish_unwaited` returns at once and the message reaches a subscriber."""
+    # Prepare
+    topic = Topics(federation).receipt("e1")
+    inbox: queue.Queue[Inbound] = queue.Queue()
+    sub = _client(broker, f"{federation}-sub", inbox, (topic,))
+    pub = _client(broker, f"{federation}-pub")
+
+    # Execute
+    for i in range(20):
+        pub.publish_unwaited(topic, bytes([i]))
+    got = [inbox.get(timeout=10).payload[0] for _ in range(20)]
+
+    # Assert
+    assert got == list(range(20))
+    pub.close()
+    sub.close()
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mosquitto]:
+    """A real Mosquitto whose ACL lets anonymous clients use `open/#` only: a publish
+    elsewhere is refused with PUBACK 0x87 (not authorized)."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite open/#\n")
+    render = launcher._render  # the launcher has no ACL option for plain listeners
+    monkeypatch.setattr(launcher, "_render", lambda **kw: f"{render(**kw)}\nacl_file {acl}\n")
+    with Mosquitto(BrokerParams(port=0, data_dir=tmp_path / "broker")) as running:
+        yield running
+
+
+def test_an_unwaited_publish_the_broker_refuses_is_logged(acl_broker: Mosquitto) -> None:
+    """A publish the ACL refuses: logged as `publish_refused` with the topic and reason,
+    nothing raised, and the client goes on."""
+    # Prepare
+    denied, allowed = Topic("closed/receipt"), Topic("open/receipt")
+    pub = _client(acl_broker, "unwaited")
+
+    # Execute
+    with capture_logs() as logs:
+        pub.publish_unwaited(denied, b"verdict")
+        pub.publish(allowed, b"next")  # PUBACKs come in order: the refusal's is in by now
+
+    # Assert
+    refused = [e for e in logs if e["event"] == "publish_refused"]
+    assert [(e["topic"], e["reason"]) for e in refused] == [(str(denied), "Not authorized")]
+    pub.close()

@@ -1,0 +1,29 @@
+"""What a host of simulated edges reports when it stops (`edge_node/host.py`), in a module of
+its own so that the sim reading it does not load torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class HostReport:
+    """What a host's edges did, for the sim's exactly-once check.
+
+    Args:
+        edges: Edges the host ran.
+        sent: Updates its edges made and sent (re-sends of one are not counted again).
+        samples: Samples those updates were trained on, summed.
+        accepted: Receipts "accepted" the edges took (one per update, whatever the re-sends).
+        rejected: Receipts of any other verdict.
+        unanswered: Updates still in outboxes, without a receipt, at the end.
+        failed: Edges that stopped with an error (logged as `edge_failed`).
+    """
+
+    edges: int
+    sent: int
+    samples: int
+    accepted: int
+    rejected: int
+    unanswered: int
+    failed: int
