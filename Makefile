@@ -12,7 +12,7 @@ WHEEL_VENV ?= build/wheel-venv
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-sensors test test-ipex test-stock lint mosquitto wheel clean
+.PHONY: demo demo-sensors test test-ipex test-stock lint mosquitto ejabberd wheel clean
 
 demo: mosquitto $(VENV)/.installed
 	$(VENV)/bin/fedstream demo --rounds 5 --edges 3 --min-accuracy 0.90
@@ -23,10 +23,10 @@ demo-sensors: mosquitto $(VENV)/.installed
 
 test: lint test-ipex test-stock
 
-test-ipex: mosquitto $(VENV)/.installed
+test-ipex: mosquitto ejabberd $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-test-stock: mosquitto $(STOCK_VENV)/.installed
+test-stock: mosquitto ejabberd $(STOCK_VENV)/.installed
 	$(STOCK_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # mypy resolves modules by folder name, and ours are mapped (shared/ is fedstream.shared), so it
@@ -41,6 +41,15 @@ lint: $(VENV)/.installed
 mosquitto:
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
 	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q mosquitto; }
+
+# The two-node cluster tests start their own nodes (broker/ejabberd.py). The package's own
+# ejabberd.service would hold port 1883 and the XMPP ports: off where systemd runs.
+ejabberd:
+	@command -v ejabberdctl >/dev/null || [ -x /usr/sbin/ejabberdctl ] || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q ejabberd; }
+	@if [ -d /run/systemd/system ] && { systemctl is-enabled --quiet ejabberd.service || \
+	  systemctl is-active --quiet ejabberd.service; }; then \
+	  $(SUDO) systemctl disable --now ejabberd.service; fi
 
 # Default stack: torch 2.8 with its matching Intel Extension for PyTorch 2.8.0.
 # Both stacks install aeon 1.6.0 without its dependencies only for its bundled data files (the

@@ -24,7 +24,6 @@ the same weights only on the same backend and precision: pin `finetune.precision
 from __future__ import annotations
 
 import dataclasses
-import math
 import uuid
 from collections.abc import Callable
 from typing import TypeVar
@@ -43,13 +42,17 @@ from fedstream.cloud.versions import ModelVersion
 from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.protocol.codecs import CODECS
 from fedstream.shared.protocol.commands import RoundStart
-from fedstream.shared.protocol.control import EdgeStatus, RoundMode, RoundState, TrainParams
+from fedstream.shared.protocol.control import (
+    EdgeStatus,
+    RoundMode,
+    RoundProgress,
+    RoundState,
+    TrainParams,
+)
 from fedstream.shared.protocol.messages import Spec
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-# A round's progress goes out at most this often (see Coordinator._progress).
-PROGRESS_EVERY_S = 0.5
 
 
 class Coordinator:
@@ -63,21 +66,20 @@ class Coordinator:
         keeper: The served model and how candidates become it.
         publish_round: Announces a round state (retained on the broker).
         round: The latest round, from the journal.
+        publish_progress: Announces the count of a round's updates (`_progress`); None: not
+            announced (a coordinator driven by tests or benchmarks).
         counted: (edge id, base version) of each update the open round accepted: an edge
             contributes once per version it trained on.
     """
 
     def __init__(self, *, cfg: CloudConfig, store: CloudStore, keeper: ModelKeeper,
                  publish_round: Callable[[RoundState], None], round: RoundState | None,
-                 counted: set[tuple[str, int]]) -> None:
+                 counted: set[tuple[str, int]],
+                 publish_progress: Callable[[RoundProgress], None] | None = None) -> None:
         self.cfg, self.store, self.keeper = cfg, store, keeper
         self._publish_round = publish_round
+        self._publish_progress = publish_progress
         self._round = round
-        # Progress (one more update received) is announced at most every
-        # PROGRESS_EVERY_S: each announcement is the retained round state, selection and all,
-        # to every edge; once per update that grows with the square of the fleet.
-        self._unannounced = False
-        self._announced_at = -math.inf
         self.counted = counted
         self.edges: dict[str, EdgeStatus] = {}
         self._model_bytes = 0
@@ -89,6 +91,7 @@ class Coordinator:
              evaluate: Callable[[list[torch.Tensor]], dict[str, float]],
              publish_model: Callable[[ModelVersion], int],
              publish_round: Callable[[RoundState], None],
+             publish_progress: Callable[[RoundProgress], None] | None = None,
              stage: ContinualStage | None = None) -> Coordinator:
         """The coordinator of the cloud whose state is in `store`.
 
@@ -99,6 +102,7 @@ class Coordinator:
             publish_model: Makes a version the current global model (retained on the
                 broker) and returns the bytes of its blob.
             publish_round: Announces a round state (retained on the broker).
+            publish_progress: Announces a round's count of updates (None: not announced).
             stage: Fine-tunes and judges candidates; None publishes every aggregate.
 
         Raises:
@@ -117,7 +121,7 @@ class Coordinator:
         counted = set() if last is None else rounds.live_keys(
             last, {(row.edge_id, row.base) for row in accepted})
         return cls(cfg=cfg, store=store, keeper=keeper, publish_round=publish_round,
-                   round=last, counted=counted)
+                   round=last, counted=counted, publish_progress=publish_progress)
 
     @property
     def round(self) -> RoundState | None:
@@ -219,7 +223,11 @@ class Coordinator:
         state = self._round
         assert state is not None
         self.counted.add((row.edge_id, row.base))
-        self._progress(rounds.record_update(state, row.edge_id), now)
+        counted = rounds.record_update(state, row.edge_id)
+        if counted.status is state.status:
+            self._progress(counted)
+        else:
+            self.set_round(counted)  # the first update: open -> collecting
         log.info("update_accepted", round_id=row.round_id, edge_id=row.edge_id,
                  update_id=row.update_id, samples=row.samples, bytes=row.bytes, base=row.base,
                  received=state.received + 1, expected=state.expected)
@@ -237,12 +245,8 @@ class Coordinator:
         return self._round
 
     def tick(self, now: float) -> None:
-        """Close the round when every update is in or the deadline has passed; announce
-        progress held back (see `_progress`)."""
+        """Close the round when every update is in or the deadline has passed."""
         state = self._round
-        if self._unannounced and now - self._announced_at >= PROGRESS_EVERY_S:
-            assert state is not None
-            self._announce_progress(state, now)
         if state is not None and not state.terminal:
             self._policies[state.mode].tick(now)
 
@@ -272,21 +276,19 @@ class Coordinator:
         """Save a round state in the journal, then announce it."""
         self._round = state
         self.store.journal.save_round(state)
-        self._unannounced = False
         self._publish_round(state)
 
-    def _progress(self, state: RoundState, now: float) -> None:
-        """Save a round state whose change is progress only; announce it now unless one was
-        announced less than PROGRESS_EVERY_S ago (then `tick` does, or the next change)."""
+    def _progress(self, state: RoundState) -> None:
+        """Save a round state whose change is one more update received, and announce the
+        count alone (`RoundProgress`): the round state goes to every edge, and once per
+        update that would grow with the square of the fleet. Its next change of status
+        announces the state with the count."""
         self._round = state
         self.store.journal.save_round(state)
-        self._unannounced = True
-        if now - self._announced_at >= PROGRESS_EVERY_S:
-            self._announce_progress(state, now)
-
-    def _announce_progress(self, state: RoundState, now: float) -> None:
-        self._unannounced, self._announced_at = False, now
-        self._publish_round(state)
+        if self._publish_progress is not None:
+            self._publish_progress(RoundProgress(round_id=state.round_id,
+                                                 received=state.received,
+                                                 expected=state.expected))
 
     def announce(self, state: RoundState) -> None:
         """Announce a round state that is saved already (after a restart)."""

@@ -13,7 +13,7 @@ from fedstream.cloud.versions import ModelVersion
 from fedstream.shared.errors import TransportError
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.commands import Answer
-from fedstream.shared.protocol.control import Receipt, RoundState
+from fedstream.shared.protocol.control import Receipt, RoundProgress, RoundState
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topics
 from fedstream.shared.protocol.transfer import MissingChunks
@@ -73,6 +73,17 @@ class Outlet:
         self.mqtt.publish(self.topics.round(self.model), wire.pack(state), retain=True)
         if self.metrics is not None:
             self.metrics.round_state(state, time.time())
+
+    def publish_progress(self, progress: RoundProgress) -> None:
+        """Announce a round's count of updates (not retained: the operator following the
+        round is subscribed already), without waiting for the broker: a refusal is logged,
+        and the next count or the round's next state says it again."""
+        try:
+            self.mqtt.publish_unwaited(self.topics.round_progress(self.model),
+                                       wire.pack(progress))
+        except TransportError as err:
+            log.warning("progress_publish_failed", round_id=progress.round_id,
+                        reason=str(err.reason), detail=err.detail)
 
     def send_to_edge(self, edge_id: str, answer: Receipt | MissingChunks) -> None:
         """Publish a receipt or a list of missing chunks, without waiting for the broker (a

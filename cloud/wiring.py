@@ -75,6 +75,7 @@ def build_cloud(cfg: CloudConfig) -> CloudService:
                                    evaluate=make_evaluator(arch, held_out),
                                    publish_model=outlet.publish_model,
                                    publish_round=outlet.publish_round,
+                                   publish_progress=outlet.publish_progress,
                                    stage=make_stage(cfg, arch, data, pulse))
     intake = Intake(spec=coordinator.spec, params=cfg.intake,
                     signatures=UpdateSignatures(keyring=store.keys, federation=cfg.federation,

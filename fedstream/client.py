@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -17,7 +18,7 @@ from fedstream.shared.errors import FedstreamError, ProtocolError, Reason, Trans
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.commands import Answer, Command, Reply
 from fedstream.shared.protocol.connection import Connection
-from fedstream.shared.protocol.control import RoundState
+from fedstream.shared.protocol.control import RoundProgress, RoundState
 from fedstream.shared.protocol.data import DataBatch
 from fedstream.shared.protocol.infer import InferReply, InferRequest
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
@@ -85,12 +86,14 @@ class FleetClient:
             ANONYMOUS if tls is None else common_name(tls.cert), session)
         self._rounds: queue.Queue[Inbound] = queue.Queue()
         self._round_topic = self.topics.round(self.model)
+        self._progress_topic = self.topics.round_progress(self.model)
         # Set by a retained round state or model manifest: a cloud has served this federation
         # and model on this broker (they arrive right after subscribing).
         self._cloud_seen = threading.Event()
         self.mqtt = MqttClient(client_id=client_id, conn=address.conn,
                                on_message=self._on_message,
                                subscriptions=(self._reply_to, self._round_topic,
+                                              self._progress_topic,
                                               self.topics.manifest(self.model)))
 
     def __enter__(self) -> FleetClient:
@@ -164,17 +167,20 @@ class FleetClient:
     def _on_message(self, msg: Inbound) -> None:
         if msg.retain and msg.payload:  # an empty retained payload is a cleared topic
             self._cloud_seen.set()
-        if msg.topic == str(self._round_topic):
+        if msg.topic in (str(self._round_topic), str(self._progress_topic)):
             self._rounds.put(msg)
 
     def wait_round(self, round_id: str, *, on_change: Callable[[RoundState], None],
                    grace_s: float = 30.0) -> RoundState:
-        """Follow a round's retained state until it is published or failed.
+        """Follow a round's retained state, and its count of updates in between, until it is
+        published or failed. `on_change` gets each state, and the last one with each newer
+        count.
 
         Raises:
             TransportError: no_reply if the round is not over `grace_s` after its deadline.
         """
         give_up: float | None = None
+        last: RoundState | None = None
         while True:
             try:
                 msg = self._rounds.get(timeout=1.0)
@@ -186,9 +192,14 @@ class FleetClient:
             if not msg.payload or msg.response_topic is not None:
                 continue
             state = wire.unpack(msg.payload)
+            if isinstance(state, RoundProgress) and last is not None:
+                if state.round_id == round_id and state.received > last.received:
+                    last = dataclasses.replace(last, received=state.received)
+                    on_change(last)
+                continue
             if not isinstance(state, RoundState) or state.round_id != round_id:
                 continue
-            give_up = state.deadline + grace_s
+            give_up, last = state.deadline + grace_s, state
             on_change(state)
             if state.terminal:
                 return state

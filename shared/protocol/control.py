@@ -207,6 +207,35 @@ class RoundState:
                    declined=_declines(d, selection))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundProgress:
+    """How many updates the open round has received, on a topic of its own: the round state
+    (selection and all) goes to every edge, so it is announced on changes of status only,
+    and the operator follows the count here.
+
+    Args:
+        round_id: The round.
+        received: Updates accepted so far.
+        expected: Updates the round waits for (`RoundState.expected`).
+    """
+
+    KIND: ClassVar[str] = "round_progress"
+    VERSION: ClassVar[int] = 1
+    round_id: str
+    received: int
+    expected: int
+
+    def to_wire(self) -> Wire:
+        """Short stable keys."""
+        return {"round": self.round_id, "rx": self.received, "exp": self.expected}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> Self:
+        """Parse."""
+        return cls(round_id=req(d, "round", str), received=req_range(d, "rx", 0, 1 << 53),
+                   expected=req_range(d, "exp", 0, 1 << 53))
+
+
 class ReceiptStatus(StrEnum):
     """The final verdict on an update."""
 

@@ -76,6 +76,10 @@ class Topics:
         """Retained state of the latest round."""
         return Topic(f"{self.prefix}/round/{model}")
 
+    def round_progress(self, model: str) -> Topic:
+        """Updates received by the open round (retained; edges do not subscribe)."""
+        return Topic(f"{self.prefix}/round/{model}/progress")
+
     def update(self, model: str, edge_id: str) -> Topic:
         """Update chunks from one edge."""
         return Topic(f"{self.prefix}/update/{model}/{edge_id}")

@@ -16,6 +16,7 @@ from fedstream.shared.protocol.commands import ANSWERS, COMMANDS, Answer, Comman
 from fedstream.shared.protocol.control import (
     EdgeStatus,
     Receipt,
+    RoundProgress,
     RoundState,
 )
 from fedstream.shared.protocol.data import DataBatch
@@ -23,13 +24,13 @@ from fedstream.shared.protocol.infer import InferReply, InferRequest
 from fedstream.shared.protocol.messages import Manifest, ModelChunk, UpdateChunk
 from fedstream.shared.protocol.transfer import MissingChunks, UpdateProbe
 
-Message = (UpdateChunk | ModelChunk | Manifest | RoundState | EdgeStatus | Command
+Message = (UpdateChunk | ModelChunk | Manifest | RoundState | RoundProgress | EdgeStatus | Command
            | Answer | Receipt | DataBatch | InferRequest | InferReply | UpdateProbe
            | MissingChunks)
 
 KINDS: dict[str, type[Message]] = {
     cls.KIND: cls
-    for cls in (UpdateChunk, ModelChunk, Manifest, RoundState, EdgeStatus, *COMMANDS,
+    for cls in (UpdateChunk, ModelChunk, Manifest, RoundState, RoundProgress, EdgeStatus, *COMMANDS,
                 *ANSWERS, Receipt, DataBatch, InferRequest, InferReply, UpdateProbe,
                 MissingChunks)
 }

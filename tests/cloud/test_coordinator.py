@@ -10,14 +10,14 @@ import torch
 
 from fedstream.cloud import rounds
 from fedstream.cloud.config import ArchitectureConfig, CloudConfig
-from fedstream.cloud.coordinator import PROGRESS_EVERY_S, Coordinator, ModelVersion
+from fedstream.cloud.coordinator import Coordinator, ModelVersion
 from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
 from fedstream.shared.errors import ConfigError, FedstreamError, ProtocolError, Reason
 from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.codecs import CODECS
 from fedstream.shared.protocol.commands import RoundStart
-from fedstream.shared.protocol.control import EdgeStatus, RoundMode, RoundState
+from fedstream.shared.protocol.control import EdgeStatus, RoundMode, RoundProgress, RoundState
 from fedstream.shared.protocol.messages import UpdateMeta
 
 ARCH = Architecture.mlp((4, 3, 2))
@@ -96,42 +96,39 @@ def test_round_waits_for_every_edge_then_publishes_the_weighted_mean(tmp_path: P
 
     # Assert
     assert after_one is not None and after_one.status == "collecting"
-    assert [r.status for r in h.rounds] == ["open", "collecting", "collecting", "aggregating",
-                                            "published"]
+    assert [r.status for r in h.rounds] == ["open", "collecting", "aggregating", "published"]
     assert h.models[-1].version == 1 and h.models[-1].parent == 0
     assert all(torch.allclose(n, b + 4.0) for n, b in zip(h.models[-1].tensors, base,
                                                             strict=True))
     assert h.rounds[-1].result["updates"] == 2
 
 
-def test_progress_is_announced_at_most_twice_a_second_and_always_saved(
+def test_progress_goes_out_as_a_count_and_the_state_on_changes_of_status(
         tmp_path: Path) -> None:
-    """Updates arriving close together are announced once per PROGRESS_EVERY_S (each
-    announcement goes to every edge), the held-back one by the next tick after it; the
-    journal has every count at once, and a change of status goes out at once."""
+    """Each accepted update is announced as a `RoundProgress` count and saved in the journal
+    at once; the round state (it goes to every edge) is announced on changes of status only:
+    the first update (open -> collecting), then aggregating and published, with the count."""
     # Prepare
     h = Harness(tmp_path)
-    h.online("a", "b", "c", "d")
-    h.coord.start_round(now=0.0)
-    step = PROGRESS_EVERY_S / 5
+    progress: list[RoundProgress] = []
+    h.coord._publish_progress = progress.append
+    h.online("a", "b", "c")
+    opened = h.coord.start_round(now=0.0)
 
     # Execute
-    for i, edge in enumerate("abc"):
-        h.coord.on_update(h.update(edge, 1.0, 1), now=1.0 + i * step)
+    h.coord.on_update(h.update("a", 1.0, 1), now=1.0)
+    h.coord.on_update(h.update("b", 1.0, 1), now=1.1)
     saved = h.store.journal.last_round()
-    h.coord.tick(now=1.0 + 3 * step)
-    early = [r.received for r in h.rounds]
-    h.coord.tick(now=1.0 + PROGRESS_EVERY_S)
-    h.coord.tick(now=1.0 + 2 * PROGRESS_EVERY_S)
-    late = [r.received for r in h.rounds]
-    h.coord.on_update(h.update("d", 1.0, 1), now=1.0 + 2 * PROGRESS_EVERY_S + step)
+    states_before_last = [(r.status, r.received) for r in h.rounds]
+    h.coord.on_update(h.update("c", 1.0, 1), now=1.2)
 
     # Assert
-    assert saved is not None and saved.received == 3
-    assert early == [0, 1]
-    assert late == [0, 1, 3]
-    assert [r.status for r in h.rounds][-3:] == ["collecting", "aggregating", "published"]
-    assert h.rounds[-1].result["updates"] == 4
+    assert [(p.round_id, p.received, p.expected) for p in progress] == [
+        (opened.round_id, n, 3) for n in (2, 3)]
+    assert saved is not None and saved.received == 2
+    assert states_before_last == [("open", 0), ("collecting", 1)]
+    assert [(r.status, r.received) for r in h.rounds][2:] == [("aggregating", 3),
+                                                              ("published", 3)]
 
 
 def test_deadline_without_quorum_fails_and_the_next_round_can_start(tmp_path: Path) -> None:
@@ -254,7 +251,8 @@ def test_async_session_publishes_a_version_every_buffer_of_updates(tmp_path: Pat
         "collecting", 2, 4)
     assert (state.result["versions"], state.result["updates"], state.result["version"]) == (
         2, 4, 2)
-    assert [r.base_version for r in h.rounds] == [0, 0, 0, 1, 1, 1, 2]
+    # Announced at the open and at each version, not at each update (counts go as progress).
+    assert [r.base_version for r in h.rounds] == [0, 1, 2]
     assert h.store.journal.pending(state.round_id) == []
     lineage = h.store.journal.versions()[2].lineage
     assert (lineage["mode"], lineage["edges"], lineage["staleness_max"]) == (

@@ -58,7 +58,8 @@ def test_a_lost_node_hands_the_session_to_the_next(
     with capture_logs() as logs:
         a.kill()
         reconnected.get(timeout=WAIT_S)
-        on_b.publish(topic, b"through b")
+        # Retained, as the round state is: our SUBSCRIBE to b may still be on its way.
+        on_b.publish(topic, b"through b", retain=True)
         got = inbox.get(timeout=WAIT_S)
 
     # Assert
@@ -67,6 +68,7 @@ def test_a_lost_node_hands_the_session_to_the_next(
     turns = [e for e in logs if e["event"] == "broker_failover"]
     assert turns[0]["lost"] == f"{a.host}:{a.port}" and turns[0]["to"] == client.address
     client.close()
+    on_b.clear_retained([topic])
     on_b.close()
 
 

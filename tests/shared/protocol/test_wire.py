@@ -32,6 +32,7 @@ from fedstream.shared.protocol.control import (
     ModelInfo,
     Receipt,
     RoundMode,
+    RoundProgress,
     RoundState,
     RoundStatus,
     TrainParams,
@@ -94,6 +95,7 @@ EXAMPLES: dict[str, wire.Message] = {
     "edge_enrol": EdgeEnrol(edge="e1", key=bytes(range(32))),
     "edge_revoke": EdgeRevoke(edge="e1"),
     "round_list": RoundList(limit=5),
+    "round_progress": RoundProgress(round_id="r1", received=812, expected=1000),
     "receipt": Receipt(update_id="u1", round_id="r1", status="rejected", reason="stale_round",
                        detail="round r0 is closed"),
     "reply": Reply(ok=False, reason="no_edges", detail="no edge is online"),
@@ -333,7 +335,8 @@ def test_rejects_bad_version(version: object) -> None:
      ("model", "ver"), ("manifest", "hdr"), ("round", "train"), ("status", "on"),
      ("model_rollback", "ver"), ("model_promote", "ver"), ("reply", "ok"),
      ("round_reply", "ver"), ("status_reply", "edges"), ("model_list_reply", "vers"),
-     ("model_version_reply", "ver"), ("round_list_reply", "rounds")],
+     ("model_version_reply", "ver"), ("round_list_reply", "rounds"),
+     ("round_progress", "rx"), ("round_progress", "round")],
 )
 def test_rejects_missing_field(kind: str, key: str) -> None:
     """A required field left out is a bad frame, never a KeyError."""
@@ -366,6 +369,8 @@ def test_rejects_missing_field(kind: str, key: str) -> None:
         ("round", "mode", "eventually"),
         ("round", "buf", -1),
         ("round", "ms", True),
+        ("round_progress", "rx", -1),
+        ("round_progress", "exp", True),
         ("status", "on", 1),
         ("status", "ver", True),
         ("status", "ver", -1),
