@@ -218,11 +218,15 @@ class Coordinator:
         self.counted = set()
         return self._policies[mode].open(now, opening)
 
-    def on_update(self, row: UpdateRow, now: float) -> None:
-        """Count an update the service has accepted and spooled."""
+    def on_update(self, row: UpdateRow, now: float,
+                  delta: list[torch.Tensor] | None = None) -> None:
+        """Count an update the service has accepted and spooled; its decoded `delta`, if
+        given, is kept for the fold (`ModelKeeper.take`)."""
         state = self._round
         assert state is not None
         self.counted.add((row.edge_id, row.base))
+        if delta is not None:
+            self.keeper.take(row.update_id, delta)
         counted = rounds.record_update(state, row.edge_id)
         if counted.status is state.status:
             self._progress(counted)
@@ -296,6 +300,7 @@ class Coordinator:
 
     def finish(self, state: RoundState) -> None:
         """Save and announce a terminal round state, with the round's canonical log line."""
+        self.keeper.release()
         self.set_round(state)
         log.info("round_closed", round_id=state.round_id, status=state.status,
                  reason=state.reason or None, **state.result)

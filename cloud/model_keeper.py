@@ -84,6 +84,8 @@ class ModelKeeper:
         self.strategy, self.registry = strategy, registry
         self.spec = registry.spec
         self.current, self.server_state = current, server_state
+        # Update id -> (decoded delta, its norm) of accepted updates not folded yet (`take`).
+        self._taken: dict[str, tuple[list[torch.Tensor], float]] = {}
 
     @classmethod
     def open(cls, *, cfg: CloudConfig, store: CloudStore,
@@ -112,20 +114,43 @@ class ModelKeeper:
                    strategy=strategy, registry=registry, current=served[0],
                    server_state=served[1], stage=stage)
 
+    def take(self, update_id: str, delta: list[torch.Tensor]) -> None:
+        """Keep an accepted update's decoded delta and its norm for the fold, so that its
+        decoding and norm are done as it arrives, not when the round closes (and its spooled
+        copy is not read back). Kept while all taken fit in `intake.max_total_bytes` (as
+        float32); one that does not is decoded from the spool by the fold, as after a
+        restart."""
+        size = 4 * sum(t.numel for t in self.spec)
+        if (len(self._taken) + 1) * size <= self.cfg.intake.max_total_bytes:
+            self._taken[update_id] = (delta, flat_norm(delta))
+
+    def release(self) -> None:
+        """Forget the deltas taken (their round is over)."""
+        self._taken.clear()
+
     def fold(self, *, round_id: str, codec: str, rows: Sequence[UpdateRow],
              weights: Sequence[float], lineage: Mapping[str, object]) -> Folded:
         """Aggregate `rows` with `weights` into the next candidate: bound each update's weight
         and norm (cloud/defences.py), server step, blend, refine, evaluate, judge, save
         (marking `rows` applied in the same transaction) and, if the gate lets it, publish it
         as the served model."""
-        # The norms first, then the aggregate of the bounded updates: each update read and
-        # decoded once when the round's deltas fit in what the intake may hold in memory,
-        # else read again for the second pass (one update in memory at a time).
+        # The norms first, then the aggregate of the bounded updates. Updates taken as they
+        # arrived are in memory with their norms; the others are read and decoded once when
+        # the round's deltas fit in what the intake may hold in memory, else read again for
+        # the second pass (one update in memory at a time).
+        taken = [self._taken.get(row.update_id) for row in rows]
         fits = len(rows) * 4 * sum(t.numel for t in self.spec) <= self.cfg.intake.max_total_bytes
-        delta_of: Callable[[int], list[torch.Tensor]] = (
-            [self._delta(row) for row in rows].__getitem__ if fits
-            else lambda i: self._delta(rows[i]))
-        norms = [flat_norm(delta_of(i)) for i in range(len(rows))]
+        read = [None if kept or not fits else self._delta(row)
+                for row, kept in zip(rows, taken, strict=True)]
+
+        def delta_of(i: int) -> list[torch.Tensor]:
+            kept, decoded = taken[i], read[i]
+            if kept is not None:
+                return kept[0]
+            return decoded if decoded is not None else self._delta(rows[i])
+
+        norms = [kept[1] if kept is not None else flat_norm(delta_of(i))
+                 for i, kept in enumerate(taken)]
         d = self.cfg.defences
         bounds = bound(weights, norms, sample_cap=d.sample_cap, clip=d.clip,
                        max_samples=d.max_samples)
@@ -135,7 +160,10 @@ class ModelKeeper:
             delta = delta_of(i)
             agg.add(delta if scale == 1.0 else [t * scale for t in delta], weight)
         aggregate = agg.result()
-        del agg, delta_of  # the sums are twice the model, the deltas n times: free them
+        del agg  # the sums are twice the model, the deltas n times: free them
+        taken.clear()
+        read.clear()
+        self.release()
         delta, state_after = self.strategy.step(aggregate, self.server_state)
         candidate = apply_delta(self.current.tensors, delta)
         tensors = blend(self.current.tensors, candidate, self.cfg.blend_alpha)

@@ -30,7 +30,8 @@ class ModelPublisher:
 
     def publish(self, *, version: int, parent: int | None, tensors: Sequence[torch.Tensor],
                 metrics: dict[str, float | int | str]) -> int:
-        """Publish chunks, then the manifest, then clear the previous version's chunks.
+        """Publish chunks, then the manifest, then clear the previous version's chunks
+        (without waiting for the broker's confirmations of the clears).
 
         Chunks go first: every chunk carries the blob header, so an edge can start on them
         before the manifest arrives, and a manifest never points at missing chunks.
@@ -52,8 +53,11 @@ class ModelPublisher:
                 federation=self._topics.federation, manifest=manifest)))
         self._mqtt.publish(self._topics.manifest(self._model), wire.pack(manifest), retain=True)
         if self._previous is not None:
+            # Not waited for: the new version is out, and a chunk the broker fails to clear
+            # only takes its space (logged), it is never served as the model.
             old_version, old = self._previous
-            self._mqtt.clear_retained(self._topics.model_chunk(self._model, old_version, i)
-                                      for i in range(old.count))
+            for i in range(old.count):
+                self._mqtt.publish_unwaited(
+                    self._topics.model_chunk(self._model, old_version, i), b"", retain=True)
         self._previous = (version, enc.header)
         return enc.header.size

@@ -197,7 +197,7 @@ class UpdateReceiver:
             self._defer(meta.edge_id, update_id, due=now + FIRST_RETRY_S)
             raise
         self._recorded(row)  # the verdict is committed: answer it whatever counting does
-        coord.on_update(row, now)
+        coord.on_update(row, now, delta=update.delta)
 
     def _reject(self, edge_id: str, update_id: str, round_id: str, err: ProtocolError) -> None:
         """Record an update-scoped rejection as the update's verdict, then answer it."""

@@ -17,7 +17,7 @@ import structlog
 from fedstream.edge_node.backend_tuning import BACKEND_TUNED, TUNING_WAIT, EdgeBackend
 from fedstream.edge_node.config import EdgeConfig
 from fedstream.edge_node.feed import Feed
-from fedstream.edge_node.feedback_store import FeedbackStore, Residual, keep_update
+from fedstream.edge_node.feedback_store import FeedbackStore, Kept, Trained, keep_update
 from fedstream.edge_node.metrics import EdgeLive, EdgeMetrics
 from fedstream.edge_node.model_sync import HeldModel, ModelSync
 from fedstream.edge_node.outbox import Outbox
@@ -62,7 +62,7 @@ class EdgeDaemon:
 
     def __init__(self, *, cfg: EdgeConfig, feed: Feed, mqtt: MqttClient,
                  inbox: queue.Queue[Inbound], reconnected: threading.Event, outbox: Outbox,
-                 feedback_store: FeedbackStore, seq: int, residual: Residual,
+                 feedback_store: FeedbackStore, kept: Kept,
                  metrics: EdgeMetrics, endpoint: MetricsEndpoint,
                  signer: Signer | None = None, cloud_key: Verifier | None = None) -> None:
         self.cfg, self.feed, self.mqtt, self.outbox = cfg, feed, mqtt, outbox
@@ -82,8 +82,8 @@ class EdgeDaemon:
         # Chosen off the loop; messages wake the loop when it is (edge_node/backend_tuning.py).
         self.backends = EdgeBackend.of(cfg, wake=self._wake)
         self._pending: RoundState | None = None
-        # (round or session id, version) of the last training, or of the last decline.
-        self._trained: tuple[str, int] | None = None
+        # (round or session id, version) of the last training or decline; from disk at start.
+        self._trained: Trained = kept.trained
         self._samples = 0  # samples the last round trained on
         self._last_trained = ""  # the round (or session) the edge last trained for
         self._declined: tuple[str, str] = ("", "")  # (round id, reason) of the last decline
@@ -91,7 +91,7 @@ class EdgeDaemon:
         # What lossy codecs dropped from earlier updates, sent with the next one (P9); on disk
         # with the outbox, so a restart neither loses it nor counts it twice.
         self._feedback = ErrorFeedback()
-        self._seq, self._feedback.residual = seq, residual
+        self._seq, self._feedback.residual = kept.seq, kept.residual
         self._model_filter = self.topics.model_all(cfg.model)
         self._round_topic = self.topics.round(cfg.model)
         self._receipt_topic = self.topics.receipt(cfg.edge_id)
@@ -342,9 +342,10 @@ class EdgeDaemon:
         # On disk before the first byte goes out: a crash from here on re-sends, never loses.
         # The residual this update leaves is kept with it (see edge_node/feedback_store.py).
         keep_update(self._feedback, before, store=self.feedback_store, outbox=self.outbox,
-                    update_id=header.blob_id, seq=self._seq + 1, frames=frames)
+                    update_id=header.blob_id, seq=self._seq + 1, frames=frames,
+                    trained=self._trained)
         self._seq += 1
-        self.feedback_store.commit(self._seq, self._feedback.residual)
+        self.feedback_store.commit(self._seq, self._feedback.residual, self._trained)
         self.sender.send(frames)
         self.metrics.training_seconds.observe(train_s)
         self.metrics.trained_samples.inc(result.samples)

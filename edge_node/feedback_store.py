@@ -12,10 +12,15 @@ twice, atomically each time:
 On start the newest consistent one wins: the highest sequence among `residual.ef` and the
 `.ef` files whose update is still in the outbox. An `.ef` without its `.out` comes from a crash
 between the two writes (the update never existed) and is deleted.
+
+Each file also names the round (or session) and model version its update was trained for, so
+an edge restarted mid-round does not train that round again: it resumes the kept update (or
+has its receipt already), and a second update would only be refused as a duplicate.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -31,7 +36,19 @@ from fedstream.shared.protocol.codecs.feedback import ErrorFeedback
 log = structlog.get_logger(__name__)
 
 Residual = list[torch.Tensor] | None
+Trained = tuple[str, int] | None
+"""(round or session id, model version) an update was trained for."""
 _CURRENT = "residual.ef"
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """What a start restores: the newest consistent residual, its update's sequence number,
+    and what that update was trained for."""
+
+    seq: int = 0
+    residual: Residual = None
+    trained: Trained = None
 
 
 class FeedbackStore:
@@ -41,21 +58,21 @@ class FeedbackStore:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 
-    def stage(self, update_id: str, seq: int, residual: Residual) -> None:
+    def stage(self, update_id: str, seq: int, residual: Residual, trained: Trained) -> None:
         """Keep the residual that follows update `update_id`, before the update is kept."""
-        write_atomic(self.root / f"{update_id}.ef", _encode(seq, residual))
+        write_atomic(self.root / f"{update_id}.ef", _encode(seq, residual, trained))
 
-    def commit(self, seq: int, residual: Residual) -> None:
+    def commit(self, seq: int, residual: Residual, trained: Trained) -> None:
         """Make the residual of update `seq` the current one, once the update is kept."""
-        write_atomic(self.root / _CURRENT, _encode(seq, residual))
+        write_atomic(self.root / _CURRENT, _encode(seq, residual, trained))
 
     def drop(self, update_id: str) -> None:
         """Forget an update's own copy once its receipt arrived (`residual.ef` has it)."""
         (self.root / f"{update_id}.ef").unlink(missing_ok=True)
 
-    def load(self) -> tuple[int, Residual]:
-        """The newest consistent (sequence, residual); (0, None) when there is none."""
-        best: tuple[int, Residual] = (0, None)
+    def load(self) -> Kept:
+        """The newest consistent residual (see `Kept`); `Kept()` when there is none."""
+        best = Kept()
         for path in sorted(self.root.glob("*.ef")):
             if path.name != _CURRENT and not path.with_suffix(".out").exists():
                 path.unlink()  # a crash before its update was kept: it never existed
@@ -65,27 +82,31 @@ class FeedbackStore:
             except (OSError, ValueError, SafetensorError) as err:
                 log.error("feedback_unreadable", path=str(path), detail=str(err))
                 continue
-            if found[0] > best[0]:
+            if found.seq > best.seq:
                 best = found
         return best
 
 
-def _encode(seq: int, residual: Residual) -> bytes:
+def _encode(seq: int, residual: Residual, trained: Trained) -> bytes:
     tensors = {f"r{i}": t.contiguous() for i, t in enumerate(residual or [])}
-    return save(tensors, metadata={"seq": str(seq), "count": str(len(tensors))})
+    marks = {} if trained is None else {"round": trained[0], "version": str(trained[1])}
+    return save(tensors, metadata={"seq": str(seq), "count": str(len(tensors)), **marks})
 
 
-def _decode(path: Path) -> tuple[int, Residual]:
+def _decode(path: Path) -> Kept:
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         if "seq" not in meta or "count" not in meta:
             raise ValueError("no seq/count metadata")
         residual = [f.get_tensor(f"r{i}") for i in range(int(meta["count"]))]
-    return int(meta["seq"]), residual or None
+    # Files from before the round was recorded have none: such an edge may train again.
+    trained = (meta["round"], int(meta["version"])) if "round" in meta else None
+    return Kept(seq=int(meta["seq"]), residual=residual or None, trained=trained)
 
 
 def keep_update(feedback: ErrorFeedback, before: Residual, *, store: FeedbackStore,
-                outbox: Outbox, update_id: str, seq: int, frames: list[bytes]) -> None:
+                outbox: Outbox, update_id: str, seq: int, frames: list[bytes],
+                trained: Trained) -> None:
     """Put an update on disk with the residual it leaves, the residual first.
 
     Args:
@@ -96,13 +117,14 @@ def keep_update(feedback: ErrorFeedback, before: Residual, *, store: FeedbackSto
         update_id: The update's blob id.
         seq: The update's feedback sequence number.
         frames: The update's chunk frames.
+        trained: What the update was trained for.
 
     Raises:
         StoreError: a write failed; `feedback.residual` is `before` again, since no update
             was kept (a staged residual without its update is dropped on the next start).
     """
     try:
-        store.stage(update_id, seq, feedback.residual)
+        store.stage(update_id, seq, feedback.residual, trained)
         outbox.put(update_id, frames)
     except StoreError:
         feedback.residual = before

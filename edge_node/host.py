@@ -26,9 +26,9 @@ import structlog
 
 from fedstream.edge_node.config import EdgeConfig, SourceConfig
 from fedstream.edge_node.daemon import EdgeDaemon
-from fedstream.edge_node.host_report import HostReport
+from fedstream.edge_node.host_report import HostReport, sim_edge_id
 from fedstream.edge_node.wiring import open_edge
-from fedstream.shared.errors import FedstreamError
+from fedstream.shared.errors import FedstreamError, Reason
 from fedstream.shared.protocol.mqtt import Inbound
 
 log = structlog.get_logger(__name__)
@@ -39,11 +39,6 @@ TICK_S = 1.0
 PARALLEL_STARTS = 8
 # Threads driving a host's edges: their waits for the broker overlap.
 DRIVERS = 1
-
-
-def sim_edge_id(index: int) -> str:
-    """The id of the simulated edge `index`: `sim-00042`."""
-    return f"sim-{index:05d}"
 
 
 def edge_config(base: EdgeConfig, index: int, *, edges: int, root: Path) -> EdgeConfig:
@@ -138,14 +133,20 @@ class EdgeHost:
             return sum(int(d.metrics.registry.get_sample_value(name, labels) or 0)
                        for d in self.daemons)
 
-        verdicts = [(sample.labels["verdict"], int(sample.value)) for d in self.daemons
-                    for metric in d.metrics.receipts.collect() for sample in metric.samples
-                    if sample.name.endswith("_total")]
-        accepted = sum(n for verdict, n in verdicts if verdict == "accepted")
+        verdicts = [(sample.labels["verdict"], sample.labels["reason"], int(sample.value))
+                    for d in self.daemons for metric in d.metrics.receipts.collect()
+                    for sample in metric.samples if sample.name.endswith("_total")]
+
+        def receipts(verdict: str, reason: str | None = None) -> int:
+            return sum(n for v, r, n in verdicts
+                       if v == verdict and (reason is None or r == reason))
+
+        duplicates = receipts("rejected", str(Reason.DUPLICATE_UPDATE))
         return HostReport(
             edges=len(self.daemons), sent=total("fedstream_edge_updates_sent_total"),
-            samples=total("fedstream_edge_trained_samples_total"), accepted=accepted,
-            rejected=sum(n for _, n in verdicts) - accepted,
+            samples=total("fedstream_edge_trained_samples_total"),
+            accepted=receipts("accepted"), duplicates=duplicates,
+            rejected=receipts("rejected") - duplicates,
             unanswered=sum(len(d.outbox) for d in self.daemons), failed=len(self._failed))
 
     def _running(self) -> Iterator[EdgeDaemon]:

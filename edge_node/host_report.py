@@ -1,5 +1,5 @@
-"""What a host of simulated edges reports when it stops (`edge_node/host.py`), in a module of
-its own so that the sim reading it does not load torch."""
+"""What a host of simulated edges reports when it stops (`edge_node/host.py`), and their ids,
+in a module of their own so that the sim reading them does not load torch."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ class HostReport:
         sent: Updates its edges made and sent (re-sends of one are not counted again).
         samples: Samples those updates were trained on, summed.
         accepted: Receipts "accepted" the edges took (one per update, whatever the re-sends).
-        rejected: Receipts of any other verdict.
+        duplicates: Receipts "rejected" as duplicate_update: an edge restarted mid-round
+            trains the round again, and the cloud counts its first update only.
+        rejected: Receipts rejected for any other reason.
         unanswered: Updates still in outboxes, without a receipt, at the end.
         failed: Edges that stopped with an error (logged as `edge_failed`).
     """
@@ -24,6 +26,12 @@ class HostReport:
     sent: int
     samples: int
     accepted: int
+    duplicates: int
     rejected: int
     unanswered: int
     failed: int
+
+
+def sim_edge_id(index: int) -> str:
+    """The id of the simulated edge `index`: `sim-00042`."""
+    return f"sim-{index:05d}"

@@ -45,7 +45,6 @@ def open_edge(cfg: EdgeConfig, inbox: queue.Queue[Inbound] | None = None) -> Edg
 def _around(cfg: EdgeConfig, feed: Feed, inbox: queue.Queue[Inbound]) -> EdgeDaemon:
     """The rest of `open_edge`, around an opened feed."""
     feedback_store = FeedbackStore(cfg.data_dir / "outbox")
-    seq, residual = feedback_store.load()
     outbox = Outbox(cfg.data_dir / "outbox")
     reconnected = threading.Event()
     topics = Topics(cfg.federation)
@@ -60,7 +59,7 @@ def _around(cfg: EdgeConfig, feed: Feed, inbox: queue.Queue[Inbound]) -> EdgeDae
     keys, metrics = cfg.security, EdgeMetrics()
     daemon = EdgeDaemon(
         cfg=cfg, feed=feed, mqtt=mqtt, inbox=inbox, reconnected=reconnected, outbox=outbox,
-        feedback_store=feedback_store, seq=seq, residual=residual, metrics=metrics,
+        feedback_store=feedback_store, kept=feedback_store.load(), metrics=metrics,
         endpoint=MetricsEndpoint(cfg.metrics, metrics.registry),
         signer=None if keys.signing_key is None else load_signer(keys.signing_key),
         cloud_key=None if keys.cloud_key is None else load_verifier(keys.cloud_key))

@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
     params = SimParams(edges=args.edges, hosts=args.hosts, rounds=args.rounds,
                        samples=args.samples, workdir=args.workdir,
                        broker=None if args.broker is None else parse_broker(args.broker),
-                       federation=args.federation)
+                       federation=args.federation, kill_host=args.kill_host)
     return print_summary(params, run_sim(params, out=sys.stdout), sys.stdout)
 
 
@@ -69,6 +69,9 @@ def add_sim_parser(sub: SubParsers) -> None:
     run.add_argument("--broker", help="HOST:PORT of a running broker with a cloud on it "
                                       "(default: start both)")
     run.add_argument("--federation", default="sim")
+    run.add_argument("--kill-host", type=float, default=0.0, metavar="SHARE",
+                     help="SIGKILL host 0 once the first round has counted this share of the "
+                          "updates, and start it again (a fault test; default 0: none)")
     run.set_defaults(handler=_run)
     host = actions.add_parser("host", help="one process of a sim's edges (started by sim run)")
     host.add_argument("--config", type=Path, required=True, help="the edges' base config")

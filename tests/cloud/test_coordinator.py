@@ -131,6 +131,29 @@ def test_progress_goes_out_as_a_count_and_the_state_on_changes_of_status(
                                                               ("published", 3)]
 
 
+def test_an_update_taken_as_it_arrived_is_folded_without_reading_its_spool(
+        tmp_path: Path) -> None:
+    """An update handed over decoded on acceptance (as the receiver does) is folded from
+    memory: its spooled copy may be gone; one handed over without its delta is read from the
+    spool. The weighted mean is the same (+1 x1 and +5 x3 move every weight by +4)."""
+    # Prepare
+    h = Harness(tmp_path)
+    h.online("a", "b")
+    base = [t.clone() for t in h.coord.current.tensors]
+    h.coord.start_round(now=0.0)
+    row = h.update("a", 1.0, 1)
+    delta = [torch.full(t.shape, 1.0) for t in h.coord.current.tensors]
+
+    # Execute
+    h.coord.on_update(row, now=1.0, delta=delta)
+    (h.store.spool.root / row.spool).unlink()
+    h.coord.on_update(h.update("b", 5.0, 3), now=2.0)
+
+    # Assert
+    assert h.rounds[-1].status == "published"
+    assert _moved(h.models[-1].tensors, base, 4.0)
+
+
 def test_deadline_without_quorum_fails_and_the_next_round_can_start(tmp_path: Path) -> None:
     """A round whose deadline passes with fewer than quorum updates fails with no_quorum."""
     # Prepare

@@ -31,12 +31,13 @@ def test_keep_update_keeps_the_update_and_its_residual(tmp_path: Path) -> None:
 
     # Execute
     keep_update(feedback, None, store=store, outbox=outbox, update_id="u1", seq=1,
-                frames=[b"f0", b"f1"])
+                frames=[b"f0", b"f1"], trained=("r1", 4))
 
     # Assert
     assert outbox.pending() == [Pending(update_id="u1", frames=[b"f0", b"f1"])]
-    seq, residual = store.load()
-    assert seq == 1
+    kept = store.load()
+    seq, residual = kept.seq, kept.residual
+    assert seq == 1 and kept.trained == ("r1", 4)
     assert residual is not None and torch.equal(residual[0], torch.tensor([0.125, 0.0]))
 
 
@@ -56,7 +57,7 @@ def test_keep_update_rolls_the_residual_back_when_a_write_fails(
     # Execute
     with pytest.raises(StoreError) as caught:
         keep_update(feedback, before, store=store, outbox=outbox, update_id="u1", seq=1,
-                    frames=[b"f0"])
+                    frames=[b"f0"], trained=("r1", 4))
 
     # Assert
     assert caught.value.reason is Reason.STORE_FAILED

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from fedstream.edge_node.feedback_store import FeedbackStore
+from fedstream.edge_node.feedback_store import FeedbackStore, Kept
 from fedstream.edge_node.outbox import Outbox
 
 
@@ -18,13 +18,13 @@ def _residual(value: float) -> list[torch.Tensor]:
 def _kept(store: FeedbackStore, outbox: Outbox, update_id: str, seq: int, value: float,
           *, crash_before_put: bool = False, crash_before_commit: bool = False) -> None:
     """The daemon's order of writes for one update, optionally cut by a crash."""
-    store.stage(update_id, seq, _residual(value))
+    store.stage(update_id, seq, _residual(value), ("r1", seq))
     if crash_before_put:
         return
     outbox.put(update_id, [b"frame"])
     if crash_before_commit:
         return
-    store.commit(seq, _residual(value))
+    store.commit(seq, _residual(value), ("r1", seq))
 
 
 def _same(got: list[torch.Tensor] | None, value: float) -> bool:
@@ -38,7 +38,7 @@ def test_nothing_on_disk_is_sequence_zero_and_no_residual(tmp_path: Path) -> Non
     got = FeedbackStore(tmp_path / "outbox").load()
 
     # Assert
-    assert got == (0, None)
+    assert got == Kept()
 
 
 def test_a_committed_residual_comes_back_after_its_receipt(tmp_path: Path) -> None:
@@ -50,7 +50,8 @@ def test_a_committed_residual_comes_back_after_its_receipt(tmp_path: Path) -> No
     outbox.remove("u1")
 
     # Execute
-    seq, residual = FeedbackStore(tmp_path / "outbox").load()
+    kept = FeedbackStore(tmp_path / "outbox").load()
+    seq, residual = kept.seq, kept.residual
 
     # Assert
     assert seq == 1 and _same(residual, 0.5)
@@ -66,7 +67,8 @@ def test_crash_before_the_update_was_kept_restores_the_previous_residual(
     _kept(store, outbox, "u2", 2, 0.25, crash_before_put=True)
 
     # Execute
-    seq, residual = FeedbackStore(tmp_path / "outbox").load()
+    kept = FeedbackStore(tmp_path / "outbox").load()
+    seq, residual = kept.seq, kept.residual
 
     # Assert
     assert seq == 1 and _same(residual, 0.5)
@@ -82,7 +84,8 @@ def test_crash_after_the_update_was_kept_restores_its_residual(tmp_path: Path) -
     _kept(store, outbox, "u2", 2, 0.25, crash_before_commit=True)
 
     # Execute
-    seq, residual = FeedbackStore(tmp_path / "outbox").load()
+    kept = FeedbackStore(tmp_path / "outbox").load()
+    seq, residual = kept.seq, kept.residual
 
     # Assert
     assert seq == 2 and _same(residual, 0.25)
@@ -98,7 +101,8 @@ def test_receipts_in_any_order_keep_the_newest_residual(tmp_path: Path) -> None:
     outbox.remove("u2")
 
     # Execute
-    seq, residual = FeedbackStore(tmp_path / "outbox").load()
+    kept = FeedbackStore(tmp_path / "outbox").load()
+    seq, residual = kept.seq, kept.residual
 
     # Assert
     assert seq == 2 and _same(residual, 0.25)
@@ -108,13 +112,13 @@ def test_a_lossless_codecs_empty_residual_round_trips(tmp_path: Path) -> None:
     """After an f32 update there is no residual: that, too, is restored (as None)."""
     # Prepare
     store = FeedbackStore(tmp_path / "outbox")
-    store.commit(3, None)
+    store.commit(3, None, None)
 
     # Execute
     got = FeedbackStore(tmp_path / "outbox").load()
 
     # Assert
-    assert got == (3, None)
+    assert got == Kept(seq=3)
 
 
 def test_an_unreadable_file_is_skipped(tmp_path: Path) -> None:
@@ -127,4 +131,26 @@ def test_an_unreadable_file_is_skipped(tmp_path: Path) -> None:
     got = FeedbackStore(tmp_path / "outbox").load()
 
     # Assert
-    assert got == (0, None)
+    assert got == Kept()
+
+
+def test_what_an_update_was_trained_for_comes_back_with_it(tmp_path: Path) -> None:
+    """The round and version of the newest kept update come back (so a restarted edge does
+    not train that round again), from its own file or from `residual.ef` after its receipt;
+    an update that was never kept (a crash before its `.out`) leaves the earlier one."""
+    # Prepare
+    root = tmp_path / "outbox"
+    store, outbox = FeedbackStore(root), Outbox(root)
+    _kept(store, outbox, "u1", 1, 0.5)
+    in_flight = FeedbackStore(root).load().trained
+    store.drop("u1")
+    outbox.remove("u1")
+    after_receipt = FeedbackStore(root).load().trained
+    _kept(store, outbox, "u2", 2, 0.25, crash_before_put=True)
+
+    # Execute
+    after_crash = FeedbackStore(root).load()
+
+    # Assert
+    assert in_flight == after_receipt == ("r1", 1)
+    assert (after_crash.seq, after_crash.trained) == (1, ("r1", 1))

@@ -20,8 +20,8 @@ ROUND = {"updates": 6, "seconds": 1.0, "bytes_in": 10, "accuracy": 0.5}
 
 
 def _report(**kw: int) -> HostReport:
-    counts = {"edges": 3, "sent": 6, "samples": 384, "accepted": 6, "rejected": 0,
-              "unanswered": 0, "failed": 0, **kw}
+    counts = {"edges": 3, "sent": 6, "samples": 384, "accepted": 6, "duplicates": 0,
+              "rejected": 0, "unanswered": 0, "failed": 0, **kw}
     return HostReport(**counts)
 
 
@@ -29,6 +29,7 @@ def _report(**kw: int) -> HostReport:
     ({"edges": 0}, "edges must"), ({"edges": 10_001}, "edges must"),
     ({"edges": 2, "hosts": 3}, "hosts must"), ({"rounds": 0}, "rounds must"),
     ({"samples": 0}, "samples must"), ({"alpha": 0.0}, "alpha must"),
+    ({"kill_host": 1.0}, "kill_host must"), ({"kill_host": -0.1}, "kill_host must"),
 ])
 def test_bad_sim_params_are_bad_config(kw: dict[str, object], rule: str) -> None:
     """Out-of-range sizes are refused with the rule they break."""
@@ -84,6 +85,27 @@ def test_each_broken_count_is_named(rounds: list[dict[str, object]], hosts: list
     assert any(problem in p for p in problems)
 
 
+def test_the_journal_names_edges_counted_twice_or_not_at_all() -> None:
+    """With the cloud's journal, each round must hold one update of every edge: one twice,
+    or one missing, is named; duplicates refused on the way are not a problem."""
+    # Prepare
+    edges = ("e0", "e1", "e2")
+    hosts = [_report(duplicates=2, accepted=4)]
+
+    def problems(accepted: list[str]) -> list[str]:
+        return SimResult(rounds=[ROUND], hosts=hosts, startup_s=1.0, edges=edges,
+                         journal={"r1": accepted}).problems()
+
+    # Execute
+    twice, missing, whole = (problems(["e0", "e1", "e1", "e2"]), problems(["e0", "e2"]),
+                             problems(["e2", "e0", "e1"]))
+
+    # Assert
+    assert twice == ["round r1 counted ['e1'] more than once"]
+    assert missing == ["round r1 has no update of ['e1'] (1 edges)"]
+    assert whole == []
+
+
 def test_matching_counts_are_exactly_once() -> None:
     """Two hosts whose sends the cloud counted, all accepted: no problem."""
     # Prepare
@@ -121,3 +143,29 @@ def test_a_sim_run_counts_every_update_exactly_once(tmp_path: Path) -> None:
     reports = [json.loads((work / f"host-{i}.json").read_text()) for i in range(2)]
     assert [r["edges"] for r in reports] == [6, 6]
     assert sum(r["samples"] for r in reports) == 24 * 32
+
+
+@pytest.mark.mosquitto
+@pytest.mark.chaos
+def test_a_host_killed_mid_round_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    """`--kill-host 0.3`: host 0 (6 of 12 edges) is SIGKILLed once the first round has
+    counted 3 updates and started again. Both rounds still count one update of every edge
+    (the cloud's journal), no outbox keeps one, nothing is refused: the restarted edges
+    resume what their outboxes hold and do not train the round again."""
+    # Prepare
+    work = tmp_path / "sim"
+    argv = [sys.executable, "-m", "fedstream", "sim", "run", "--edges", "12", "--hosts", "2",
+            "--rounds", "2", "--samples", "32", "--workdir", str(work), "--kill-host", "0.3"]
+
+    # Execute
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    # Assert
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "host-0 SIGKILLed at 3 updates, started again" in done.stdout
+    assert "each counted exactly once (by the cloud's journal" in done.stdout
+    assert "refused as duplicates" not in done.stdout
+    starts = [line for line in (work / "host-0.log").read_text().splitlines()
+              if '"host_started"' in line]
+    assert len(starts) == 2

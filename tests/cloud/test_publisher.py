@@ -1,0 +1,74 @@
+"""The model publisher against a real Mosquitto: a new version's chunks and manifest are
+retained, the superseded version's chunks are cleared (without waiting on the clears)."""
+
+from __future__ import annotations
+
+import queue
+import uuid
+
+import pytest
+
+from fedstream.broker import Mosquitto
+from fedstream.cloud.publisher import ModelPublisher
+from fedstream.shared.learning.model import spec_of, tensors_of
+from fedstream.shared.learning.models import build_model
+from fedstream.shared.protocol.arch import Architecture
+from fedstream.shared.protocol.connection import Connection
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient
+from fedstream.shared.protocol.topics import Topic, Topics
+
+pytestmark = pytest.mark.mosquitto
+
+ARCH = Architecture.mlp((64, 100, 10))
+
+
+def _client(broker: Mosquitto, **kw: object) -> MqttClient:
+    client = MqttClient(client_id=f"c-{uuid.uuid4().hex[:8]}",
+                        conn=Connection(host=broker.host, port=broker.port),
+                        **kw)  # type: ignore[arg-type]
+    client.connect(10)
+    return client
+
+
+def _retained(broker: Mosquitto, topic: Topic) -> list[str]:
+    """Topics of the retained messages a new subscriber to `topic` gets: fenced by a message
+    on a topic of its own, published once subscribed, which queues behind them."""
+    got: queue.Queue[Inbound] = queue.Queue()
+    fence = Topic(f"fence/{uuid.uuid4().hex}")
+    probe = _client(broker, on_message=got.put, subscriptions=(topic, fence))
+    try:
+        probe.publish(fence, b"")
+        topics = []
+        while (msg := got.get(timeout=10)).topic != str(fence):
+            topics.append(msg.topic)
+        return topics
+    finally:
+        probe.close()
+
+
+def test_a_new_version_clears_the_chunks_of_the_one_it_supersedes(
+        broker: Mosquitto, federation: str) -> None:
+    """After v1 then v2 (4 KiB chunks: several each), a new subscriber gets v2's manifest and
+    chunks only; the clears of v1's are not waited for, yet done by the broker in order."""
+    # Prepare
+    topics = Topics(federation)
+    model = build_model(ARCH, seed=0)
+    cloud = _client(broker)
+    publisher = ModelPublisher(mqtt=cloud, topics=topics, model="m", spec=spec_of(model),
+                               arch=ARCH, chunk_size=4096)
+    tensors = tensors_of(model)
+
+    # Execute
+    publisher.publish(version=1, parent=0, tensors=tensors, metrics={})
+    size = publisher.publish(version=2, parent=1, tensors=tensors, metrics={})
+    cloud.publish(Topic(f"{topics.prefix}/after"), b"")  # PUBACKs in order: clears are done
+    left = _retained(broker, topics.model_all("m"))
+    cloud.clear_retained([Topic(t) for t in left])
+    cloud.close()
+
+    # Assert
+    chunks = -(-size // 4096)
+    prefix = f"{topics.prefix}/model/m/"
+    assert sorted(t.removeprefix(prefix) for t in left) == sorted(
+        ["manifest", *(f"v/2/{i}" for i in range(chunks))])
+    assert chunks > 1
