@@ -295,8 +295,10 @@ def print_summary(params: SimParams, result: SimResult, out: TextIO) -> int:
         return 1
     how = ("by the cloud's journal: one update of every edge in every round"
            if result.journal is not None else "by the counts: the cloud's, and the receipts")
+    if result.journal is not None:  # a host started again counts its sends from then on
+        sent = sum(len(accepted) for accepted in result.journal.values())
     again = (f"; {duplicates} updates of edges restarted mid-round refused as duplicates"
              if duplicates else "")
-    print(f"{params.edges} edges, {len(result.rounds)} rounds: {sent} updates sent, each "
+    print(f"{params.edges} edges, {len(result.rounds)} rounds: {sent} updates, each "
           f"counted exactly once ({how}){again}", file=out)
     return 0

@@ -131,7 +131,7 @@ def test_a_sim_run_counts_every_update_exactly_once(tmp_path: Path) -> None:
 
     # Assert
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "24 updates sent, each counted exactly once" in done.stdout
+    assert "24 updates, each counted exactly once" in done.stdout
     accepted = [json.loads(line) for line in (work / "cloud.log").read_text().splitlines()
                 if '"update_accepted"' in line]
     per_edge_round = Counter((e["edge_id"], e["round_id"]) for e in accepted)
