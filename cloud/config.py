@@ -98,7 +98,10 @@ class IntakeConfig(Section):
     max_update_bytes: int = Field(default=256 << 20, ge=1024)
     max_sender_bytes: int = Field(default=512 << 20, ge=1024,
                                   description="partial updates one edge may pin at once")
-    max_total_bytes: int = Field(default=1 << 30, ge=1024)
+    max_total_bytes: int = Field(default=1 << 30, ge=1024,
+                                 description="partial updates held at once; accepted updates "
+                                             "kept decoded for the fold have a budget of "
+                                             "this size of their own")
     partial_timeout_s: float = Field(default=120.0, gt=0,
                                      description="a partial update idle this long leaves "
                                                  "memory; its journaled chunks stay until "

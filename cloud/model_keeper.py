@@ -118,8 +118,9 @@ class ModelKeeper:
         """Keep an accepted update's decoded delta and its norm for the fold, so that its
         decoding and norm are done as it arrives, not when the round closes (and its spooled
         copy is not read back). Kept while all taken fit in `intake.max_total_bytes` (as
-        float32); one that does not is decoded from the spool by the fold, as after a
-        restart."""
+        float32), a budget of their own: the cloud's update memory is then at most twice it
+        (partials in reassembly, and accepted updates waiting for the fold). One that does not
+        fit is decoded from the spool by the fold, as after a restart."""
         size = 4 * sum(t.numel for t in self.spec)
         if (len(self._taken) + 1) * size <= self.cfg.intake.max_total_bytes:
             self._taken[update_id] = (delta, flat_norm(delta))

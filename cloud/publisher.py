@@ -31,7 +31,8 @@ class ModelPublisher:
     def publish(self, *, version: int, parent: int | None, tensors: Sequence[torch.Tensor],
                 metrics: dict[str, float | int | str]) -> int:
         """Publish chunks, then the manifest, then clear the previous version's chunks
-        (without waiting for the broker's confirmations of the clears).
+        (without waiting for the broker's confirmations of the clears). Publishing the same
+        version again (a restart announcing a version saved before it died) clears nothing.
 
         Chunks go first: every chunk carries the blob header, so an edge can start on them
         before the manifest arrives, and a manifest never points at missing chunks.
@@ -52,7 +53,7 @@ class ModelPublisher:
             manifest = dataclasses.replace(manifest, sig=self._signer.sign(manifest_statement(
                 federation=self._topics.federation, manifest=manifest)))
         self._mqtt.publish(self._topics.manifest(self._model), wire.pack(manifest), retain=True)
-        if self._previous is not None:
+        if self._previous is not None and self._previous[0] != version:
             # Not waited for: the new version is out, and a chunk the broker fails to clear
             # only takes its space (logged), it is never served as the model.
             old_version, old = self._previous

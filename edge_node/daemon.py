@@ -85,7 +85,7 @@ class EdgeDaemon:
         # (round or session id, version) of the last training or decline; from disk at start.
         self._trained: Trained = kept.trained
         self._samples = 0  # samples the last round trained on
-        self._last_trained = ""  # the round (or session) the edge last trained for
+        self._last_trained = kept.trained[0] if kept.trained else ""  # round last trained for
         self._declined: tuple[str, str] = ("", "")  # (round id, reason) of the last decline
         self._next_status = 0.0
         # What lossy codecs dropped from earlier updates, sent with the next one (P9); on disk

@@ -79,7 +79,7 @@ class FeedbackStore:
                 continue
             try:
                 found = _decode(path)
-            except (OSError, ValueError, SafetensorError) as err:
+            except (OSError, ValueError, KeyError, SafetensorError) as err:
                 log.error("feedback_unreadable", path=str(path), detail=str(err))
                 continue
             if found.seq > best.seq:

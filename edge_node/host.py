@@ -4,11 +4,10 @@
 Each edge is the real `EdgeDaemon` with its own MQTT client (session, last will), identity,
 outbox directory and data shard; what the edges of a host share is the process: torch and
 the data set are loaded once, and training runs on the host's one driving thread, one edge at
-a time per driving thread (a few per host). Edge i is driven by thread i mod `drivers`, so one
-edge's turns never overlap while another edge's waits for the broker (a PUBACK) overlap
-with its work. Each MQTT client keeps its own network thread: keepalives and acks go on while
-the host trains another edge; the per-edge loop threads of `fedstream edge run` are what the
-host saves.
+a time (a few hosts train in parallel; more driving threads per host measured slower on two
+cores: their GIL hand-offs cost more than the waits they overlap). Each MQTT client keeps its
+own network thread, so keepalives and acks go on while the host trains another edge; the
+per-edge loop threads of `fedstream edge run` are what the host saves.
 """
 
 from __future__ import annotations
@@ -37,8 +36,6 @@ log = structlog.get_logger(__name__)
 TICK_S = 1.0
 # Edges connecting (or stopping) at once: a bound, so the broker sees no connect storm.
 PARALLEL_STARTS = 8
-# Threads driving a host's edges: their waits for the broker overlap.
-DRIVERS = 1
 
 
 def edge_config(base: EdgeConfig, index: int, *, edges: int, root: Path) -> EdgeConfig:
@@ -68,14 +65,11 @@ class EdgeHost:
 
     Args:
         configs: One config per edge (`edge_config`).
-        drivers: Threads driving them (edge i on thread i mod `drivers`).
     """
 
-    def __init__(self, configs: Iterable[EdgeConfig], drivers: int = DRIVERS) -> None:
+    def __init__(self, configs: Iterable[EdgeConfig]) -> None:
         self._configs = list(configs)
-        self._drivers = max(1, min(drivers, len(self._configs)))
-        self._ready: list[queue.SimpleQueue[int]] = [
-            queue.SimpleQueue() for _ in range(self._drivers)]
+        self._ready: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.daemons: list[EdgeDaemon] = []
         self._failed: set[int] = set()
 
@@ -88,7 +82,7 @@ class EdgeHost:
                 are stopped again).
         """
         began = time.monotonic()
-        self.daemons = [open_edge(cfg, _Signalled(i, self._ready[i % self._drivers]))
+        self.daemons = [open_edge(cfg, _Signalled(i, self._ready))
                         for i, cfg in enumerate(self._configs)]
         try:
             with ThreadPoolExecutor(PARALLEL_STARTS, thread_name_prefix="edge-start") as pool:
@@ -100,24 +94,14 @@ class EdgeHost:
                  seconds=round(time.monotonic() - began, 3))
 
     def serve(self, stop: threading.Event) -> None:
-        """Hand each message to its edge, and every edge a pass each `TICK_S`, until `stop`
-        (on `drivers` threads, each with its share of the edges)."""
-        threads = [threading.Thread(target=self._drive, args=(i, stop), name=f"edge-driver-{i}")
-                   for i in range(self._drivers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-    def _drive(self, driver: int, stop: threading.Event) -> None:
-        mine, ready = range(driver, len(self.daemons), self._drivers), self._ready[driver]
+        """Hand each message to its edge, and every edge a pass each `TICK_S`, until `stop`."""
         next_tick = time.monotonic() + TICK_S
         while not stop.is_set():
             with contextlib.suppress(queue.Empty):
-                index = ready.get(timeout=TICK_S / 4)
+                index = self._ready.get(timeout=TICK_S / 4)
                 self._turn(index)
             if time.monotonic() >= next_tick:
-                for index in mine:
+                for index in range(len(self.daemons)):
                     self._turn(index)
                 next_tick = time.monotonic() + TICK_S
 
@@ -159,8 +143,10 @@ class EdgeHost:
         try:
             daemon.turn(timeout_s=0)
         except Exception as err:
-            # One edge's failure is that edge's: logged, counted, the others go on.
+            # One edge's failure is that edge's: logged, counted, closed (its last will says
+            # it is offline, so the cloud stops selecting it); the others go on.
             self._failed.add(index)
             reason = err.reason if isinstance(err, FedstreamError) else "internal"
             log.exception("edge_failed", edge_id=daemon.cfg.edge_id, reason=str(reason),
                           detail=getattr(err, "detail", repr(err)))
+            daemon.mqtt.close(will=True)

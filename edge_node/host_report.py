@@ -15,8 +15,8 @@ class HostReport:
         sent: Updates its edges made and sent (re-sends of one are not counted again).
         samples: Samples those updates were trained on, summed.
         accepted: Receipts "accepted" the edges took (one per update, whatever the re-sends).
-        duplicates: Receipts "rejected" as duplicate_update: an edge restarted mid-round
-            trains the round again, and the cloud counts its first update only.
+        duplicates: Receipts "rejected" as duplicate_update: an edge that trained a round
+            twice (it should not: it keeps what it trained for across restarts).
         rejected: Receipts rejected for any other reason.
         unanswered: Updates still in outboxes, without a receipt, at the end.
         failed: Edges that stopped with an error (logged as `edge_failed`).

@@ -3,6 +3,7 @@ refused publish nobody waits for."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -70,8 +71,27 @@ class Batch:
             self.room.wait(left)
 
 
-def log_refusal(topic: Topic, code: ReasonCode) -> None:
-    """Log the PUBACK of a publish nobody waits for (`MqttClient.publish_unwaited`) if it is
-    a refusal."""
-    if code.is_failure:
-        log.warning("publish_refused", topic=str(topic), reason=str(code))
+class Refusals:
+    """Logs the refused PUBACKs of one client's unwaited publishes
+    (`MqttClient.publish_unwaited`): the first of each reason in `every_s`, with `more`, the
+    refusals of that reason not logged since its last line (an ACL refusing every receipt
+    must not write a line per message)."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._logged_at: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def __call__(self, topic: Topic, code: ReasonCode) -> None:
+        """Take one PUBACK; a success is not logged."""
+        if not code.is_failure:
+            return
+        reason, now = str(code), time.monotonic()
+        with self._lock:
+            if now - self._logged_at.get(reason, -math.inf) < self.every_s:
+                self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
+                return
+            self._logged_at[reason] = now
+            more = self._unlogged.pop(reason, 0)
+        log.warning("publish_refused", topic=str(topic), reason=reason, more=more)

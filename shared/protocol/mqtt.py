@@ -20,7 +20,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from fedstream.shared.errors import Reason, TransportError
 from fedstream.shared.protocol import _sockets
 from fedstream.shared.protocol._nodes import Nodes
-from fedstream.shared.protocol._puback import Batch, log_refusal
+from fedstream.shared.protocol._puback import Batch, Refusals
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.inbound import Inbound, Will
 from fedstream.shared.protocol.topics import Topic
@@ -29,8 +29,7 @@ __all__ = ["Inbound", "MqttClient", "Will"]  # the types too: callers import the
 
 log = structlog.get_logger(__name__)
 
-# How long `close` waits for paho's network thread (see there).
-CLOSE_TIMEOUT_S = 2.0
+CLOSE_TIMEOUT_S = 2.0  # how long `close` waits for paho's network thread (see there)
 
 
 class MqttClient:
@@ -46,14 +45,15 @@ class MqttClient:
         subscriptions: Filters (re)subscribed at QoS 1 on every connect.
         on_reconnect: Called on the network thread after each accepted reconnect (not the
             first connect); keep it short.
-
-    A connection with failover nodes (`Connection.failover`: one broker cluster's other
-    nodes) connects to the first that answers, and when the node in use is lost reconnects to
-    the next in turn, with the same session; what that node's cluster kept of the session is
-    the broker's business, and delivery does not rest on it (receipts and the outbox).
         no_delay: Send each frame at once (TCP_NODELAY), for requests and replies. A client
             that mostly receives a flood (sensor intake) turns it off: each of its PUBACKs
             would be a packet of its own.
+
+    A connection with failover nodes (`Connection.failover`: one broker cluster's other
+    nodes) connects to the first whose TCP port answers, and when the node in use is lost
+    reconnects to the next in turn, with the same session; what that node's cluster kept of
+    the session is the broker's business, and delivery does not rest on it (receipts and the
+    outbox).
     """
 
     def __init__(self, *, client_id: str, conn: Connection,
@@ -80,6 +80,7 @@ class MqttClient:
         # A Topic marks a publish nobody waits for (`publish_unwaited`).
         self._acks: dict[int, Batch | Topic | None] = {}
         self._early: dict[int, ReasonCode] = {}
+        self._refusals = Refusals()
         self._replies: dict[bytes, Future[Inbound]] = {}
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                    protocol=paho.MQTTv5, manual_ack=manual_ack)
@@ -234,8 +235,8 @@ class MqttClient:
 
     def publish_unwaited(self, topic: Topic, payload: bytes, *, retain: bool = False) -> None:
         """Publish at QoS 1 without waiting for the PUBACK: a refusal is logged
-        (`publish_refused`) on the network thread. For messages whose loss the protocol
-        repairs (a receipt: the edge asks again), which a sender should not wait on.
+        (`publish_refused`, see `Refusals`). For messages whose loss the protocol repairs
+        (a receipt: the edge asks again), which a sender should not wait on.
 
         Raises:
             TransportError: publish_failed if paho cannot take the message at all.
@@ -248,7 +249,7 @@ class MqttClient:
             if early is None:
                 self._acks[info.mid] = topic
         if early is not None:
-            log_refusal(topic, early)
+            self._refusals(topic, early)
 
     def clear_retained(self, topics: Iterable[Topic]) -> None:
         """Delete retained messages (an empty retained payload clears a topic)."""
@@ -381,7 +382,7 @@ class MqttClient:
                 if len(batch.pending) <= batch.limit or batch.failed_in_order():
                     batch.room.set()
         if isinstance(batch, Topic):
-            log_refusal(batch, code)
+            self._refusals(batch, code)
 
     def _on_message(self, _c: paho.Client, _u: object, m: paho.MQTTMessage) -> None:
         props = getattr(m, "properties", None)

@@ -77,7 +77,7 @@ class Topics:
         return Topic(f"{self.prefix}/round/{model}")
 
     def round_progress(self, model: str) -> Topic:
-        """Updates received by the open round (retained; edges do not subscribe)."""
+        """Updates received by the open round (not retained; edges do not subscribe)."""
         return Topic(f"{self.prefix}/round/{model}/progress")
 
     def update(self, model: str, edge_id: str) -> Topic:

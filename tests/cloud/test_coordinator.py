@@ -13,7 +13,13 @@ from fedstream.cloud.config import ArchitectureConfig, CloudConfig
 from fedstream.cloud.coordinator import Coordinator, ModelVersion
 from fedstream.cloud.journal import UpdateRow
 from fedstream.cloud.store import CloudStore
-from fedstream.shared.errors import ConfigError, FedstreamError, ProtocolError, Reason
+from fedstream.shared.errors import (
+    ConfigError,
+    FedstreamError,
+    ProtocolError,
+    Reason,
+    StoreError,
+)
 from fedstream.shared.protocol.arch import Architecture
 from fedstream.shared.protocol.codecs import CODECS
 from fedstream.shared.protocol.commands import RoundStart
@@ -152,6 +158,27 @@ def test_an_update_taken_as_it_arrived_is_folded_without_reading_its_spool(
     # Assert
     assert h.rounds[-1].status == "published"
     assert _moved(h.models[-1].tensors, base, 4.0)
+
+
+def test_an_update_over_the_kept_budget_is_read_from_the_spool(tmp_path: Path) -> None:
+    """Deltas kept for the fold have a budget (`intake.max_total_bytes`): one that does not
+    fit is not kept, so the fold reads its spooled copy (here removed: the fold fails on it
+    rather than use a delta it was not allowed to keep)."""
+    # Prepare: 306 float32 weights, 1,224 bytes a delta, over a 1,024-byte budget
+    h = Harness(tmp_path, intake={"max_total_bytes": 1024},
+                architecture=ArchitectureConfig.of(Architecture.mlp((16, 16, 2))))
+    h.online("a")
+    h.coord.start_round(now=0.0)
+    row = h.update("a", 1.0, 1)
+    (h.store.spool.root / row.spool).unlink()
+
+    # Execute
+    with pytest.raises(StoreError) as caught:
+        h.coord.on_update(row, now=1.0,
+                          delta=[torch.full(t.shape, 1.0) for t in h.coord.current.tensors])
+
+    # Assert
+    assert caught.value.reason is Reason.STORE_FAILED
 
 
 def test_deadline_without_quorum_fails_and_the_next_round_can_start(tmp_path: Path) -> None:

@@ -72,3 +72,28 @@ def test_a_new_version_clears_the_chunks_of_the_one_it_supersedes(
     assert sorted(t.removeprefix(prefix) for t in left) == sorted(
         ["manifest", *(f"v/2/{i}" for i in range(chunks))])
     assert chunks > 1
+
+
+def test_publishing_the_same_version_again_keeps_its_chunks(broker: Mosquitto,
+                                                            federation: str) -> None:
+    """A restart announces a version saved before the cloud died, already published once:
+    its chunks stay retained (the clear of the superseded version must not hit them)."""
+    # Prepare
+    topics = Topics(federation)
+    model = build_model(ARCH, seed=0)
+    cloud = _client(broker)
+    publisher = ModelPublisher(mqtt=cloud, topics=topics, model="m", spec=spec_of(model),
+                               arch=ARCH, chunk_size=4096)
+
+    # Execute
+    size = publisher.publish(version=1, parent=0, tensors=tensors_of(model), metrics={})
+    publisher.publish(version=1, parent=0, tensors=tensors_of(model), metrics={})
+    cloud.publish(Topic(f"{topics.prefix}/after"), b"")
+    left = _retained(broker, topics.model_all("m"))
+    cloud.clear_retained([Topic(t) for t in left])
+    cloud.close()
+
+    # Assert
+    prefix = f"{topics.prefix}/model/m/"
+    assert sorted(t.removeprefix(prefix) for t in left) == sorted(
+        ["manifest", *(f"v/1/{i}" for i in range(-(-size // 4096)))])

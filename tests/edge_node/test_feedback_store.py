@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors.torch import save
+from structlog.testing import capture_logs
 
 from fedstream.edge_node.feedback_store import FeedbackStore, Kept
 from fedstream.edge_node.outbox import Outbox
@@ -154,3 +156,20 @@ def test_what_an_update_was_trained_for_comes_back_with_it(tmp_path: Path) -> No
     # Assert
     assert in_flight == after_receipt == ("r1", 1)
     assert (after_crash.seq, after_crash.trained) == (1, ("r1", 1))
+
+
+def test_a_residual_file_naming_a_round_without_its_version_is_skipped(tmp_path: Path) -> None:
+    """Metadata with `round` but no `version` (a damaged file) is logged and ignored, not a
+    KeyError that stops the edge from starting."""
+    # Prepare
+    (tmp_path / "outbox").mkdir()
+    (tmp_path / "outbox" / "residual.ef").write_bytes(
+        save({}, metadata={"seq": "4", "count": "0", "round": "r1"}))
+
+    # Execute
+    with capture_logs() as logs:
+        got = FeedbackStore(tmp_path / "outbox").load()
+
+    # Assert
+    assert got == Kept()
+    assert [e["event"] for e in logs] == ["feedback_unreadable"]

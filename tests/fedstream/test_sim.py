@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from fedstream import sim
 from fedstream.edge_node.host_report import HostReport
 from fedstream.shared.errors import FedstreamError, Reason
+from fedstream.shared.protocol.connection import Connection
 from fedstream.sim import SimParams, SimResult, host_argv
 
 ROUND = {"updates": 6, "seconds": 1.0, "bytes_in": 10, "accuracy": 0.5}
@@ -30,6 +32,8 @@ def _report(**kw: int) -> HostReport:
     ({"edges": 2, "hosts": 3}, "hosts must"), ({"rounds": 0}, "rounds must"),
     ({"samples": 0}, "samples must"), ({"alpha": 0.0}, "alpha must"),
     ({"kill_host": 1.0}, "kill_host must"), ({"kill_host": -0.1}, "kill_host must"),
+    ({"kill_host": 0.3, "broker": Connection(host="127.0.0.1", port=1883)},
+     "kill_host needs the sim's own cloud"),
 ])
 def test_bad_sim_params_are_bad_config(kw: dict[str, object], rule: str) -> None:
     """Out-of-range sizes are refused with the rule they break."""
@@ -74,6 +78,7 @@ def test_hosts_share_every_edge_out_exactly_once(tmp_path: Path) -> None:
     ([ROUND], [_report(accepted=5, rejected=1)], "updates were rejected"),
     ([ROUND], [_report(unanswered=1)], "updates left without receipt"),
     ([ROUND], [_report(failed=1)], "edges failed"),
+    ([ROUND], [_report(sent=7, duplicates=1)], "edges trained a round twice"),
 ])
 def test_each_broken_count_is_named(rounds: list[dict[str, object]], hosts: list[HostReport],
                                     problem: str) -> None:
@@ -87,10 +92,10 @@ def test_each_broken_count_is_named(rounds: list[dict[str, object]], hosts: list
 
 def test_the_journal_names_edges_counted_twice_or_not_at_all() -> None:
     """With the cloud's journal, each round must hold one update of every edge: one twice,
-    or one missing, is named; duplicates refused on the way are not a problem."""
+    or one missing, is named."""
     # Prepare
     edges = ("e0", "e1", "e2")
-    hosts = [_report(duplicates=2, accepted=4)]
+    hosts = [_report()]
 
     def problems(accepted: list[str]) -> list[str]:
         return SimResult(rounds=[ROUND], hosts=hosts, startup_s=1.0, edges=edges,
@@ -169,3 +174,15 @@ def test_a_host_killed_mid_round_loses_and_doubles_nothing(tmp_path: Path) -> No
     starts = [line for line in (work / "host-0.log").read_text().splitlines()
               if '"host_started"' in line]
     assert len(starts) == 2
+
+
+def test_a_host_that_left_no_report_is_named(tmp_path: Path) -> None:
+    """A host killed past the stop timeout (or crashed) writes no report: round_failed names
+    it and its log, not a FileNotFoundError."""
+    # Execute
+    with pytest.raises(FedstreamError) as caught:
+        sim._report(tmp_path, 3)
+
+    # Assert
+    assert caught.value.reason is Reason.ROUND_FAILED
+    assert "host-3 left no report" in caught.value.detail and "host-3.log" in caught.value.detail

@@ -10,10 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 from structlog.testing import capture_logs
 
 from fedstream.broker import BrokerParams, Mosquitto, find_free_port, launcher
 from fedstream.shared.errors import Reason, TransportError
+from fedstream.shared.protocol._puback import Refusals
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient, Will
 from fedstream.shared.protocol.topics import Topic, Topics
@@ -286,3 +289,26 @@ def test_an_unwaited_publish_the_broker_refuses_is_logged(acl_broker: Mosquitto)
     refused = [e for e in logs if e["event"] == "publish_refused"]
     assert [(e["topic"], e["reason"]) for e in refused] == [(str(denied), "Not authorized")]
     pub.close()
+
+
+def test_refusals_are_logged_once_per_reason_and_interval() -> None:
+    """A flood of refusals of one reason is one line, then one line per interval saying how
+    many more came; another reason gets its own line at once."""
+    # Prepare
+    refusals = Refusals(every_s=3600.0)
+    denied = ReasonCode(PacketTypes.PUBACK, identifier=0x87)
+    quota = ReasonCode(PacketTypes.PUBACK, identifier=0x97)
+
+    # Execute
+    with capture_logs() as logs:
+        for i in range(5):
+            refusals(Topic(f"receipt/e{i}"), denied)
+        refusals(Topic("receipt/q"), quota)
+        refusals(Topic("receipt/ok"), ReasonCode(PacketTypes.PUBACK, identifier=0))
+        refusals.every_s = 0.0
+        refusals(Topic("receipt/e9"), denied)
+
+    # Assert
+    assert [(e["topic"], e["reason"], e["more"]) for e in logs] == [
+        ("receipt/e0", "Not authorized", 0), ("receipt/q", "Quota exceeded", 0),
+        ("receipt/e9", "Not authorized", 4)]
