@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from concurrent.futures import Future
 
 import paho.mqtt.client as paho
@@ -18,6 +19,10 @@ from fedstream.shared.protocol import _sockets
 from fedstream.shared.protocol.connection import Connection
 
 log = structlog.get_logger(__name__)
+
+# With several nodes, a node that takes the TCP connection but sends no CONNACK this long
+# passes the turn to the next one.
+CONNACK_WAIT_S = 5.0
 
 
 class Nodes:
@@ -88,6 +93,22 @@ class Nodes:
         except _sockets.TRANSIENT:
             self._turn()
             raise
+
+    def connack_wait(self, deadline: float) -> float:
+        """How long to wait for a CONNACK from the node in turn: until `deadline` with one
+        node, else at most `CONNACK_WAIT_S` before trying the next."""
+        left = max(0.0, deadline - time.monotonic())
+        return left if not self.several else min(left, CONNACK_WAIT_S)
+
+    def next_node(self, deadline: float) -> bool:
+        """Pass the turn to the next node after one that sent no CONNACK; False (nothing to
+        try) with one node or past `deadline`."""
+        if not self.several or time.monotonic() >= deadline:
+            return False
+        lost = self.address
+        self._turn()
+        log.info("broker_failover", lost=lost, to=self.address, reason="no CONNACK")
+        return True
 
     def fail_over(self, client: paho.Client) -> None:
         """Point paho's next reconnect at the next node (on paho's network thread, the

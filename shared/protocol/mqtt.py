@@ -5,6 +5,7 @@ code, manual ack, and MQTT v5 request/response."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -49,11 +50,10 @@ class MqttClient:
             that mostly receives a flood (sensor intake) turns it off: each of its PUBACKs
             would be a packet of its own.
 
-    A connection with failover nodes (`Connection.failover`: one broker cluster's other
-    nodes) connects to the first whose TCP port answers, and when the node in use is lost
-    reconnects to the next in turn, with the same session; what that node's cluster kept of
-    the session is the broker's business, and delivery does not rest on it (receipts and the
-    outbox).
+    With failover nodes (`Connection.failover`: the cluster's other nodes) it connects to the
+    first that answers, and when the node in use is lost reconnects to the next in turn, with
+    the same session; what the cluster kept of it, delivery does not rest on (receipts and
+    the outbox).
     """
 
     def __init__(self, *, client_id: str, conn: Connection,
@@ -110,7 +110,8 @@ class MqttClient:
         """Connect (retrying while the broker is unreachable) and start the network thread.
 
         What waiting cannot fix fails at once: a host name that does not resolve, and a
-        broker that answers the CONNECT with a refusal (bad credentials, not authorised).
+        broker that answers the CONNECT with a refusal (bad credentials, not authorised). A
+        node that takes the TCP connection but sends no CONNACK passes the turn to the next.
 
         Raises:
             TransportError: broker_unknown_host if the host name does not resolve;
@@ -122,20 +123,21 @@ class MqttClient:
         conn = self.conn
         if timeout_s is None:
             timeout_s = conn.connect_timeout_s
-        # Set by the first CONNACK after this call, accepted or not (see _on_connect), or by a
-        # TLS connection closed before any (see _on_disconnect), which may come during connect.
-        self._connack = Future()
-        self._nodes.open(self._client, timeout_s, self._connack)
-        self._client.loop_start()
-        try:
-            code = self._connack.result(timeout_s)
-        except FutureTimeout as err:
-            self._client.loop_stop()
-            raise TransportError(Reason.BROKER_UNREACHABLE,
-                                 f"no CONNACK from {conn}") from err
-        except TransportError:  # closed before any CONNACK (see _on_disconnect)
-            self._client.loop_stop()
-            raise
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._connack = Future()  # this attempt's CONNACK, or a TLS close before it
+            self._nodes.open(self._client, deadline - time.monotonic(), self._connack)
+            self._client.loop_start()
+            try:
+                code = self._connack.result(self._nodes.connack_wait(deadline))
+                break
+            except (FutureTimeout, TransportError) as err:  # no CONNACK, or closed first
+                self._client.loop_stop()
+                if self._nodes.next_node(deadline):
+                    continue  # the next node's turn
+                if isinstance(err, TransportError):
+                    raise
+                raise TransportError(Reason.BROKER_UNREACHABLE, f"no CONNACK from {conn}") from err
         if code.is_failure:
             # paho would reconnect with the same refused credentials every few seconds.
             self._client.loop_stop()
@@ -169,15 +171,13 @@ class MqttClient:
             timeout_s: How long to wait for paho's network thread.
         """
         code = ReasonCode(PacketTypes.DISCONNECT, identifier=4 if will else 0)
-
         self._closing = True
 
         def stop() -> None:
             self._client.disconnect(reasoncode=code)
             self._client.loop_stop()
 
-        stopper = threading.Thread(target=stop, name=f"mqtt-close-{self.client_id}",
-                                   daemon=True)
+        stopper = threading.Thread(target=stop, name=f"mqtt-close-{self.client_id}", daemon=True)
         stopper.start()
         stopper.join(timeout_s)
         if stopper.is_alive():

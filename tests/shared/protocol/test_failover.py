@@ -4,8 +4,11 @@ to the next, and username/password reach the broker."""
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from structlog.testing import capture_logs
 from fedstream.broker import BrokerParams, Mosquitto, find_free_port, launcher
 from fedstream.shared.config import BrokerConfig
 from fedstream.shared.errors import ConfigError, Reason, TransportError
+from fedstream.shared.protocol._nodes import CONNACK_WAIT_S
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.mqtt import Inbound, MqttClient
 from fedstream.shared.protocol.topics import Topics
@@ -87,6 +91,67 @@ def test_connect_passes_over_a_node_that_is_down(
     # Assert
     assert client.connected and client.address == f"{b.host}:{b.port}"
     client.close()
+
+
+@pytest.fixture
+def mute_node() -> Iterator[tuple[str, int]]:
+    """A loopback port that accepts TCP connections and never answers (a hung node)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[:2]
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_a_node_that_takes_the_connection_but_never_answers_passes_the_turn(
+        mute_node: tuple[str, int], broker: Mosquitto, federation: str) -> None:
+    """A first node that accepts TCP but sends no CONNACK is left after CONNACK_WAIT_S for
+    the next one (logged `broker_failover`, reason "no CONNACK"); `connect` succeeds there."""
+    # Prepare
+    host, port = mute_node
+    client = MqttClient(client_id=f"{federation}-patient", conn=Connection(
+        host=host, port=port, failover=((broker.host, broker.port),)))
+
+    # Execute
+    with capture_logs() as logs:
+        client.connect(timeout_s=CONNACK_WAIT_S + 10)
+
+    # Assert
+    assert client.connected and client.address == f"{broker.host}:{broker.port}"
+    turns = [e for e in logs if e["event"] == "broker_failover"]
+    assert [(t["lost"], t["reason"]) for t in turns] == [(f"{host}:{port}", "no CONNACK")]
+    client.close()
+
+
+def test_one_node_that_never_answers_is_broker_unreachable(
+        mute_node: tuple[str, int]) -> None:
+    """With one node, no CONNACK until the deadline is broker_unreachable, as before."""
+    # Prepare
+    host, port = mute_node
+    client = MqttClient(client_id="alone", conn=Connection(host=host, port=port))
+
+    # Execute
+    with pytest.raises(TransportError) as caught:
+        client.connect(timeout_s=1.0)
+
+    # Assert
+    assert caught.value.reason is Reason.BROKER_UNREACHABLE
+    assert "no CONNACK" in caught.value.detail
 
 
 def test_no_node_answering_is_broker_unreachable() -> None:
