@@ -246,6 +246,12 @@ class CloudConfig(ServiceConfig):
                              description="FULL also survives power loss (fsync per commit "
                                          "and per spooled update)")
     blend_alpha: float = Field(default=1.0, gt=0, le=1, description="1 means plain FedAvg")
+    redeliver_after_s: float = Field(default=30.0, ge=0,
+                                     description="publish the model (and the open round) "
+                                                 "again when an online edge still lacks it "
+                                                 "this long after it went out: brokers whose "
+                                                 "nodes do not share retained messages "
+                                                 "(ejabberd); 0: never")
     chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1024, le=1 << 20)
     eval_source: SourceConfig = SourceConfig(params={"split": "test"})
     rounds: RoundConfig = RoundConfig()

@@ -9,6 +9,7 @@ import structlog
 from fedstream.cloud.inference import InferenceServer
 from fedstream.cloud.metrics import CloudMetrics
 from fedstream.cloud.publisher import ModelPublisher
+from fedstream.cloud.redelivery import Redelivery
 from fedstream.cloud.versions import ModelVersion
 from fedstream.shared.errors import TransportError
 from fedstream.shared.protocol import wire
@@ -30,13 +31,16 @@ class Outlet:
         model: The model name.
         publisher: Publishes model versions as retained chunks and manifest.
         inference: Serves each published version, if serving is on.
+        redelivery: Decides when a version some edge lacks is published again.
     """
 
     def __init__(self, *, mqtt: MqttClient, topics: Topics, model: str,
                  publisher: ModelPublisher, inference: InferenceServer | None,
-                 metrics: CloudMetrics | None = None) -> None:
+                 metrics: CloudMetrics | None = None,
+                 redelivery: Redelivery | None = None) -> None:
         self.mqtt, self.topics, self.model = mqtt, topics, model
         self.publisher, self.inference, self.metrics = publisher, inference, metrics
+        self.redelivery = redelivery or Redelivery(0.0)
         # The version last published in full (None until one is): a recovery republishes
         # the model only if the served one is not it.
         self.announced: int | None = None
@@ -48,8 +52,7 @@ class Outlet:
         Raises:
             TransportError: publish_failed if the broker refused or did not confirm it.
         """
-        sent = self.publisher.publish(version=version.version, parent=version.parent,
-                                      tensors=version.tensors, metrics=dict(version.metrics))
+        sent = self._publish(version)
         self.announced = version.version
         if self.metrics is not None:
             self.metrics.model_published(sent)
@@ -62,6 +65,23 @@ class Outlet:
                 # The version is saved and published; serving the previous one beats a cloud
                 # that dies here, and again on every restart.
                 log.exception("model_swap_failed", version=version.version, detail=repr(err))
+        return sent
+
+    def redeliver(self, version: ModelVersion, state: RoundState | None) -> None:
+        """Publish `version` (the served model) and the open round again, for edges that
+        subscribed where they were not retained (see cloud/redelivery.py).
+
+        Raises:
+            TransportError: publish_failed if the broker refused or did not confirm them.
+        """
+        self._publish(version)
+        if state is not None and not state.terminal:
+            self.publish_round(state)
+
+    def _publish(self, version: ModelVersion) -> int:
+        sent = self.publisher.publish(version=version.version, parent=version.parent,
+                                      tensors=version.tensors, metrics=dict(version.metrics))
+        self.redelivery.published(version.version, time.time())
         return sent
 
     def publish_round(self, state: RoundState) -> None:

@@ -243,9 +243,15 @@ class CloudService:
         if self.store.keys.revoked(status.edge_id):
             # Its retained status outlives the revocation: never select it again.
             raise ProtocolError(Reason.REVOKED, f"status of revoked edge {status.edge_id}")
-        self.coordinator.on_status(status, time.time())
+        now = time.time()
+        self.coordinator.on_status(status, now)
         log.info("edge_seen", edge_id=status.edge_id, online=status.online,
                  version=status.version, backend=status.backend.get("backend"))
+        if self.outlet.redelivery.due(online=status.online, held=status.version, now=now):
+            current = self.coordinator.current
+            log.info("model_redelivered", version=current.version, edge_id=status.edge_id,
+                     held=status.version)
+            self.outlet.redeliver(current, self.coordinator.round)
 
     def _on_command(self, msg: Inbound) -> None:
         try:

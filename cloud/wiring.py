@@ -21,6 +21,7 @@ from fedstream.cloud.metrics import CloudMetrics
 from fedstream.cloud.outlet import Outlet
 from fedstream.cloud.publisher import ModelPublisher
 from fedstream.cloud.receiver import UpdateReceiver
+from fedstream.cloud.redelivery import Redelivery
 from fedstream.cloud.service import CloudService, Subscriptions
 from fedstream.cloud.signatures import UpdateSignatures
 from fedstream.cloud.store import CloudStore
@@ -70,7 +71,8 @@ def build_cloud(cfg: CloudConfig) -> CloudService:
     metrics = CloudMetrics()
     pulse = Pulse()  # the watchdog, from inside a fine-tune on the loop
     outlet = Outlet(mqtt=mqtt, topics=topics, model=cfg.model, publisher=publisher,
-                    inference=inference, metrics=metrics)
+                    inference=inference, metrics=metrics,
+                    redelivery=Redelivery(cfg.redeliver_after_s))
     coordinator = Coordinator.open(cfg=cfg, store=store,
                                    evaluate=make_evaluator(arch, held_out),
                                    publish_model=outlet.publish_model,

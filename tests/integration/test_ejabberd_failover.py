@@ -57,7 +57,11 @@ pytestmark = [
 ]
 
 EDGES = ("edge-0", "edge-1", "edge-2")
-EDGE_EXTRA = 'backend.name = "torch"\nbackend.precision = "fp32"\nresend_after_s = 3.0\n'
+EDGE_EXTRA = ('backend.name = "torch"\nbackend.precision = "fp32"\nresend_after_s = 3.0\n'
+              "status_every_s = 1.0\n")
+# The cloud publishes the model again for an online edge still lacking it this long after it
+# went out (cloud/redelivery.py): how edge 0, restarted on node 0 after round 1, gets v1.
+CLOUD_EXTRA = "redeliver_after_s = 2.0"
 SLOW_EPOCHS = 60  # round 2: edge 2 trains ~3x longer than the first update takes to land
 WAIT_S = 60.0
 
@@ -139,7 +143,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         password_file.chmod(0o600)
         cloud_cfg, edge_cfgs = write_configs(work, port=cluster.nodes[0].mqtt_port,
                                              federation=federation, edges=len(EDGES),
-                                             dirichlet_alpha=0.5, edge_extra=EDGE_EXTRA)
+                                             dirichlet_alpha=0.5, edge_extra=EDGE_EXTRA,
+                                             cloud_extra=CLOUD_EXTRA)
         _point_at(cloud_cfg, _broker_table(cluster, 1, password_file))
         for path in edge_cfgs:
             _point_at(path, _broker_table(cluster, 0, password_file))
@@ -160,6 +165,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             first = start_round(address, RoundStart(epochs=1), wait=True, out=io.StringIO())
             models = Topics(federation).model_all(MODEL)
             on_node0 = _retained(cluster.connection(0), models)
+            # Edge 0 restarts on node 0, which retains no model: the cloud publishes v1 again.
+            procs.kill("edge-0")
+            procs.spawn("edge-0", "edge", edge_cfgs[0])
+            wait_holding(address, version=1, edges=len(EDGES), timeout_s=WAIT_S)
             killed: list[RoundState] = []
 
             def kill_once(state: RoundState) -> None:
@@ -191,6 +200,18 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 def _of(events: list[dict[str, object]], name: str) -> list[dict[str, object]]:
     """The events called `name`, in order."""
     return [e for e in events if e["event"] == name]
+
+
+def test_an_edge_restarted_on_the_other_node_is_sent_the_model_again(run: Run) -> None:
+    """Edge 0, restarted on node 0 after round 1 (v1 retained only on node 1), reports no
+    model; the cloud publishes v1 again (`model_redelivered`) and edge 0 takes it."""
+    # Prepare
+    again = [(e["edge_id"], e["version"]) for e in _of(run.logs["cloud"], "model_redelivered")]
+    taken = [e["version"] for e in _of(run.logs["edge-0"], "model_received")]
+
+    # Assert
+    assert again and set(again) == {("edge-0", 1)}
+    assert taken[-2:] == [1, 2]
 
 
 def test_round_across_nodes_counts_every_edge(run: Run) -> None:
