@@ -247,7 +247,8 @@ class CloudService:
         self.coordinator.on_status(status, now)
         log.info("edge_seen", edge_id=status.edge_id, online=status.online,
                  version=status.version, backend=status.backend.get("backend"))
-        if self.outlet.redelivery.due(online=status.online, held=status.version, now=now):
+        if self.outlet.redelivery.due(edge_id=status.edge_id, online=status.online,
+                                      held=status.version, now=now):
             current = self.coordinator.current
             log.info("model_redelivered", version=current.version, edge_id=status.edge_id,
                      held=status.version)
