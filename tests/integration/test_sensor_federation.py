@@ -87,9 +87,9 @@ def test_streamed_readings_federate_a_cnn_and_never_reach_the_federation_broker(
     assert seen, "the spy saw nothing"
     assert all(m.topic.startswith(f"{ROOT}/{FEDERATION}/") for m in seen)
     kinds = {wire.unpack(m.payload).KIND for m in seen if m.payload}
-    assert kinds <= {"update", "probe", "status", "receipt", "round", "manifest", "model",
-                     "missing", "round_start", "round_reply", "status_query",
-                     "status_reply"}, kinds
+    assert kinds <= {"update", "probe", "status", "receipt", "round", "round_progress",
+                     "manifest", "model", "missing", "round_start", "round_reply",
+                     "status_query", "status_reply"}, kinds
     assert {"update", "status", "receipt"} <= kinds
     raw = [np.ascontiguousarray(w[j]).tobytes() for w in windows for j in range(0, 20, 5)]
     for m in seen:
