@@ -1,9 +1,12 @@
-"""Shared fixtures: one real Mosquitto per test session, unique federation names per test."""
+"""Shared fixtures: one real Mosquitto per test session, unique federation names per test, and
+what a new subscriber would be sent as retained."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
+import queue
 import re
 import textwrap
 import time
@@ -18,6 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fedstream.broker import BrokerParams, Mosquitto
 from fedstream.shared.learning.models import ENTRY_POINTS
+from fedstream.shared.protocol.connection import Connection
+from fedstream.shared.protocol.mqtt import Inbound, MqttClient
+from fedstream.shared.protocol.topics import Topic
 
 PLUGIN_PREFIX = "fedstream_test_plugin_"
 
@@ -97,3 +103,28 @@ def scrape() -> Callable[[Path], dict[str, float]]:
     found by the port in its log (see `_scrape`)."""
     return _scrape
 
+
+def _retained(conn: Connection, topic: Topic) -> list[Inbound]:
+    """The retained messages a new subscriber to `topic` on `conn`'s first node (no
+    failover) is sent. Fenced: a message to a topic only it subscribes to, published once its
+    subscriptions are acknowledged, queues behind whatever retained the broker sends it."""
+    got: queue.Queue[Inbound] = queue.Queue()
+    fence = Topic(f"fence/{uuid.uuid4().hex}")
+    probe = MqttClient(client_id=f"probe-{uuid.uuid4().hex[:8]}",
+                       conn=dataclasses.replace(conn, failover=()), on_message=got.put,
+                       subscriptions=(topic, fence))
+    probe.connect(10)
+    try:
+        probe.publish(fence, b"fence")
+        messages = []
+        while (msg := got.get(timeout=10)).topic != str(fence):
+            messages.append(msg)
+        return messages
+    finally:
+        probe.close()
+
+
+@pytest.fixture(scope="session")
+def retained() -> Callable[[Connection, Topic], list[Inbound]]:
+    """`retained(conn, topic)`: what a new subscriber would be sent (see `_retained`)."""
+    return _retained

@@ -3,8 +3,8 @@ retained, the superseded version's chunks are cleared (without waiting on the cl
 
 from __future__ import annotations
 
-import queue
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -22,32 +22,21 @@ pytestmark = pytest.mark.mosquitto
 ARCH = Architecture.mlp((64, 100, 10))
 
 
-def _client(broker: Mosquitto, **kw: object) -> MqttClient:
-    client = MqttClient(client_id=f"c-{uuid.uuid4().hex[:8]}",
-                        conn=Connection(host=broker.host, port=broker.port),
-                        **kw)  # type: ignore[arg-type]
+Retained = Callable[[Connection, Topic], list[Inbound]]
+
+
+def _conn(broker: Mosquitto) -> Connection:
+    return Connection(host=broker.host, port=broker.port)
+
+
+def _client(broker: Mosquitto) -> MqttClient:
+    client = MqttClient(client_id=f"c-{uuid.uuid4().hex[:8]}", conn=_conn(broker))
     client.connect(10)
     return client
 
 
-def _retained(broker: Mosquitto, topic: Topic) -> list[str]:
-    """Topics of the retained messages a new subscriber to `topic` gets: fenced by a message
-    on a topic of its own, published once subscribed, which queues behind them."""
-    got: queue.Queue[Inbound] = queue.Queue()
-    fence = Topic(f"fence/{uuid.uuid4().hex}")
-    probe = _client(broker, on_message=got.put, subscriptions=(topic, fence))
-    try:
-        probe.publish(fence, b"")
-        topics = []
-        while (msg := got.get(timeout=10)).topic != str(fence):
-            topics.append(msg.topic)
-        return topics
-    finally:
-        probe.close()
-
-
 def test_a_new_version_clears_the_chunks_of_the_one_it_supersedes(
-        broker: Mosquitto, federation: str) -> None:
+        broker: Mosquitto, federation: str, retained: Retained) -> None:
     """After v1 then v2 (4 KiB chunks: several each), a new subscriber gets v2's manifest and
     chunks only; the clears of v1's are not waited for, yet done by the broker in order."""
     # Prepare
@@ -62,7 +51,7 @@ def test_a_new_version_clears_the_chunks_of_the_one_it_supersedes(
     publisher.publish(version=1, parent=0, tensors=tensors, metrics={})
     size = publisher.publish(version=2, parent=1, tensors=tensors, metrics={})
     cloud.publish(Topic(f"{topics.prefix}/after"), b"")  # PUBACKs in order: clears are done
-    left = _retained(broker, topics.model_all("m"))
+    left = [m.topic for m in retained(_conn(broker), topics.model_all("m"))]
     cloud.clear_retained([Topic(t) for t in left])
     cloud.close()
 
@@ -74,8 +63,8 @@ def test_a_new_version_clears_the_chunks_of_the_one_it_supersedes(
     assert chunks > 1
 
 
-def test_publishing_the_same_version_again_keeps_its_chunks(broker: Mosquitto,
-                                                            federation: str) -> None:
+def test_publishing_the_same_version_again_keeps_its_chunks(
+        broker: Mosquitto, federation: str, retained: Retained) -> None:
     """A restart announces a version saved before the cloud died, already published once:
     its chunks stay retained (the clear of the superseded version must not hit them)."""
     # Prepare
@@ -89,7 +78,7 @@ def test_publishing_the_same_version_again_keeps_its_chunks(broker: Mosquitto,
     size = publisher.publish(version=1, parent=0, tensors=tensors_of(model), metrics={})
     publisher.publish(version=1, parent=0, tensors=tensors_of(model), metrics={})
     cloud.publish(Topic(f"{topics.prefix}/after"), b"")
-    left = _retained(broker, topics.model_all("m"))
+    left = [m.topic for m in retained(_conn(broker), topics.model_all("m"))]
     cloud.clear_retained([Topic(t) for t in left])
     cloud.close()
 

@@ -3,9 +3,9 @@ data shard, outbox and MQTT session; one failing edge stops alone."""
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from fedstream.shared.errors import Reason, TransportError
 from fedstream.shared.protocol import wire
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.control import EdgeStatus
-from fedstream.shared.protocol.mqtt import Inbound, MqttClient
+from fedstream.shared.protocol.mqtt import Inbound
 from fedstream.shared.protocol.topics import Topic, Topics
 
 pytestmark = pytest.mark.mosquitto
@@ -78,8 +78,9 @@ def test_a_host_runs_its_edges_on_sessions_of_their_own(broker: Mosquitto, feder
     assert host.report().edges == 3 and host.report().failed == 0
 
 
-def test_a_failing_edge_stops_alone(broker: Mosquitto, federation: str, tmp_path: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_edge_stops_alone(
+        broker: Mosquitto, federation: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        retained: Callable[[Connection, Topic], list[Inbound]]) -> None:
     """An edge whose loop raises is logged (`edge_failed`, with its reason), counted, no longer
     driven and disconnected, so its last will tells the cloud it is offline (not selected
     again); the host and its other edges go on."""
@@ -109,7 +110,9 @@ def test_a_failing_edge_stops_alone(broker: Mosquitto, federation: str, tmp_path
         give_up = time.monotonic() + WAIT_S
         while turns["healthy"] < 3 and time.monotonic() < give_up:
             time.sleep(0.05)
-        status = _retained_status(broker, federation, "sim-00000")
+        status = [wire.expect(m.payload, EdgeStatus) for m in retained(
+            Connection(host=broker.host, port=broker.port),
+            Topics(federation).status("sim-00000"))]
         stop.set()
         serving.join()
         host.shut_down()
@@ -119,22 +122,4 @@ def test_a_failing_edge_stops_alone(broker: Mosquitto, federation: str, tmp_path
     assert [(e["edge_id"], e["reason"]) for e in failed] == [("sim-00000", "publish_failed")]
     assert turns["healthy"] >= 3
     assert host.report().failed == 1
-    assert status is not None and status.online is False
-
-
-def _retained_status(broker: Mosquitto, federation: str, edge_id: str) -> EdgeStatus | None:
-    """The retained status of `edge_id` as a new subscriber gets it (fenced, see below)."""
-    got: queue.Queue[Inbound] = queue.Queue()
-    topic, fence = Topics(federation).status(edge_id), Topic(f"fence/{federation}")
-    probe = MqttClient(client_id=f"{federation}-probe",
-                       conn=Connection(host=broker.host, port=broker.port),
-                       on_message=got.put, subscriptions=(topic, fence))
-    probe.connect(10)
-    try:
-        probe.publish(fence, b"")  # queued behind the retained status, if there is one
-        status = None
-        while (msg := got.get(timeout=10)).topic != str(fence):
-            status = wire.expect(msg.payload, EdgeStatus)
-        return status
-    finally:
-        probe.close()
+    assert [s.online for s in status] == [False]

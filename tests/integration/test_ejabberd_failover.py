@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import io
 import json
-import queue
 import re
 import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -45,7 +44,7 @@ from fedstream.operator import fleet_status, start_round
 from fedstream.shared.protocol.commands import RoundReply, RoundStart, StatusReply
 from fedstream.shared.protocol.connection import Connection
 from fedstream.shared.protocol.control import RoundState
-from fedstream.shared.protocol.mqtt import Inbound, MqttClient
+from fedstream.shared.protocol.mqtt import Inbound
 from fedstream.shared.protocol.topics import Topic, Topics
 
 pytestmark = [
@@ -96,26 +95,6 @@ def _wait_logged(procs: Processes, name: str, event: str) -> None:
         time.sleep(0.1)
 
 
-def _retained(conn: Connection, topic: Topic) -> list[str]:
-    """The topics of the retained messages a new subscriber to `topic` on `conn`'s first node
-    (no failover) is sent. Fenced: a message to a topic only it subscribes to, published once
-    its subscriptions are acknowledged, queues behind whatever retained the node sends it."""
-    got: queue.Queue[Inbound] = queue.Queue()
-    fence = Topic(f"fence/{uuid.uuid4().hex}")
-    probe = MqttClient(client_id=f"probe-{uuid.uuid4().hex[:8]}",
-                       conn=replace(conn, failover=()), on_message=got.put,
-                       subscriptions=(topic, fence))
-    probe.connect(10)
-    try:
-        probe.publish(fence, b"fence")
-        topics = []
-        while (msg := got.get(timeout=10)).topic != str(fence):
-            topics.append(msg.topic)
-        return topics
-    finally:
-        probe.close()
-
-
 def _broker_table(cluster: EjabberdCluster, node: int, password_file: Path) -> str:
     """The `[broker]` table of a service on `node`, the other node as failover."""
     conn = cluster.connection(node)
@@ -131,7 +110,8 @@ def _point_at(config: Path, table: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def run(tmp_path_factory: pytest.TempPathFactory,
+        retained: Callable[[Connection, Topic], list[Inbound]]) -> Iterator[Run]:
     """Cluster, edges on node 0, cloud on node 1; round 1; round 2 with node 0 killed once
     its first update is accepted; then the edges holding v2; everything stopped."""
     work = tmp_path_factory.mktemp("ejabberd-fleet")
@@ -164,7 +144,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
             first = start_round(address, RoundStart(epochs=1), wait=True, out=io.StringIO())
             models = Topics(federation).model_all(MODEL)
-            on_node0 = _retained(cluster.connection(0), models)
+            on_node0 = [m.topic for m in retained(cluster.connection(0), models)]
             # Edge 0 restarts on node 0, which retains no model: the cloud publishes v1 again.
             procs.kill("edge-0")
             procs.spawn("edge-0", "edge", edge_cfgs[0])
@@ -182,7 +162,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 second = fleet.wait_round(opened.round_id, on_change=kill_once, grace_s=30)
             wait_holding(address, version=2, edges=len(EDGES), timeout_s=WAIT_S)
             after = fleet_status(address)
-            on_node1 = _retained(cluster.connection(1), models)
+            on_node1 = [m.topic for m in retained(cluster.connection(1), models)]
         finally:
             procs.stop()
         nodes = tuple(f"{n.host}:{n.mqtt_port}" for n in cluster.nodes)
