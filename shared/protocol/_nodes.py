@@ -38,6 +38,7 @@ class Nodes:
     def __init__(self, conn: Connection, *, persistent: bool, session_expiry_s: int) -> None:
         self.conn = conn
         self._at = 0
+        self._failed = 0  # the node the last failed connect was to
         self._clean = not persistent
         self._props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         self._props.SessionExpiryInterval = session_expiry_s if persistent else 0
@@ -56,16 +57,27 @@ class Nodes:
     def open(self, client: paho.Client, timeout_s: float,
              connack: Future[ReasonCode]) -> None:
         """Open the TCP connection and send the CONNECT, to each node in turn, retrying for
-        `timeout_s` while none can be reached (not once `connack` holds an answer).
+        `timeout_s` while none can be reached (not once `connack` holds an answer). What
+        waiting cannot fix (a host name that does not resolve, a refused TLS handshake)
+        passes the turn to the next node, and ends the attempt once every node failed so.
 
         Raises:
             TransportError: broker_unknown_host if a host name does not resolve;
                 broker_refused for a refused TLS handshake (or the refusal in `connack`);
                 broker_unreachable once `timeout_s` has passed.
         """
+        hopeless: set[int] = set()  # nodes that failed in a way waiting cannot fix
+
+        def worth(err: BaseException) -> bool:
+            if connack.done():
+                return False
+            if _sockets.worth_retrying(err):
+                return True
+            hopeless.add(self._failed)
+            return len(hopeless) < len(self.conn.addresses)
+
         retrying = tenacity.retry(
-            retry=tenacity.retry_if_exception(
-                lambda err: _sockets.worth_retrying(err) and not connack.done()),
+            retry=tenacity.retry_if_exception(worth),
             wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1),
             stop=tenacity.stop_after_delay(timeout_s),
             reraise=True,
@@ -90,7 +102,8 @@ class Nodes:
         try:
             client.connect(host, port, keepalive=self.conn.keepalive_s,
                            clean_start=self._clean, properties=self._props)
-        except _sockets.TRANSIENT:
+        except _sockets.TRANSIENT:  # OSError: socket.gaierror and ssl.SSLError too
+            self._failed = self._at
             self._turn()
             raise
 

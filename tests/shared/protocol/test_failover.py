@@ -154,6 +154,27 @@ def test_one_node_that_never_answers_is_broker_unreachable(
     assert "no CONNACK" in caught.value.detail
 
 
+def test_a_node_whose_name_does_not_resolve_passes_the_turn(broker: Mosquitto,
+                                                            federation: str) -> None:
+    """A first node whose host name does not resolve is passed over at the first connect;
+    with every node's name unresolvable it is broker_unknown_host at once, as with one."""
+    # Prepare
+    client = MqttClient(client_id=f"{federation}-typo", conn=Connection(
+        host="nohost.invalid", port=1883, failover=((broker.host, broker.port),)))
+    hopeless = MqttClient(client_id=f"{federation}-typos", conn=Connection(
+        host="nohost.invalid", port=1883, failover=(("nohost2.invalid", 1883),)))
+
+    # Execute
+    client.connect(timeout_s=10)
+    with pytest.raises(TransportError) as caught:
+        hopeless.connect(timeout_s=20)
+
+    # Assert
+    assert client.connected and client.address == f"{broker.host}:{broker.port}"
+    assert caught.value.reason is Reason.BROKER_UNKNOWN_HOST
+    client.close()
+
+
 def test_no_node_answering_is_broker_unreachable() -> None:
     """Every node down: broker_unreachable once the deadline passes, as with one node."""
     # Prepare
